@@ -1,0 +1,57 @@
+"""Find the ELF members of a wheel and parse each one once, inflating only
+as much of it as the parser asks for."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ._elf import ElfError, ElfNeedMore, parse
+from .wheel import STORED, WheelReader
+
+ELF_MAGIC = b"\x7fELF"
+_SKIP_SUFFIXES = (".py", ".pyc", ".pyi")
+_FIRST_CHUNK = 1 << 18      # inflate this much first; most small ELFs end here
+
+
+def extension_init_names(member_name: str) -> tuple:
+    """Symbols that make a shared object a Python extension module."""
+    modname = posixpath.basename(member_name).split(".", 1)[0]
+    return ("PyInit_" + modname, "init" + modname, "_cffi_pypyinit_" + modname)
+
+
+class MemberElfError(ElfError):
+    def __init__(self, member, reason):
+        super().__init__(f"{member}: {reason}")
+        self.member = member
+        self.reason = reason
+
+
+def iter_elf_members(reader: WheelReader):
+    """Yield (member, ElfFile) for every member that starts with the ELF magic.
+
+    A member that has the magic but does not parse raises MemberElfError.
+    """
+    for m in reader.members:
+        if m.is_dir or m.size < 16 or m.name.endswith(_SKIP_SUFFIXES):
+            continue
+        stream = reader.stream(m)
+        if stream.peek(4) != ELF_MAGIC:
+            continue
+        yield m, parse_member(stream, extension_init_names(m.name))
+
+
+def parse_member(stream, exports=()):
+    """Parse an ELF member from a MemberStream, growing the inflated prefix on demand."""
+    size = stream.member.size
+    if stream.member.method != STORED:
+        stream.ensure(min(size, _FIRST_CHUNK))
+    while True:
+        with stream.data() as buf:
+            try:
+                return parse(buf, size, exports=exports)
+            except ElfNeedMore as more:
+                want = more.needed
+            except ElfError as e:
+                raise MemberElfError(stream.member.name, str(e)) from None
+        # grow geometrically so a file needing many small steps stays linear
+        stream.ensure(max(want, min(size, 2 * stream.available)))
