@@ -69,18 +69,29 @@ class PolicyCheck:
     unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
     isa: dict = field(default_factory=dict)                  # member -> level
 
-    def reasons(self):
+    def reasons(self, limit=None):
+        """One line per reason; ``limit`` caps the members and symbols named in each."""
+        def names(items):
+            items = list(items)
+            if limit is None or len(items) <= limit:
+                return ", ".join(items)
+            return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+
+        def by_member(who):
+            parts = [f"{m}: {names(s) if s else '(no symbol named)'}" for m, s in who.items()]
+            if limit is not None and len(parts) > limit:
+                parts = parts[:limit] + [f"{len(parts) - limit} more files"]
+            return "; ".join(parts)
+
         out = []
         for lib, who in sorted(self.external_libraries.items()):
-            out.append(f"needs external library {lib} (by {', '.join(who)})")
+            out.append(f"needs external library {lib} (by {names(who)})")
         for ver, who in sorted(self.symbol_versions.items()):
-            parts = [f"{m}: {', '.join(s) if s else '(no symbol named)'}" for m, s in who.items()]
-            out.append(f"symbol version {ver} is too recent ({'; '.join(parts)})")
+            out.append(f"symbol version {ver} is too recent ({by_member(who)})")
         for lib, who in sorted(self.blacklisted_symbols.items()):
-            parts = [f"{m}: {', '.join(s)}" for m, s in who.items()]
-            out.append(f"uses blacklisted symbols of {lib} ({'; '.join(parts)})")
+            out.append(f"uses blacklisted symbols of {lib} ({by_member(who)})")
         for m, syms in sorted(self.unavailable_symbols.items()):
-            out.append(f"{m} uses symbols this libc version lacks: {', '.join(syms)}")
+            out.append(f"{m} uses symbols this libc version lacks: {names(syms)}")
         for m, level in sorted(self.isa.items()):
             out.append(f"{m} requires x86-64-v{level}")
         return out

@@ -1,0 +1,45 @@
+"""Audit many wheels, in parallel processes, yielding results in input order."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+
+from .audit import audit_path
+
+
+def find_wheels(paths):
+    """Expand directories (recursively, sorted) into the ``*.whl`` files below them."""
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            found = []
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                found.extend(os.path.join(root, f) for f in files if f.endswith(".whl"))
+            yield from sorted(found)
+        else:
+            yield p
+
+
+def _audit_one(path, options):
+    return audit_path(path, **options)
+
+
+def audit_many(paths, jobs: int = 1, **options):
+    """Yield an AuditResult for each wheel under ``paths``, in order.
+
+    ``jobs`` > 1 uses that many worker processes; 0 means one per CPU.
+    A wheel that cannot be read yields a result with ``error`` set; the
+    others are still audited.
+    """
+    wheels = list(find_wheels(paths))
+    if jobs == 0:
+        jobs = os.cpu_count() or 1
+    if jobs <= 1 or len(wheels) <= 1:
+        for w in wheels:
+            yield _audit_one(w, options)
+        return
+    with ProcessPoolExecutor(max_workers=min(jobs, len(wheels))) as ex:
+        yield from ex.map(partial(_audit_one, options=options), wheels, chunksize=1)

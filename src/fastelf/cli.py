@@ -1,0 +1,161 @@
+"""Command line: ``fastelf show``, ``fastelf audit`` (and ``python -m fastelf``).
+
+Exit codes: 0 all good; 1 a wheel's file name claims a platform tag that the
+wheel does not satisfy; 2 usage error; 3 a wheel could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__
+from .audit import audit_path
+from .batch import audit_many, find_wheels
+from .report import show_text, summary_line
+
+EXIT_OK, EXIT_MISLABELED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
+
+
+def _add_audit_options(p):
+    p.add_argument("--json", action="store_true", help="print JSON (one object per wheel)")
+    p.add_argument("--disable-isa-ext-check", action="store_true",
+                   help="do not check the x86-64 ISA level (v2/v3/v4) of ELF files")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fastelf", description="Audit and repair Linux Python wheels (manylinux/musllinux).")
+    parser.add_argument("-V", "--version", action="version", version=f"fastelf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("show", help="audit one wheel and explain the verdict",
+                       description="Audit one wheel: the best platform tag it satisfies, and "
+                                   "what stands in the way of more compatible tags.")
+    p.add_argument("wheel", metavar="WHEEL_FILE")
+    _add_audit_options(p)
+
+    p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
+                       description="Audit wheels and directories of wheels (recursively).")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="worker processes (0 = one per CPU; default 1)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="text mode: print only wheels that are mislabeled or unreadable")
+    p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    _add_audit_options(p)
+    return parser
+
+
+def _options(args):
+    return {"disable_isa_ext_check": args.disable_isa_ext_check}
+
+
+def _exit_code(results):
+    code = EXIT_OK
+    for r in results:
+        if r.error:
+            return EXIT_UNREADABLE
+        if r.unsatisfied_claims:
+            code = EXIT_MISLABELED
+    return code
+
+
+def cmd_show(args, out):
+    if not os.path.isfile(args.wheel):
+        print(f"fastelf: error: cannot access {args.wheel}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    r = audit_path(args.wheel, **_options(args))
+    if args.json:
+        out.write(json.dumps(r.to_dict(), indent=2) + "\n")
+    else:
+        out.write(show_text(r))
+    return _exit_code([r])
+
+
+def _one_line(r):
+    if r.error:
+        return f"ERROR  {r.path}: {r.error}"
+    if r.unsatisfied_claims:
+        claims = "; ".join(f"{t}: {why}" for t, why in r.unsatisfied_claims.items())
+        return f"BAD    {r.path}: best tag {r.best_tag}; {claims}"
+    return f"OK     {r.path}: {r.best_tag or 'pure'}"
+
+
+class _Progress:
+    def __init__(self, total, stream):
+        self.total, self.stream, self.done = total, stream, 0
+
+    def step(self):
+        self.done += 1
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+        self.stream.flush()
+
+    def close(self):
+        self.stream.write("\r" + " " * 60 + "\r")
+        self.stream.flush()
+
+
+def cmd_audit(args, out):
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"fastelf: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.jobs < 0:
+        print("fastelf: error: --jobs must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    total = sum(1 for _ in find_wheels(args.paths))
+    progress = None
+    if not args.no_progress and sys.stderr.isatty() and total > 1:
+        progress = _Progress(total, sys.stderr)
+    start = time.perf_counter()
+    counts = {"wheels": 0, "ok": 0, "mislabeled": 0, "errors": 0}
+    results = []
+    for r in audit_many(args.paths, jobs=args.jobs, **_options(args)):
+        results.append(r)
+        counts["wheels"] += 1
+        if r.error:
+            counts["errors"] += 1
+        elif r.unsatisfied_claims:
+            counts["mislabeled"] += 1
+        else:
+            counts["ok"] += 1
+        if progress:
+            progress.close()
+        if args.json:
+            out.write(json.dumps(r.to_dict()) + "\n")
+        elif not args.quiet or not r.ok:
+            out.write(_one_line(r) + "\n")
+        out.flush()
+        if progress:
+            progress.step()
+    if progress:
+        progress.close()
+    print(summary_line(counts, time.perf_counter() - start), file=sys.stderr)
+    return _exit_code(results)
+
+
+COMMANDS = {"show": cmd_show, "audit": cmd_audit}
+
+
+def main(argv=None, out=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args, out or sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

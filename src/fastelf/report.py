@@ -1,0 +1,74 @@
+"""Human-readable text for audit results (``fastelf show``)."""
+
+from __future__ import annotations
+
+import textwrap
+
+
+def _para(text, width=78):
+    return textwrap.fill(text, width) + "\n"
+
+
+def show_text(r) -> str:
+    """The ``fastelf show`` report for one AuditResult."""
+    out = []
+    if r.error:
+        return f"{r.wheel}: error: {r.error}\n"
+    if r.pure:
+        out.append(_para(f"{r.wheel} contains no ELF file for a Linux platform "
+                         "(a pure-Python wheel)."))
+        out.extend(_claims(r))
+        return "\n".join(out)
+    out.append(_para(f'{r.wheel} is consistent with the following platform tag: '
+                     f'"{r.best_tag}".'))
+    others = [t for t in r.tags if t != r.best_tag]
+    if others:
+        out.append(_para(f"It also satisfies {len(others)} other tag"
+                         f"{'s' if len(others) > 1 else ''}: " + ", ".join(others) + "."))
+    out.append(_para(f"Architecture {r.arch}, libc {r.libc} (decided from the wheel's "
+                     f"{len(r.elfs)} ELF file{'s' if len(r.elfs) != 1 else ''})."))
+    for p in r.problems:
+        out.append(_para("Problem: " + p))
+    if r.versioned_symbols:
+        libs = "; ".join(f"{lib} with versions {', '.join(v)}"
+                         for lib, v in r.versioned_symbols.items())
+        out.append(_para("The wheel references external versioned symbols in these "
+                         f"system-provided shared libraries: {libs}"))
+    else:
+        out.append(_para("The wheel references no external versioned symbols from "
+                         "system-provided shared libraries."))
+    if r.external_libraries:
+        out.append("The following external shared libraries are required by the wheel:\n")
+        for lib, who in r.external_libraries.items():
+            out.append(f"  {lib}  (needed by {', '.join(who)})\n")
+    else:
+        out.append("The wheel requires no external shared libraries! :)\n")
+    for check in r.policies:
+        if check.satisfied:
+            break
+        out.append(f'To achieve the tag "{check.tag}":\n')
+        out.extend(f"  - {why}\n" for why in check.reasons(limit=4))
+    if r.ignored:
+        out.append("Ignored ELF files:\n")
+        out.extend(f"  {m}: {why}\n" for m, why in r.ignored.items())
+    out.extend(_claims(r))
+    return "".join(x if x.endswith("\n") else x + "\n" for x in out)
+
+
+def _claims(r):
+    out = []
+    for tag in r.claimed_tags:
+        if tag in r.unsatisfied_claims:
+            out.append(f'The file name claims "{tag}", which the wheel does NOT satisfy: '
+                       f"{r.unsatisfied_claims[tag]}\n")
+    if r.claimed_tags and not r.unsatisfied_claims:
+        out.append("The platform tags in the file name are all satisfied.\n")
+    return out
+
+
+def summary_line(counts: dict, seconds: float) -> str:
+    parts = [f"{counts.get('wheels', 0)} wheels audited in {seconds:.2f}s",
+             f"{counts.get('ok', 0)} ok",
+             f"{counts.get('mislabeled', 0)} mislabeled",
+             f"{counts.get('errors', 0)} unreadable"]
+    return ", ".join(parts)
