@@ -47,6 +47,23 @@ def build_parser():
                    help="text mode: print only wheels that are mislabeled or unreadable")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     _add_audit_options(p)
+
+    p = sub.add_parser("retag", help="rewrite a wheel's platform tags (file name and WHEEL)",
+                       description="Write a copy of each wheel with new platform tags. Without "
+                                   "--plat the best tag the wheel satisfies is used. A requested "
+                                   "tag the wheel does not satisfy is refused unless --force.")
+    p.add_argument("wheels", nargs="+", metavar="WHEEL_FILE")
+    p.add_argument("--plat", action="append", default=[], metavar="TAG",
+                   help="platform tag to set (repeatable; legacy aliases such as manylinux2014 "
+                        "are expanded to both names)")
+    p.add_argument("--add", action="store_true",
+                   help="keep the wheel's current platform tags that it satisfies")
+    p.add_argument("--force", action="store_true", help="set tags even if not satisfied")
+    p.add_argument("-w", "--wheel-dir", default="wheelhouse",
+                   help="directory to write to (default: wheelhouse)")
+    p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
+                   metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
+    _add_audit_options(p)
     return parser
 
 
@@ -140,7 +157,44 @@ def cmd_audit(args, out):
     return _exit_code(results)
 
 
-COMMANDS = {"show": cmd_show, "audit": cmd_audit}
+def cmd_retag(args, out):
+    from .errors import FastElfError
+    from .retag import expand_tag, retag_wheel
+
+    code = EXIT_OK
+    for path in args.wheels:
+        r = audit_path(path, **_options(args))
+        if r.error:
+            print(f"fastelf: error: {r.error}", file=sys.stderr)
+            code = EXIT_UNREADABLE
+            continue
+        try:
+            if args.plat:
+                plats = [t for tag in args.plat for t in expand_tag(tag, r.arch)]
+            elif r.pure:
+                raise FastElfError(f"{path}: no ELF files; give the tags with --plat")
+            else:
+                plats = [t for t in r.tags if t == r.best_tag or t in _aliases_of(r, r.best_tag)]
+                plats = plats or [r.best_tag]
+            if args.add:
+                plats = [t for t in r.claimed_tags if t not in r.unsatisfied_claims] + plats
+            unsatisfied = [t for t in plats if t not in r.tags and not t.startswith("linux_")]
+            if unsatisfied and not args.force:
+                raise FastElfError(f"{path}: the wheel does not satisfy {', '.join(unsatisfied)} "
+                                   f"(best tag: {r.best_tag}); use --force to set it anyway")
+            out.write(retag_wheel(path, args.wheel_dir, plats,
+                                  compresslevel=args.zip_compression_level) + "\n")
+        except FastElfError as e:
+            print(f"fastelf: error: {e}", file=sys.stderr)
+            code = max(code, EXIT_MISLABELED)
+    return code
+
+
+def _aliases_of(r, tag):
+    return next((c.aliases for c in r.policies if c.tag == tag), ())
+
+
+COMMANDS = {"show": cmd_show, "audit": cmd_audit, "retag": cmd_retag}
 
 
 def main(argv=None, out=None):

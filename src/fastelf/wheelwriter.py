@@ -1,0 +1,285 @@
+"""Write a modified copy of a wheel, atomically and reproducibly.
+
+Unchanged members are copied as their compressed bytes (no inflate, no
+re-deflate); new or changed members are deflated in parallel threads.
+RECORD is rewritten: unchanged members keep their RECORD line when it has a
+hash, everything else is hashed from the bytes written.  The output is
+written to a temporary file next to the destination and renamed into place,
+so a failure never leaves a half-written wheel and the input is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import struct
+import tempfile
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import WheelError
+from .wheel import DEFLATED, STORED, WheelReader
+
+_MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
+
+
+def record_hash(data) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def reproducible_date_time():
+    """SOURCE_DATE_EPOCH as a zip date_time tuple (clipped to 1980), else None."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return None
+    try:
+        t = max(int(epoch), _MIN_DOS_TIME)
+    except ValueError:
+        raise WheelError("SOURCE_DATE_EPOCH", f"not an integer: {epoch!r}") from None
+    return time.gmtime(t)[:6]
+
+
+def _dos(date_time):
+    y, mo, d, h, mi, s = date_time
+    y = max(y, 1980)
+    return ((h << 11) | (mi << 5) | (s // 2)) & 0xFFFF, (((y - 1980) << 9) | (mo << 5) | d) & 0xFFFF
+
+
+def dist_info_dir(names) -> str:
+    """The wheel's single top-level ``*.dist-info`` directory."""
+    dirs = {n.split("/", 1)[0] for n in names
+            if n.count("/") == 1 and n.split("/", 1)[0].endswith(".dist-info")
+            and n.endswith("/WHEEL")}
+    if len(dirs) != 1:
+        raise WheelError("wheel", f"expected one .dist-info directory with a WHEEL file, "
+                                  f"found {sorted(dirs) or 'none'}")
+    return dirs.pop()
+
+
+def parse_record(text: str) -> dict:
+    """RECORD rows as {path: (hash, size)} (hash/size may be empty strings)."""
+    rows = {}
+    for row in csv.reader(io.StringIO(text)):
+        if not row:
+            continue
+        path = row[0]
+        rows[path] = (row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
+    return rows
+
+
+class _Entry:
+    __slots__ = ("name", "method", "crc", "csize", "usize", "mode", "date_time",
+                 "payload", "offset")
+
+    def __init__(self, name, method, crc, csize, usize, mode, date_time, payload):
+        self.name, self.method, self.crc = name, method, crc
+        self.csize, self.usize, self.mode = csize, usize, mode
+        self.date_time, self.payload, self.offset = date_time, payload, 0
+
+
+def _deflate(data, level):
+    z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush()
+
+
+class WheelWriter:
+    """Collect members, then ``write(path)`` them as one zip, atomically."""
+
+    def __init__(self, *, compresslevel: int = 6, date_time=None, jobs: int | None = None):
+        if not -1 <= compresslevel <= 9:
+            raise ValueError("compresslevel must be between -1 and 9")
+        self.level = compresslevel
+        self.date_time = date_time or reproducible_date_time()
+        self.jobs = jobs or os.cpu_count() or 1
+        self._entries: list = []
+        self._pending: list = []      # (entry, data) still to deflate
+        self._names: set = set()
+
+    def _add_entry(self, entry):
+        if entry.name in self._names:
+            raise WheelError(entry.name, "member written twice")
+        self._names.add(entry.name)
+        self._entries.append(entry)
+
+    def copy(self, reader: WheelReader, member, name: str | None = None):
+        """Copy a member's compressed bytes unchanged (optionally renamed)."""
+        dt = self.date_time or member.date_time
+        self._add_entry(_Entry(name or member.name, member.method, member.crc,
+                               member.compressed_size, member.size, member.mode or 0o100644,
+                               dt, reader.raw(member)))
+
+    def add(self, name: str, data: bytes, mode: int = 0o644):
+        """Add a new member; it is deflated when the wheel is written."""
+        dt = self.date_time or time.localtime()[:6]
+        entry = _Entry(name, DEFLATED, zlib.crc32(data), 0, len(data),
+                       0o100000 | (mode & 0o7777), dt, None)
+        self._add_entry(entry)
+        self._pending.append((entry, data))
+
+    def _compress_pending(self):
+        if not self._pending:
+            return
+        level = self.level
+        datas = [d for _e, d in self._pending]
+        if self.jobs > 1 and len(datas) > 1:
+            with ThreadPoolExecutor(self.jobs) as ex:
+                outs = list(ex.map(lambda d: _deflate(d, level), datas))
+        else:
+            outs = [_deflate(d, level) for d in datas]
+        for (entry, data), out in zip(self._pending, outs):
+            if level == 0 or len(out) >= len(data):
+                entry.method, entry.payload, entry.csize = STORED, data, len(data)
+            else:
+                entry.payload, entry.csize = out, len(out)
+        self._pending = []
+
+    def write(self, path):
+        """Write the zip to ``path`` via a temporary file and an atomic rename."""
+        self._compress_pending()
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".fastelf-", suffix=".whl.part", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self._write_zip(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _write_zip(self, f):
+        pos = 0
+        for e in self._entries:
+            e.offset = pos
+            name = e.name.encode()
+            flags = 0x800 if not e.name.isascii() else 0
+            t, d = _dos(e.date_time)
+            big = e.csize >= 0xFFFFFFFF or e.usize >= 0xFFFFFFFF
+            extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if big else b""
+            hdr = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 45 if big else 20, flags, e.method,
+                              t, d, e.crc, 0xFFFFFFFF if big else e.csize,
+                              0xFFFFFFFF if big else e.usize, len(name), len(extra))
+            f.write(hdr + name + extra)
+            f.write(e.payload)
+            pos += len(hdr) + len(name) + len(extra) + e.csize
+        cd_start = pos
+        for e in self._entries:
+            name = e.name.encode()
+            flags = 0x800 if not e.name.isascii() else 0
+            t, d = _dos(e.date_time)
+            z64 = []
+            usize, csize, off = e.usize, e.csize, e.offset
+            if usize >= 0xFFFFFFFF:
+                z64.append(usize)
+                usize = 0xFFFFFFFF
+            if csize >= 0xFFFFFFFF:
+                z64.append(csize)
+                csize = 0xFFFFFFFF
+            if off >= 0xFFFFFFFF:
+                z64.append(off)
+                off = 0xFFFFFFFF
+            extra = struct.pack("<HH", 1, 8 * len(z64)) + b"".join(
+                struct.pack("<Q", v) for v in z64) if z64 else b""
+            cen = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", (3 << 8) | 45,
+                              45 if z64 else 20, flags, e.method, t, d, e.crc, csize, usize,
+                              len(name), len(extra), 0, 0, 0, (e.mode & 0xFFFF) << 16, off)
+            f.write(cen + name + extra)
+            pos += len(cen) + len(name) + len(extra)
+        cd_size = pos - cd_start
+        count = len(self._entries)
+        if count >= 0xFFFF or cd_start >= 0xFFFFFFFF or cd_size >= 0xFFFFFFFF:
+            f.write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, (3 << 8) | 45, 45, 0, 0,
+                                count, count, cd_size, cd_start))
+            f.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, pos, 1))
+            f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF,
+                                0xFFFFFFFF, 0xFFFFFFFF, 0))
+        else:
+            f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, cd_size,
+                                cd_start, 0))
+
+
+def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remove=(),
+                  wheel_tags=None, compresslevel=6):
+    """Write a copy of ``reader``'s wheel to ``out_path`` with changes.
+
+    ``replace``: {member: new bytes}; ``add``: {member: bytes or (bytes, mode)},
+    placed before the .dist-info directory; ``remove``: members to drop;
+    ``wheel_tags``: if given, the WHEEL file's ``Tag:`` lines become these.
+    RECORD is regenerated; RECORD.jws / RECORD.p7s signatures are dropped.
+    """
+    replace = dict(replace or {})
+    add = dict(add or {})
+    remove = set(remove)
+    names = [m.name for m in reader.members]
+    info = dist_info_dir(names)
+    record_name = f"{info}/RECORD"
+    dropped = {record_name, f"{info}/RECORD.jws", f"{info}/RECORD.p7s"} | remove
+    old_record = parse_record(reader.read(record_name).tobytes().decode("utf-8", "replace")
+                              if record_name in reader else "")
+    if wheel_tags is not None:
+        wheel_name = f"{info}/WHEEL"
+        replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
+    clash = (set(add) & set(names)) - dropped
+    if clash:
+        raise WheelError(reader.path, f"cannot add members that exist: {sorted(clash)}")
+
+    writer = WheelWriter(compresslevel=compresslevel)
+    rows = []
+
+    def add_new(name, data, mode=0o644):
+        writer.add(name, data, mode)
+        rows.append((name, record_hash(data), str(len(data))))
+
+    for name, value in add.items():          # grafted files first, as auditwheel does
+        if not name.startswith(info + "/"):
+            data, mode = value if isinstance(value, tuple) else (value, 0o755)
+            add_new(name, data, mode)
+    for m in reader.members:
+        if m.name in dropped:
+            continue
+        if m.name in replace:
+            mode = (m.mode & 0o7777) or 0o644
+            add_new(m.name, replace[m.name], mode)
+            continue
+        writer.copy(reader, m)
+        if m.is_dir:
+            continue
+        h, size = old_record.get(m.name, ("", ""))
+        if not h.startswith("sha256=") or size != str(m.size):
+            data = reader.read(m)
+            h, size = record_hash(data), str(len(data))
+        rows.append((m.name, h, size))
+    for name, value in add.items():
+        if name.startswith(info + "/"):
+            data, mode = value if isinstance(value, tuple) else (value, 0o644)
+            add_new(name, data, mode)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerows(rows)
+    w.writerow((record_name, "", ""))
+    writer.add(record_name, buf.getvalue().encode())
+    writer.write(out_path)
+
+
+def _retag_wheel_file(text: bytes, tags) -> bytes:
+    lines = text.decode("utf-8").splitlines()
+    out = [ln for ln in lines if not ln.startswith("Tag:")]
+    # keep the blank-line-free header form; tags go where the first Tag line was
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("Tag:")), len(out))
+    first = min(first, len(out))
+    while out and out[-1] == "":
+        out.pop()
+    first = min(first, len(out))
+    out[first:first] = [f"Tag: {t}" for t in tags]
+    return ("\n".join(out) + "\n").encode()
