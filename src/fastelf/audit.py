@@ -7,6 +7,7 @@ host library is opened.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
 import re
@@ -165,11 +166,12 @@ def _libc_of(elf) -> str | None:
     return None
 
 
-def _to_info(member, elf) -> ElfInfo:
-    init = extension_init_names(member.name)
+def elf_info(path: str, elf) -> ElfInfo:
+    """The audit's view of a parsed ELF file stored at ``path`` in the wheel."""
+    init = extension_init_names(path)
     extension = any(name in init and typ == STT_FUNC for name, _v, _b, typ in elf.exports)
     return ElfInfo(
-        path=member.name, arch=elf.arch, libc=_libc_of(elf), interpreter=elf.interpreter,
+        path=path, arch=elf.arch, libc=_libc_of(elf), interpreter=elf.interpreter,
         needed=list(elf.needed), soname=elf.soname, rpath=elf.rpath, runpath=elf.runpath,
         extension=extension, isa_level=elf.x86_isa_level if elf.arch == "x86_64" else None,
         exec_stack=elf.exec_stack, imports=elf.imports,
@@ -229,8 +231,32 @@ class _Resolver:
 
 # ------------------------------------------------------------------ audit
 
+def read_elf_infos(reader: WheelReader) -> list:
+    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError."""
+    infos = []
+    try:
+        for member, elf in iter_elf_members(reader):
+            infos.append(elf_info(member.name, elf))
+    except MemberElfError as e:
+        raise WheelError(reader.path, f"member {e.member!r} is not a valid ELF file: "
+                                      f"{e.reason}") from None
+    return infos
+
+
+def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
+          disable_isa_ext_check: bool = False) -> AuditResult:
+    """The verdict on a set of ELF members (``wheel`` is the file name, for its tags).
+
+    ``exclude``: glob patterns of sonames to leave out of the analysis, as
+    if every policy allowed them (auditwheel's ``--exclude``).
+    """
+    result = AuditResult(wheel=wheel, path=path, claimed_tags=platform_tags_of(wheel))
+    _judge(result, infos, disable_isa_ext_check, tuple(exclude))
+    return result
+
+
 def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
-                disable_isa_ext_check: bool = False) -> AuditResult:
+                exclude=(), disable_isa_ext_check: bool = False) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel; returns an AuditResult otherwise.
@@ -238,17 +264,10 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
         getattr(source, "name", "<bytes>")
     name = filename or os.path.basename(str(path))
-    result = AuditResult(wheel=name, path=str(path), claimed_tags=platform_tags_of(name))
     with WheelReader(source, limits) as reader:
-        infos = []
-        try:
-            for member, elf in iter_elf_members(reader):
-                infos.append(_to_info(member, elf))
-        except MemberElfError as e:
-            raise WheelError(path, f"member {e.member!r} is not a valid ELF file: {e.reason}") \
-                from None
-    _judge(result, infos, disable_isa_ext_check)
-    return result
+        infos = read_elf_infos(reader)
+    return judge(infos, name, str(path), exclude=exclude,
+                 disable_isa_ext_check=disable_isa_ext_check)
 
 
 def audit_path(path, **kw) -> AuditResult:
@@ -260,7 +279,7 @@ def audit_path(path, **kw) -> AuditResult:
                            error=str(e), claimed_tags=platform_tags_of(str(path)))
 
 
-def _judge(result: AuditResult, infos: list, disable_isa: bool):
+def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
     claims = [pol.parse_platform_tag(t) for t in result.claimed_tags]
     claimed_arch = next((c[2] for c in claims if c), None)
     claimed_libc = next((c[0] for c in claims if c and c[0]), None)
@@ -280,8 +299,8 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool):
         result.error = "wheel mixes glibc and musl ELF files: " + ", ".join(
             f"{i.path} ({i.libc})" for i in elfs if i.libc)
         return
-    libc = libcs.pop() if libcs else (claimed_libc or pol.GLIBC)
-    if libc == pol.GLIBC and not libcs and claimed_libc is None and elfs:
+    libc = next(iter(libcs)) if libcs else (claimed_libc or pol.GLIBC)
+    if not libcs and claimed_libc is None and elfs:
         result.problems.append("no ELF file names a libc; assuming glibc")
 
     if not elfs:
@@ -303,7 +322,8 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool):
     seen_edges = set()
 
     def visit(info, lib, found):
-        if found is None and not pol.is_loader(lib) and (info.path, lib) not in seen_edges:
+        if found is None and not pol.is_loader(lib) and (info.path, lib) not in seen_edges \
+                and not any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
             seen_edges.add((info.path, lib))
             unresolved.setdefault(lib, set()).add(info.path)
 
