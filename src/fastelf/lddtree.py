@@ -1,0 +1,382 @@
+"""Static dependency trees: which file each DT_NEEDED resolves to, as ld.so would.
+
+``resolve_tree(path)`` walks the dependencies breadth-first (the loaders' load
+order), resolving each name once, from the context of the first object that
+needs it, with the search order of glibc or musl (see ``fastelf.ldpaths``).
+Every file is parsed once with ``fastelf._elf.parse`` (cached by realpath), and
+candidates of another ELF class, byte order or machine are skipped, as ld.so
+skips them.  Nothing is executed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from ._elf import ElfError, parse
+from .errors import FastElfError
+from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, default_lib, default_platform, expand_dst,
+                      rooted, split_path, system_dirs)
+
+__all__ = ["LddError", "Library", "Tree", "ElfCache", "resolve_tree", "detect_libc"]
+
+EM_ARM = 40
+ET_DYN = 3
+DT_FLAGS_1 = 0x6FFFFFFB
+DF_1_NODEFLIB = 0x800
+_MUSL_RESERVED = re.compile(r"lib(c|pthread|rt|m|dl|util|xnet)\.so(\..*)?")
+
+
+class LddError(FastElfError):
+    """The object whose tree was asked for cannot be read or is not dynamic."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class ElfCache:
+    """Parsed ELF files keyed by realpath; each file is read once."""
+
+    def __init__(self):
+        self._by_real: Dict[str, object] = {}
+
+    def load(self, path: str):
+        """The ElfFile for ``path``; raises OSError or ElfError (also cached)."""
+        real = os.path.realpath(path)
+        hit = self._by_real.get(real)
+        if hit is None:
+            try:
+                hit = self._parse(real)
+            except (OSError, ElfError) as exc:
+                hit = exc
+            self._by_real[real] = hit
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+
+    @staticmethod
+    def _parse(real: str):
+        with open(real, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise ElfError("empty file")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return parse(mm)
+
+
+class Library:
+    """One resolved (or missing) DT_NEEDED name."""
+
+    __slots__ = ("name", "path", "realpath", "found_via", "soname", "needed", "rpath",
+                 "runpath", "chain", "skipped", "error")
+
+    def __init__(self, name, path, realpath, found_via, elf, chain, skipped, error=None):
+        self.name = name
+        self.path = path
+        self.realpath = realpath
+        self.found_via = found_via
+        self.soname = elf.soname if elf is not None else None
+        self.needed = list(elf.needed) if elf is not None else []
+        self.rpath = split_path(elf.rpath) if elf is not None else []
+        self.runpath = split_path(elf.runpath) if elf is not None else []
+        self.chain = chain
+        self.skipped = skipped
+        self.error = error          # why the loader would stop at a bad candidate
+
+    @property
+    def found(self) -> bool:
+        return self.path is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "realpath": self.realpath, "found_via": self.found_via,
+            "soname": self.soname, "needed": self.needed, "rpath": self.rpath,
+            "runpath": self.runpath, "chain": self.chain,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "error": self.error,
+        }
+
+    def __repr__(self):
+        return f"<Library {self.name} => {self.path}>"
+
+
+class Tree:
+    """The dependency tree of one ELF file."""
+
+    def __init__(self, path, elf, libc, libraries, search):
+        self.path = path
+        self.realpath = os.path.realpath(path)
+        self.elf = elf
+        self.libc = libc
+        self.libraries: Dict[str, Library] = libraries
+        self.search = search
+
+    @property
+    def needed(self) -> List[str]:
+        return list(self.elf.needed)
+
+    @property
+    def missing(self) -> List[str]:
+        return [n for n, lib in self.libraries.items() if lib.path is None]
+
+    def resolved(self) -> Dict[str, Optional[str]]:
+        """{needed name: host path or None} in load order."""
+        return {n: lib.path for n, lib in self.libraries.items()}
+
+    def to_dict(self) -> dict:
+        e = self.elf
+        return {
+            "path": self.path,
+            "realpath": self.realpath,
+            "arch": e.arch,
+            "elf_class": e.elf_class,
+            "machine": e.machine,
+            "libc": self.libc,
+            "interpreter": e.interpreter,
+            "soname": e.soname,
+            "needed": list(e.needed),
+            "rpath": split_path(e.rpath),
+            "runpath": split_path(e.runpath),
+            "search": dict(self.search),
+            "libraries": {n: lib.to_dict() for n, lib in self.libraries.items()},
+            "missing": self.missing,
+        }
+
+
+def detect_libc(elf) -> str:
+    """musl when the interpreter or a NEEDED name is musl's, else glibc."""
+    interp = elf.interpreter or ""
+    if "ld-musl-" in interp:
+        return MUSL
+    for name in elf.needed:
+        if name.startswith("libc.musl-") or name == "libc.so":
+            return MUSL
+    return GLIBC
+
+
+class _Node:
+    __slots__ = ("path", "elf", "loader", "origin", "chain")
+
+    def __init__(self, path, elf, loader, origin, chain):
+        self.path, self.elf, self.loader, self.origin, self.chain = (
+            path, elf, loader, origin, chain)
+
+
+def resolve_tree(
+    path: Union[str, os.PathLike],
+    *,
+    root: str = "/",
+    ld_library_path: Union[str, Sequence[str], None] = None,
+    ldpaths: Optional[Sequence[str]] = None,
+    libc: Optional[str] = None,
+    lib: Optional[str] = None,
+    platform: Optional[str] = None,
+    cache: Optional[ElfCache] = None,
+) -> Tree:
+    """Resolve the dependencies of the ELF file at ``path`` without running it.
+
+    root             sysroot: system directories, ld.so.conf, the musl path file,
+                     absolute RPATH/RUNPATH and LD_LIBRARY_PATH entries are looked
+                     up inside it.  $ORIGIN expands to an object's real location.
+    ld_library_path  LD_LIBRARY_PATH as a string or a list (the environment is
+                     not read: pass ``os.environ.get("LD_LIBRARY_PATH")`` for that).
+    ldpaths          host directories replacing the system search (ld.so.conf and
+                     built-in directories, or the musl path) entirely.
+    libc             "glibc" or "musl"; detected from the file by default.
+    lib, platform    values of $LIB and $PLATFORM (glibc only).
+    cache            an ElfCache shared between calls.
+
+    Raises LddError when ``path`` itself cannot be read or parsed.
+    """
+    path = os.path.abspath(os.fspath(path))
+    cache = cache or ElfCache()
+    try:
+        top = cache.load(path)
+    except (OSError, ElfError) as exc:
+        raise LddError(path, str(exc)) from None
+    flavour = libc or detect_libc(top)
+    if flavour not in (GLIBC, MUSL):
+        raise ValueError(f"libc must be 'glibc' or 'musl', not {libc!r}")
+    lib = lib if lib is not None else default_lib(top.arch, top.elf_class)
+    platform = platform if platform is not None else default_platform(top.arch)
+    musl_arch = None
+    if flavour == MUSL:
+        m = re.search(r"ld-musl-([^/]+)\.so", top.interpreter or "")
+        musl_arch = m.group(1) if m else MUSL_ARCH.get(top.arch or "", top.arch or "")
+    llp = [rooted(root, d) for d in split_path(ld_library_path)]
+    if ldpaths is not None:
+        system = [os.path.abspath(d) for d in ldpaths]
+        system_label = "ldpaths"
+    else:
+        system = [rooted(root, d) for d in system_dirs(root=root, libc=flavour, arch=top.arch,
+                                                        elf_class=top.elf_class,
+                                                        musl_arch=musl_arch)]
+        system_label = "system"
+    interp_path = None
+    if top.interpreter:
+        interp_path = rooted(root, top.interpreter)
+
+    interp_names = set()
+    if interp_path:
+        interp_names.add(os.path.basename(interp_path))
+        try:
+            interp_soname = cache.load(interp_path).soname
+        except (OSError, ElfError):
+            interp_soname = None
+        if interp_soname:
+            interp_names.add(interp_soname)
+
+    def origin_of(p, is_top):
+        # glibc takes the main program's origin from /proc/self/exe (symlinks
+        # resolved) and a library's from the name it was opened by.
+        if is_top and top.interpreter:
+            return os.path.dirname(os.path.realpath(p))
+        return os.path.dirname(p)
+
+    def expand(entries, node):
+        out = []
+        for entry in entries:
+            d = expand_dst(entry, node.origin, libc=flavour, lib=lib, platform=platform)
+            if d is None:
+                continue
+            if not (entry.startswith("$ORIGIN") or entry.startswith("${ORIGIN}")):
+                d = rooted(root, d) if d.startswith("/") else d
+            out.append(d)
+        return out
+
+    def check(elf) -> Tuple[Optional[str], bool]:
+        """(reason, fatal) for a candidate the loader would not use.  glibc
+        skips other classes and machines (also the other ARM float ABI) and
+        keeps searching; other mismatches stop the load.  musl uses the first
+        file it can open, whatever it is."""
+        if elf.elf_class != top.elf_class:
+            return f"ELF{elf.elf_class}, not ELF{top.elf_class}", flavour == MUSL
+        if elf.machine != top.machine:
+            return f"machine {elf.arch or elf.machine}, not {top.arch or top.machine}", \
+                flavour == MUSL
+        if elf.machine == EM_ARM and (elf.flags & 0x400) != (top.flags & 0x400):
+            return "other ARM float ABI", flavour == MUSL
+        if elf.little_endian != top.little_endian:
+            return "other byte order", True
+        if elf.e_type != ET_DYN:
+            return "not a shared object", True
+        return None, False
+
+    def search_order(node: _Node) -> List[Tuple[str, str]]:
+        dirs: List[Tuple[str, str]] = []
+        if flavour == GLIBC:
+            if not node.elf.runpath:
+                n = node
+                while n is not None:
+                    if not n.elf.runpath:        # RPATH is ignored beside a RUNPATH
+                        dirs += [(d, "rpath") for d in expand(split_path(n.elf.rpath), n)]
+                    n = n.loader
+            dirs += [(d, "ld_library_path") for d in llp]
+            dirs += [(d, "runpath") for d in expand(split_path(node.elf.runpath), node)]
+            flags_1 = dict(node.elf.dynamic or ()).get(DT_FLAGS_1, 0)
+            if not flags_1 & DF_1_NODEFLIB:
+                dirs += [(d, system_label) for d in system]
+        else:
+            dirs += [(d, "ld_library_path") for d in llp]
+            n = node
+            while n is not None:
+                value = n.elf.runpath or n.elf.rpath
+                label = "runpath" if n.elf.runpath else "rpath"
+                dirs += [(d, label) for d in expand(split_path(value), n)]
+                n = n.loader
+            dirs += [(d, system_label) for d in system]
+        seen, out = set(), []
+        for d, label in dirs:
+            if d not in seen:
+                seen.add(d)
+                out.append((d, label))
+        return out
+
+    def try_file(candidate, skipped):
+        """(elf, error): the ElfFile to use, or an error that ends the search
+        (as it ends the loader's), or (None, None) to keep searching."""
+        if not os.path.isfile(candidate) or not os.access(candidate, os.R_OK):
+            return None, None
+        try:
+            elf = cache.load(candidate)
+        except (OSError, ElfError) as exc:
+            return None, f"{candidate}: not a loadable ELF file ({exc})"
+        why, fatal = check(elf)
+        if why is None:
+            return elf, None
+        if fatal:
+            return None, f"{candidate}: {why}"
+        skipped.append((candidate, why))
+        return None, None
+
+    def find(name: str, node: _Node):
+        """(path, elf, found_via, skipped, error)"""
+        skipped: List[Tuple[str, str]] = []
+        if "/" in name:
+            candidate = rooted(root, name) if name.startswith("/") else os.path.abspath(name)
+            elf, err = try_file(candidate, skipped)
+            if elf is not None:
+                return candidate, elf, "direct", skipped, None
+            return None, None, None, skipped, err
+        if interp_path and ((flavour == MUSL and _MUSL_RESERVED.fullmatch(name))
+                            or name in interp_names):
+            # the loader is mapped first and answers to its names (musl's is
+            # also libc, and takes the names of libc's parts)
+            elf, err = try_file(interp_path, skipped)
+            if elf is not None:
+                return interp_path, elf, "interpreter", skipped, None
+        for d, label in search_order(node):
+            candidate = os.path.join(d, name)
+            elf, err = try_file(candidate, skipped)
+            if elf is not None:
+                return candidate, elf, label, skipped, None
+            if err is not None:
+                return None, None, None, skipped, err
+        return None, None, None, skipped, None
+
+    root_node = _Node(path, top, None, origin_of(path, True), [path])
+    libraries: Dict[str, Library] = {}
+    by_real: Dict[str, Library] = {os.path.realpath(path): None}
+    by_soname: Dict[str, str] = {}
+    if top.soname:
+        by_soname[top.soname] = ""              # the top object itself
+    queue = [root_node]
+    while queue:
+        node = queue.pop(0)
+        for name in node.elf.needed:
+            if name in libraries:
+                continue
+            if name in by_soname:            # matches the DT_SONAME of a loaded object
+                same = libraries.get(by_soname[name])
+                if same is None:
+                    libraries[name] = Library(name, path, os.path.realpath(path), "loaded",
+                                              top, node.chain + [name], [])
+                else:
+                    libraries[name] = Library(name, same.path, same.realpath, "loaded",
+                                              None, node.chain + [name], [])
+                    libraries[name].soname = same.soname
+                continue
+            found, elf, via, skipped, error = find(name, node)
+            chain = node.chain + [name]
+            if found is None:
+                libraries[name] = Library(name, None, None, None, None, chain, skipped, error)
+                continue
+            real = os.path.realpath(found)
+            libraries[name] = Library(name, os.path.normpath(found), real, via, elf, chain,
+                                      skipped)
+            if elf.soname and elf.soname != name:
+                by_soname.setdefault(elf.soname, name)
+            if real in by_real:
+                continue                     # the same file under another name
+            by_real[real] = libraries[name]
+            queue.append(_Node(found, elf, node, origin_of(found, False), chain))
+    search = {
+        "root": root,
+        "ld_library_path": llp,
+        system_label: system,
+    }
+    return Tree(path, top, flavour, libraries, search)
