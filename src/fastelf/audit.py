@@ -123,7 +123,8 @@ class AuditResult:
     policies: list = field(default_factory=list)
     versioned_symbols: dict = field(default_factory=dict)
     external_libraries: dict = field(default_factory=dict)
-    problems: list = field(default_factory=list)      # wheel-wide violations
+    problems: list = field(default_factory=list)      # wheel-wide remarks and violations
+    blocking: list = field(default_factory=list)      # the violations that no tag allows
     error: str | None = None
 
     @property
@@ -344,6 +345,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
     if ucs2:
         blocking.append("compiled against a narrow-unicode (UCS2) Python: " + ", ".join(ucs2))
     result.problems.extend(blocking)
+    result.blocking = blocking
 
     # versioned symbols from system libraries, and who uses each version
     versioned = {}

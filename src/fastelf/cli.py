@@ -48,6 +48,29 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     _add_audit_options(p)
 
+    p = sub.add_parser("repair", help="graft external libraries into the wheel and retag it",
+                       description="Copy each wheel's external shared libraries into "
+                                   "<name>.libs/, patch its ELF files to use them (in-process, "
+                                   "no patchelf) and retag it. The input is never modified.")
+    p.add_argument("wheels", nargs="+", metavar="WHEEL_FILE")
+    p.add_argument("-w", "--wheel-dir", default="wheelhouse",
+                   help="directory to write repaired wheels to (default: wheelhouse)")
+    p.add_argument("--plat", default="auto", metavar="PLATFORM",
+                   help="platform tag to reach, e.g. manylinux_2_17_x86_64 or manylinux2014 "
+                        "(default: auto, the most compatible one possible)")
+    p.add_argument("--only-plat", action="store_true",
+                   help="tag the result with --plat only, not also with better tags it meets")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="soname glob to leave external (not grafted), repeatable")
+    p.add_argument("--ldpaths", metavar="PATHS",
+                   help="colon-separated directories searched before the system ones")
+    p.add_argument("--root", default="/", help="resolve libraries inside this sysroot")
+    p.add_argument("--no-update-tags", action="store_true",
+                   help="keep the file name's platform tags")
+    p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
+                   metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
+    _add_audit_options(p)
+
     p = sub.add_parser("retag", help="rewrite a wheel's platform tags (file name and WHEEL)",
                        description="Write a copy of each wheel with new platform tags. Without "
                                    "--plat the best tag the wheel satisfies is used. A requested "
@@ -190,11 +213,46 @@ def cmd_retag(args, out):
     return code
 
 
+def cmd_repair(args, out):
+    from .errors import FastElfError, WheelError
+    from .repair import repair_wheel
+
+    code = EXIT_OK
+    for path in args.wheels:
+        if not os.path.isfile(path):
+            print(f"fastelf: error: cannot access {path}: no such file", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        try:
+            res = repair_wheel(
+                path, args.wheel_dir, plat=args.plat, only_plat=args.only_plat,
+                exclude=args.exclude, root=args.root, ldpaths=args.ldpaths,
+                ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
+                update_tags=not args.no_update_tags,
+                disable_isa_ext_check=args.disable_isa_ext_check,
+                compresslevel=args.zip_compression_level)
+        except WheelError as e:
+            print(f"fastelf: error: {e}", file=sys.stderr)
+            code = EXIT_UNREADABLE
+            continue
+        except FastElfError as e:
+            print(f"fastelf: error: {e}", file=sys.stderr)
+            code = max(code, EXIT_MISLABELED)
+            continue
+        if args.json:
+            out.write(json.dumps(res.to_dict()) + "\n")
+        else:
+            for lib, (src, member) in res.grafted.items():
+                out.write(f"grafted {lib} from {src} as {member}\n")
+            out.write(f"wrote {res.output}\n")
+    return code
+
+
 def _aliases_of(r, tag):
     return next((c.aliases for c in r.policies if c.tag == tag), ())
 
 
-COMMANDS = {"show": cmd_show, "audit": cmd_audit, "retag": cmd_retag}
+COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag}
 
 
 def main(argv=None, out=None):

@@ -1,0 +1,208 @@
+"""Repair a wheel: graft the external libraries it needs into ``<name>.libs/``.
+
+Steps, all in memory (no extraction, no patchelf):
+
+1. audit the wheel; the libraries its ELF files need that no policy allows
+   and that the wheel does not carry are the *external* ones;
+2. find each on this system (or under ``--root``) with ld.so's search rules,
+   with the libraries they need in turn;
+3. copy each into ``<name>.libs/`` as ``<base>-<sha256[:8]>.<rest>`` and set
+   its SONAME to that name; point DT_NEEDED entries at the new names; set
+   RPATH to ``$ORIGIN``-relative paths (kept in-wheel entries first);
+4. audit the result to find the tags it now satisfies; write the new wheel
+   (atomically, input untouched) with those tags in its name and WHEEL file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+from . import policy as pol
+from ._elf import parse
+from .audit import AuditResult, elf_info, judge, read_elf_infos
+from .elfscan import extension_init_names
+from .errors import FastElfError, PolicyError
+from .libfinder import LibraryFinder
+from .patch import patch_elf
+from .retag import expand_tag, retagged_name, split_wheel_name
+from .wheel import DEFAULT_LIMITS, WheelReader
+from .wheelwriter import rewrite_wheel
+
+
+class RepairError(FastElfError):
+    """The wheel cannot be repaired as asked; nothing was written."""
+
+
+@dataclass
+class RepairResult:
+    input: str
+    output: str | None
+    tags: list
+    grafted: dict = field(default_factory=dict)     # original soname -> (host path, member)
+    patched: list = field(default_factory=list)     # members rewritten
+    audit: AuditResult | None = None
+
+    def to_dict(self):
+        return {"input": self.input, "output": self.output, "tags": self.tags,
+                "grafted": {k: {"from": v[0], "to": v[1]} for k, v in self.grafted.items()},
+                "patched": self.patched}
+
+
+def hashed_name(soname: str, data: bytes) -> str:
+    """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file)."""
+    short = hashlib.sha256(data).hexdigest()[:8]
+    base, dot, rest = soname.partition(".so")
+    return f"{base}-{short}{dot}{rest}" if dot else f"{soname}-{short}"
+
+
+def _rpath_entries(value):
+    return [e for e in (value or "").split(":") if e]
+
+
+def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = False,
+                 exclude=(), root: str = "/", ld_library_path: str | None = None,
+                 ldpaths: str | None = None, update_tags: bool = True,
+                 disable_isa_ext_check: bool = False, compresslevel: int = 6,
+                 limits=DEFAULT_LIMITS) -> RepairResult:
+    """Repair ``path`` into ``wheel_dir``; returns what was done.
+
+    ``plat``: the platform tag to reach (legacy aliases accepted), or None /
+    "auto" for the best one possible.  Raises RepairError (nothing written)
+    when a library cannot be found or the tag cannot be reached.
+    """
+    path = os.fspath(path)
+    filename = os.path.basename(path)
+    stem = split_wheel_name(filename)[0]
+    libs_dir = stem.split("-", 1)[0] + ".libs"
+    with WheelReader(path, limits) as reader:
+        infos = read_elf_infos(reader)
+        before = judge(infos, filename, path, exclude=exclude,
+                       disable_isa_ext_check=disable_isa_ext_check)
+        if before.error:
+            raise RepairError(f"{path}: {before.error}")
+        if before.pure:
+            raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
+        target = _target_policy(before, plat)
+        external = {lib: who for lib, who in before.external_libraries.items()
+                    if lib not in target.libraries}
+        finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch, ld_library_path=ld_library_path,
+                               extra_paths=ldpaths)
+        grafts = _collect_grafts(external, infos, finder, target, exclude, path)
+
+        # new names, then the patched bytes of grafted libraries and wheel members
+        renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
+        added = {}
+        result_infos = [i for i in infos]
+        grafted = {}
+        for lib, (host_path, data, elf) in grafts.items():
+            deps = {d: renames[d] for d in elf.needed if d in renames}
+            new = patch_elf(data, set_soname=renames[lib], replace_needed=deps or None,
+                            **({"set_rpath": "$ORIGIN"} if deps else {"remove_rpath": True}))
+            member = f"{libs_dir}/{renames[lib]}"
+            added[member] = (new, 0o755)
+            grafted[lib] = (host_path, member)
+            result_infos.append(elf_info(member, parse(new, exports=extension_init_names(member))))
+        replaced = {}
+        for i, info in enumerate(result_infos[:len(infos)]):
+            deps = {d: renames[d] for d in info.needed if d in renames}
+            if not deps:
+                continue
+            data = bytes(reader.read(info.path))
+            here = posixpath.dirname(info.path)
+            rel = posixpath.relpath(libs_dir, here or ".")
+            keep = [e for e in _rpath_entries(info.rpath or info.runpath)
+                    if e.startswith(("$ORIGIN", "${ORIGIN}"))]
+            origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
+            rpath = ":".join(dict.fromkeys(keep + [origin]))
+            new = patch_elf(data, replace_needed=deps, set_rpath=rpath)
+            replaced[info.path] = new
+            result_infos[i] = elf_info(info.path, parse(new, exports=extension_init_names(
+                info.path)))
+
+        after = judge(result_infos, filename, path, exclude=exclude,
+                      disable_isa_ext_check=disable_isa_ext_check)
+        if target.tag not in after.tags:
+            check = next((c for c in after.policies if c.tag == target.tag), None)
+            why = "; ".join(check.reasons(limit=4)) if check else "unknown policy"
+            raise RepairError(f"{path}: cannot reach {target.tag} even after grafting: {why}")
+        tags = _output_tags(after, target, plat, only_plat)
+        if not update_tags:
+            tags = split_wheel_name(filename)[3]
+        out_name = retagged_name(filename, tags)
+        os.makedirs(wheel_dir, exist_ok=True)
+        out = os.path.join(os.fspath(wheel_dir), out_name)
+        if os.path.exists(out) and os.path.samefile(out, path):
+            raise RepairError(f"{path}: the repaired wheel would overwrite its input; choose "
+                              "another output directory (-w)")
+        _s, py, abi, _p = split_wheel_name(out_name)
+        wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi for t in tags]
+        rewrite_wheel(reader, out, replace=replaced, add=added, wheel_tags=wheel_tags,
+                      compresslevel=compresslevel)
+    return RepairResult(input=path, output=out, tags=tags, grafted=grafted,
+                        patched=sorted(replaced), audit=after)
+
+
+def _target_policy(before: AuditResult, plat: str | None) -> pol.Policy:
+    policies = pol.policies_for(before.libc, before.arch)
+    if plat in (None, "auto"):
+        # the most compatible policy whose only failures are external libraries
+        for check, p in zip(before.policies, policies):
+            if not (check.symbol_versions or check.blacklisted_symbols or check.isa
+                    or check.unavailable_symbols or before.blocking):
+                return p
+        raise RepairError(f"{before.path}: no {before.libc} policy can be reached by grafting: "
+                          + "; ".join(before.policies[-1].reasons(limit=4)
+                                      + before.blocking))
+    try:
+        wanted = expand_tag(plat, before.arch)[0]
+    except PolicyError as e:
+        raise RepairError(str(e)) from None
+    for p in policies:
+        if p.tag == wanted:
+            return p
+    raise RepairError(f"{before.path}: {plat} is not a {before.libc} policy for {before.arch}")
+
+
+def _collect_grafts(external, infos, finder, target, exclude, path):
+    """Find every external library and, recursively, what it needs."""
+    grafts = {}
+    by_name = {i.path: i for i in infos}
+    queue = []
+    for lib, who in sorted(external.items()):
+        requester = by_name[who[0]]
+        queue.append((lib, requester.rpath, requester.runpath, None))
+    missing = {}
+    while queue:
+        lib, rpath, runpath, origin = queue.pop(0)
+        if lib in grafts or lib in target.libraries or pol.is_loader(lib) \
+                or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
+            continue
+        found = finder.find(lib, rpath=rpath, runpath=runpath, origin=origin)
+        if found is None:
+            missing.setdefault(lib, None)
+            continue
+        host_path, data, elf = found
+        grafts[lib] = (host_path, data, elf)
+        for dep in elf.needed:
+            queue.append((dep, elf.rpath, elf.runpath, os.path.dirname(host_path)))
+    if missing:
+        raise RepairError(f"{path}: cannot find external librar"
+                          f"{'y' if len(missing) == 1 else 'ies'} {', '.join(sorted(missing))} "
+                          "(searched RPATH/RUNPATH, LD_LIBRARY_PATH, ld.so.conf and the default "
+                          "directories; use --ldpaths, LD_LIBRARY_PATH or --exclude)")
+    return grafts
+
+
+def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:
+    requested = [target.tag, *target.alias_tags]
+    if only_plat or plat in (None, "auto"):
+        best = next((c for c in after.policies if c.satisfied), None)
+        if only_plat:
+            return requested
+        return [best.tag, *best.aliases] if best else requested
+    best = next((c for c in after.policies if c.satisfied), None)
+    return list(dict.fromkeys(([best.tag, *best.aliases] if best else []) + requested))
