@@ -28,7 +28,7 @@ def show_text(r) -> str:
     out.append(_para(f"Architecture {r.arch}, libc {r.libc} (decided from the wheel's "
                      f"{len(r.elfs)} ELF file{'s' if len(r.elfs) != 1 else ''})."))
     for p in r.problems:
-        out.append(_para("Problem: " + p))
+        out.append(_para(("Problem: " if p in r.blocking else "Note: ") + p))
     if r.versioned_symbols:
         libs = "; ".join(f"{lib} with versions {', '.join(v)}"
                          for lib, v in r.versioned_symbols.items())
@@ -43,11 +43,20 @@ def show_text(r) -> str:
             out.append(f"  {lib}  (needed by {', '.join(who)})\n")
     else:
         out.append("The wheel requires no external shared libraries! :)\n")
+    # policies more compatible than the best one, grouped when their reasons agree
+    groups = []
     for check in r.policies:
         if check.satisfied:
             break
-        out.append(f'To achieve the tag "{check.tag}":\n')
-        out.extend(f"  - {why}\n" for why in check.reasons(limit=4))
+        reasons = check.reasons(limit=4)
+        if groups and groups[-1][1] == reasons:
+            groups[-1][0].append(check.tag)
+        else:
+            groups.append(([check.tag], reasons))
+    for tags, reasons in groups:
+        named = f'"{tags[0]}"' if len(tags) == 1 else f'any of "{tags[0]}" … "{tags[-1]}"'
+        out.append(f"To achieve {named}:\n")
+        out.extend(f"  - {why}\n" for why in reasons)
     if r.ignored:
         out.append("Ignored ELF files:\n")
         out.extend(f"  {m}: {why}\n" for m, why in r.ignored.items())
