@@ -71,6 +71,16 @@ def build_parser():
                    metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
     _add_audit_options(p)
 
+    p = sub.add_parser("lddtree", help="show how ld.so would resolve an ELF file's libraries",
+                       description="Resolve the DT_NEEDED tree of an ELF file statically, with "
+                                   "ld.so's search order (RPATH, LD_LIBRARY_PATH, RUNPATH, "
+                                   "ld.so.conf or the musl path file, default directories).")
+    p.add_argument("file", metavar="ELF_FILE")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.add_argument("--root", default="/", help="resolve inside this sysroot")
+    p.add_argument("--ldpaths", metavar="PATHS",
+                   help="colon-separated directories replacing the system search")
+
     p = sub.add_parser("retag", help="rewrite a wheel's platform tags (file name and WHEEL)",
                        description="Write a copy of each wheel with new platform tags. Without "
                                    "--plat the best tag the wheel satisfies is used. A requested "
@@ -248,11 +258,48 @@ def cmd_repair(args, out):
     return code
 
 
+def cmd_lddtree(args, out):
+    from .lddtree import LddError, resolve_tree
+
+    try:
+        tree = resolve_tree(args.file, root=args.root,
+                            ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
+                            ldpaths=args.ldpaths.split(":") if args.ldpaths else None)
+    except LddError as e:
+        print(f"fastelf: error: {e}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if args.json:
+        out.write(json.dumps(tree.to_dict(), indent=2) + "\n")
+        return EXIT_OK if not tree.missing else EXIT_MISLABELED
+    d = tree.to_dict()
+    out.write(f"{d['path']} ({d['arch']}, {d['libc']}"
+              f"{', interpreter ' + d['interpreter'] if d['interpreter'] else ''})\n")
+    libs = tree.libraries
+
+    expanded = set()
+
+    def draw(names, depth):          # each library's own needs are shown once
+        for n in names:
+            lib = libs.get(n)
+            where = lib.path if lib and lib.path else "not found"
+            out.write(f"{'    ' * depth}{n} => {where}\n")
+            if lib and lib.path and n not in expanded:
+                expanded.add(n)
+                draw(lib.needed, depth + 1)
+
+    draw(tree.needed, 1)
+    if tree.missing:
+        out.write(f"missing: {', '.join(tree.missing)}\n")
+        return EXIT_MISLABELED
+    return EXIT_OK
+
+
 def _aliases_of(r, tag):
     return next((c.aliases for c in r.policies if c.tag == tag), ())
 
 
-COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag}
+COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag,
+            "lddtree": cmd_lddtree}
 
 
 def main(argv=None, out=None):
