@@ -67,6 +67,9 @@ def build_parser():
     p.add_argument("--root", default="/", help="resolve libraries inside this sysroot")
     p.add_argument("--no-update-tags", action="store_true",
                    help="keep the file name's platform tags")
+    p.add_argument("--strip", action="store_true",
+                   help="strip symbol tables, debug sections and section headers from every "
+                        "ELF file (in process)")
     p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
                    metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
     _add_audit_options(p)
@@ -240,7 +243,7 @@ def cmd_repair(args, out):
                 ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
                 update_tags=not args.no_update_tags,
                 disable_isa_ext_check=args.disable_isa_ext_check,
-                compresslevel=args.zip_compression_level)
+                compresslevel=args.zip_compression_level, strip=args.strip)
         except WheelError as e:
             print(f"fastelf: error: {e}", file=sys.stderr)
             code = EXIT_UNREADABLE

@@ -28,6 +28,7 @@ from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError
 from .libfinder import LibraryFinder
 from .patch import patch_elf
+from .strip import strip_elf
 from .retag import expand_tag, retagged_name, split_wheel_name
 from .wheel import DEFAULT_LIMITS, WheelReader
 from .wheelwriter import rewrite_wheel
@@ -67,11 +68,13 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                  exclude=(), root: str = "/", ld_library_path: str | None = None,
                  ldpaths: str | None = None, update_tags: bool = True,
                  disable_isa_ext_check: bool = False, compresslevel: int = 6,
-                 limits=DEFAULT_LIMITS) -> RepairResult:
+                 strip: bool = False, limits=DEFAULT_LIMITS) -> RepairResult:
     """Repair ``path`` into ``wheel_dir``; returns what was done.
 
     ``plat``: the platform tag to reach (legacy aliases accepted), or None /
-    "auto" for the best one possible.  Raises RepairError (nothing written)
+    "auto" for the best one possible.  ``strip``: drop symbol tables, debug
+    sections and section headers from every ELF file (in process, before
+    patching).  Raises RepairError (nothing written)
     when a library cannot be found or the tag cannot be reached.
     """
     path = os.fspath(path)
@@ -100,7 +103,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         grafted = {}
         for lib, (host_path, data, elf) in grafts.items():
             deps = {d: renames[d] for d in elf.needed if d in renames}
-            new = patch_elf(data, set_soname=renames[lib], replace_needed=deps or None,
+            new = patch_elf(strip_elf(data) if strip else data, set_soname=renames[lib], replace_needed=deps or None,
                             **({"set_rpath": "$ORIGIN"} if deps else {"remove_rpath": True}))
             member = f"{libs_dir}/{renames[lib]}"
             added[member] = (new, 0o755)
@@ -109,9 +112,11 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         replaced = {}
         for i, info in enumerate(result_infos[:len(infos)]):
             deps = {d: renames[d] for d in info.needed if d in renames}
+            if strip:
+                replaced[info.path] = strip_elf(reader.read(info.path))
             if not deps:
                 continue
-            data = bytes(reader.read(info.path))
+            data = replaced.get(info.path) or bytes(reader.read(info.path))
             here = posixpath.dirname(info.path)
             rel = posixpath.relpath(libs_dir, here or ".")
             keep = [e for e in _rpath_entries(info.rpath or info.runpath)
