@@ -269,6 +269,10 @@ cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
                   uint64_t *shoff, uint32_t *shnum, uint32_t *shentsize) noexcept nogil:
     cdef const uint8_t *h
     cdef uint32_t phentsize
+    # Check the magic on what is there first, so that a short non-ELF file
+    # (or prefix) is reported as such rather than as a truncated header.
+    if memcmp(c.p, b"\x7fELF", c.n if c.n < 4 else 4) != 0:
+        return _fail(c, E_FORMAT, "not an ELF file (bad magic)", 0)
     if not _have(c, 0, 16, "ELF identification"):
         return 0
     h = c.p
@@ -355,8 +359,13 @@ cdef bint _segments(Ctx *c, Parsed *r, uint64_t phoff, uint32_t phnum) noexcept 
 
 
 cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
-    """Scan one note segment for the x86 ISA_1_NEEDED GNU property."""
-    cdef uint64_t off = s.p_offset, end, namesz, descsz, ntype, desc, dend
+    """Scan one note segment for the x86 ISA_1_NEEDED GNU property.
+
+    As in the gABI (and glibc's ELF_NOTE_DESC_OFFSET/ELF_NOTE_NEXT_OFFSET),
+    the descriptor and the next note start at offsets aligned relative to the
+    start of the note; every step is checked to stay inside the segment.
+    """
+    cdef uint64_t off = s.p_offset, end, namesz, descsz, ntype, desc, dend, p, step
     cdef uint64_t align = 8 if s.p_align == 8 else 4
     cdef uint64_t palign = 8 if c.is64 else 4
     cdef uint32_t prtype, prsz
@@ -364,32 +373,33 @@ cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
         return 0
     _touch(r, s.p_offset + s.p_filesz)
     end = s.p_offset + s.p_filesz
-    while end - off >= 12:
+    while off < end and end - off >= 12:
         namesz = _u32(c.p + off, c.le)
         descsz = _u32(c.p + off + 4, c.le)
         ntype = _u32(c.p + off + 8, c.le)
-        off += 12
-        if namesz > end - off:
+        if namesz > end - off - 12:
             return 1      # malformed trailing note: ignore the rest, as loaders do
-        desc = off + ((namesz + align - 1) & ~(align - 1))
+        desc = off + ((12 + namesz + align - 1) & ~(align - 1))
         if desc > end or descsz > end - desc:
             return 1
         dend = desc + descsz
         if (ntype == NT_GNU_PROPERTY_TYPE_0 and namesz == 4
-                and memcmp(c.p + off, b"GNU\0", 4) == 0):
-            while dend - desc >= 8:
-                prtype = _u32(c.p + desc, c.le)
-                prsz = _u32(c.p + desc + 4, c.le)
-                desc += 8
-                if prsz > dend - desc:
+                and memcmp(c.p + off + 12, b"GNU\0", 4) == 0):
+            p = desc
+            while dend - p >= 8:
+                prtype = _u32(c.p + p, c.le)
+                prsz = _u32(c.p + p + 4, c.le)
+                p += 8
+                if prsz > dend - p:
                     break
                 if prtype == GNU_PROPERTY_X86_ISA_1_NEEDED and prsz == 4:
                     r.has_isa = 1
-                    r.isa_needed = _u32(c.p + desc, c.le)
-                desc += (prsz + palign - 1) & ~(palign - 1)
+                    r.isa_needed = _u32(c.p + p, c.le)
+                step = (prsz + palign - 1) & ~(palign - 1)
+                if step > dend - p:
+                    break
+                p += step
         off = desc + ((descsz + align - 1) & ~(align - 1))
-        if off < desc:
-            break
     return 1
 
 
@@ -418,7 +428,13 @@ cdef bint _dynamic(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
     return 1
 
 
-cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off) noexcept nogil:
+cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off, bint *hashed) noexcept nogil:
+    """Symbol count from DT_GNU_HASH: the end of the last hash chain.
+
+    When no symbol is hashed at all (an executable that exports nothing, as
+    ld makes on aarch64 and arm) the table only says "at least symoffset":
+    ``hashed`` is then false and the caller must count another way.
+    """
     cdef uint32_t nbuckets, symoffset, bloom, i
     cdef uint64_t buckets, chains, maxb = 0, b, idx
     if not _have(c, off, 16, "DT_GNU_HASH header"):
@@ -436,7 +452,9 @@ cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off) noexcept nogil:
             maxb = b
     if maxb < symoffset:
         r.nsyms = symoffset
+        hashed[0] = 0
         return 1
+    hashed[0] = 1
     chains = buckets + <uint64_t>nbuckets * 4
     idx = maxb
     while True:
@@ -453,7 +471,7 @@ cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off) noexcept nogil:
 
 
 cdef bint _count_from_sections(Ctx *c, Parsed *r, uint64_t shoff, uint32_t shnum,
-                               uint32_t shentsize) noexcept nogil:
+                               uint32_t shentsize, bint *found) noexcept nogil:
     """Fallback symbol count: the SHT_DYNSYM section header, if there is one."""
     cdef uint32_t i
     cdef const uint8_t *q
@@ -471,8 +489,27 @@ cdef bint _count_from_sections(Ctx *c, Parsed *r, uint64_t shoff, uint32_t shnum
                 r.nsyms = _u64(q + 32, c.le) // r.syment
             else:
                 r.nsyms = _u32(q + 20, c.le) // r.syment
+            found[0] = 1
             return 1
     return 1
+
+
+cdef uint64_t _count_from_layout(Parsed *r, uint64_t symtab_a, const uint64_t *starts,
+                                 int nstarts) noexcept nogil:
+    """Last-resort symbol count: .dynsym ends where the next dynamic table starts.
+
+    Linkers lay the tables out back to back (.dynsym then .dynstr for GNU ld
+    and gold, then .gnu.version for lld), so the nearest table address above
+    DT_SYMTAB bounds the symbol table.  0 when there is none.
+    """
+    cdef uint64_t bound = 0
+    cdef int k
+    for k in range(nstarts):
+        if starts[k] > symtab_a and (bound == 0 or starts[k] < bound):
+            bound = starts[k]
+    if bound == 0 or r.syment == 0:
+        return 0
+    return (bound - symtab_a) // r.syment
 
 
 cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
@@ -600,7 +637,8 @@ cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
     cdef uint64_t hash_a = 0, gnu_a = 0, verneed_a = 0, verdef_a = 0
     cdef uint64_t verneednum = 0, verdefnum = 0, strtab_a = 0, symtab_a = 0, versym_a = 0
     cdef uint64_t off
-    cdef bint ok = 1
+    cdef bint ok = 1, hashed = 0, found = 0
+    cdef uint64_t starts[6]
 
     if not _header(c, r, &phoff, &phnum, &shoff, &shnum, &shentsize):
         return 0
@@ -608,9 +646,14 @@ cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
         return 0
     # First pass over the segments: request every range we will read at once,
     # so a caller feeding a prefix learns the full extent in one round trip.
+    # What is requested counts as used, even a note segment left unread once
+    # the ISA property is found: a prefix of bytes_used bytes must parse.
     for i in range(r.nsegs):
         if r.segs[i].p_type in (PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_GNU_PROPERTY):
-            ok = _have(c, r.segs[i].p_offset, r.segs[i].p_filesz, "segment") and ok
+            if _have(c, r.segs[i].p_offset, r.segs[i].p_filesz, "segment"):
+                _touch(r, r.segs[i].p_offset + r.segs[i].p_filesz)
+            else:
+                ok = 0
     if not ok:
         return 0
     r.exec_stack = -1
@@ -670,18 +713,34 @@ cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
             return 0
         _touch(r, r.strtab + r.strsz)
     if r.has_symtab:
+        if r.syment < (24 if c.is64 else 16):
+            return _fail(c, E_FORMAT, "bad DT_SYMENT", symtab_a)
         if not _vaddr_to_off(c, r, symtab_a, &r.symtab):
             return 0
         if has_gnu_hash:
-            if not _vaddr_to_off(c, r, gnu_a, &off) or not _count_gnu_hash(c, r, off):
+            if not _vaddr_to_off(c, r, gnu_a, &off) or not _count_gnu_hash(c, r, off, &hashed):
                 return 0
+        if hashed:
+            pass
         elif has_hash:
             if not _vaddr_to_off(c, r, hash_a, &off) or not _have(c, off, 8, "DT_HASH"):
                 return 0
             _touch(r, off + 8)
             r.nsyms = _u32(c.p + off + 4, c.le)
-        elif not _count_from_sections(c, r, shoff, shnum, shentsize):
-            return 0
+        else:
+            # no hash table that counts the symbols: the section header, else the layout
+            if not _count_from_sections(c, r, shoff, shnum, shentsize, &found):
+                return 0
+            if not found:
+                starts[0] = strtab_a if r.has_strtab else 0
+                starts[1] = versym_a if r.has_versym else 0
+                starts[2] = verneed_a if has_verneed else 0
+                starts[3] = verdef_a if has_verdef else 0
+                starts[4] = gnu_a if has_gnu_hash else 0
+                starts[5] = hash_a if has_hash else 0
+                k = _count_from_layout(r, symtab_a, starts, 6)
+                if k > r.nsyms:
+                    r.nsyms = k
     if r.has_versym and not _vaddr_to_off(c, r, versym_a, &r.versym):
         return 0
     if has_verneed:
