@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ._elf import ElfError, parse
 from .errors import FastElfError

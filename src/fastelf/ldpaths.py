@@ -161,11 +161,7 @@ def parse_ld_so_conf(path: str = "/etc/ld.so.conf", *, root: str = "/",
                 d = d.split("=", 1)[0]         # old "dir=libtype" syntax
                 if d.startswith("/"):
                     dirs.append(os.path.normpath(d))
-    out: List[str] = []
-    for d in dirs:
-        if d not in out:
-            out.append(d)
-    return out
+    return _dedupe(dirs)
 
 
 def musl_path(musl_arch: str, *, root: str = "/") -> List[str]:
@@ -200,11 +196,8 @@ def system_dirs(*, root: str = "/", libc: str = GLIBC, arch: Optional[str] = Non
     or default for musl."""
     if libc == MUSL:
         return musl_path(musl_arch or MUSL_ARCH.get(arch or "", arch or ""), root=root)
-    out: List[str] = []
-    for d in parse_ld_so_conf("/etc/ld.so.conf", root=root) + glibc_default_dirs(arch, elf_class):
-        if d not in out:
-            out.append(d)
-    return out
+    return _dedupe(parse_ld_so_conf("/etc/ld.so.conf", root=root)
+                   + glibc_default_dirs(arch, elf_class))
 
 
 def _logical(root: str, host: str) -> str:

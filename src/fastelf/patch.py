@@ -537,6 +537,16 @@ def patch_elf(
     if not (soname is not None or repl or remove or path_tag or remove_rpath or force_rpath):
         return data
     try:
+        return _apply(data, soname, repl, remove, path_tag, path_value, remove_rpath,
+                      force_rpath, align)
+    except (struct.error, IndexError, KeyError, OverflowError) as exc:
+        # every offset is checked first; this is a last line of defence
+        raise ElfPatchError(f"malformed ELF file ({type(exc).__name__}: {exc})") from None
+
+
+def _apply(data, soname, repl, remove, path_tag, path_value, remove_rpath, force_rpath,
+           align) -> bytes:
+    try:
         parse(data)
     except ElfError as exc:
         raise ElfPatchError(f"malformed ELF file: {exc}") from None
@@ -705,7 +715,7 @@ SHT_PROGBITS, SHT_NOTE = 1, 7
 PT_NOTE, PT_GNU_PROPERTY = 4, 0x6474E553
 
 
-def _room_after_phdrs(img: _Image, plan: _Plan, move_dynstr: bool):
+def _room_after_phdrs(img: _Image, plan: _Plan):
     """Find the bytes to vacate so the program header table can grow by one entry
     in place: (start, end, sections, segments) of a block to move, or None.
 
@@ -817,7 +827,7 @@ def _relocate(img, plan, out, entries, new_dynstr, move_dynstr, move_dynamic, al
     else:
         if img.phnum + 1 >= PN_XNUM:
             raise ElfPatchError("too many program headers")
-        block = _room_after_phdrs(img, plan, move_dynstr)
+        block = _room_after_phdrs(img, plan)
         mode = "grow" if block is not None else "move"
 
     dyn_size = (len(entries) + 1) * esz if move_dynamic else 0
