@@ -875,6 +875,8 @@ def _relocate(img, plan, out, entries, new_dynstr, move_dynstr, move_dynamic, al
     dyn_off = _align(pos, img.word)
     str_off = dyn_off + dyn_size
     end = str_off + (len(new_dynstr) if move_dynstr else 0)
+    if vaddr_of(end) >= 1 << (64 if img.is64 else 32) or end >= 1 << (64 if img.is64 else 32):
+        raise ElfPatchError("no room for a new segment in the address space of this ELF32 file")
     out += bytes(end - len(out))
 
     segs = [_Seg(s.type, s.flags, s.offset, s.vaddr, s.paddr, s.filesz, s.memsz, s.align)
