@@ -19,6 +19,7 @@ import fnmatch
 import hashlib
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from . import policy as pol
@@ -64,6 +65,29 @@ def _rpath_entries(value):
     return [e for e in (value or "").split(":") if e]
 
 
+# auditwheel's LIBPYTHON_RE: an extension must not link libpython (the interpreter
+# provides its symbols); such NEEDED entries are removed, never grafted
+LIBPYTHON_RE = re.compile(r"^libpython\d+\.\d+m?\.so(\.\d)*$")
+_SCRIPT_RE = re.compile(r"^[^/]+\.data/scripts/[^/]+$")
+
+
+def _within_root(here: str, entry: str) -> bool:
+    """Whether an ``$ORIGIN``-relative RPATH entry of a file in ``here`` stays in the wheel."""
+    rest = re.sub(r"^\$(ORIGIN|\{ORIGIN\})", "", entry)
+    if rest == entry or (rest and not rest.startswith("/")) or "$" in rest:
+        return False
+    target = posixpath.normpath(posixpath.join(here or ".", "." + rest))
+    return target != ".." and not target.startswith("../")
+
+
+def _script_shim(binary: str) -> bytes:
+    """auditwheel's shim: ``.data/scripts`` installs to bin/, so exec the moved ELF."""
+    return ("#!python\nimport os\nimport sys\nimport sysconfig\n\n\n"
+            "if __name__ == \"__main__\":\n    os.execv(\n"
+            f"        os.path.join(sysconfig.get_path(\"platlib\"), {binary!r}),\n"
+            "        sys.argv,\n    )\n").encode()
+
+
 def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = False,
                  exclude=(), root: str = "/", ld_library_path: str | None = None,
                  ldpaths: str | None = None, update_tags: bool = True,
@@ -81,6 +105,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
     filename = os.path.basename(path)
     stem = split_wheel_name(filename)[0]
     libs_dir = stem.split("-", 1)[0] + ".libs"
+    scripts_dir = stem.split("-", 1)[0] + ".scripts"
     with WheelReader(path, limits) as reader:
         infos = read_elf_infos(reader)
         before = judge(infos, filename, path, exclude=exclude,
@@ -94,7 +119,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                     if lib not in target.libraries}
         finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch, ld_library_path=ld_library_path,
                                extra_paths=ldpaths)
-        grafts = _collect_grafts(external, infos, finder, target, exclude, path)
+        grafts, excluded = _collect_grafts(external, infos, finder, target, exclude, path)
 
         # new names, then the patched bytes of grafted libraries and wheel members
         renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
@@ -103,7 +128,9 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         grafted = {}
         for lib, (host_path, data, elf) in grafts.items():
             deps = {d: renames[d] for d in elf.needed if d in renames}
+            drop = [d for d in elf.needed if LIBPYTHON_RE.match(d)] or None
             new = patch_elf(strip_elf(data) if strip else data, set_soname=renames[lib], replace_needed=deps or None,
+                            remove_needed=drop,
                             **({"set_rpath": "$ORIGIN"} if deps else {"remove_rpath": True}))
             member = f"{libs_dir}/{renames[lib]}"
             added[member] = (new, 0o755)
@@ -112,23 +139,31 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         replaced = {}
         for i, info in enumerate(result_infos[:len(infos)]):
             deps = {d: renames[d] for d in info.needed if d in renames}
+            drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
             if strip:
                 replaced[info.path] = strip_elf(reader.read(info.path))
-            if not deps:
+            if not deps and not drop:
                 continue
             data = replaced.get(info.path) or bytes(reader.read(info.path))
-            here = posixpath.dirname(info.path)
+            dest = info.path          # an ELF in .data/scripts moves to <name>.scripts/
+            if deps and _SCRIPT_RE.match(dest):
+                dest = f"{scripts_dir}/{posixpath.basename(dest)}"
+            here = posixpath.dirname(dest)
             rel = posixpath.relpath(libs_dir, here or ".")
             keep = [e for e in _rpath_entries(info.rpath or info.runpath)
-                    if e.startswith(("$ORIGIN", "${ORIGIN}"))]
+                    if _within_root(here, e)]
             origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
             rpath = ":".join(dict.fromkeys(keep + [origin]))
-            new = patch_elf(data, replace_needed=deps, set_rpath=rpath)
-            replaced[info.path] = new
-            result_infos[i] = elf_info(info.path, parse(new, exports=extension_init_names(
-                info.path)))
+            new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
+                            **({"set_rpath": rpath} if deps else {}))
+            if dest != info.path:
+                added[dest] = (new, (reader.member(info.path).mode & 0o7777) or 0o755)
+                replaced[info.path] = _script_shim(dest)
+            else:
+                replaced[info.path] = new
+            result_infos[i] = elf_info(dest, parse(new, exports=extension_init_names(dest)))
 
-        after = judge(result_infos, filename, path, exclude=exclude,
+        after = judge(result_infos, filename, path, exclude=(*exclude, *excluded),
                       disable_isa_ext_check=disable_isa_ext_check)
         if target.tag not in after.tags:
             check = next((c for c in after.policies if c.tag == target.tag), None)
@@ -138,15 +173,18 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         if not update_tags:
             tags = split_wheel_name(filename)[3]
         out_name = retagged_name(filename, tags)
-        os.makedirs(wheel_dir, exist_ok=True)
         out = os.path.join(os.fspath(wheel_dir), out_name)
         if os.path.exists(out) and os.path.samefile(out, path):
             raise RepairError(f"{path}: the repaired wheel would overwrite its input; choose "
                               "another output directory (-w)")
         _s, py, abi, _p = split_wheel_name(out_name)
         wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi for t in tags]
-        rewrite_wheel(reader, out, replace=replaced, add=added, wheel_tags=wheel_tags,
-                      compresslevel=compresslevel)
+        try:
+            os.makedirs(wheel_dir, exist_ok=True)
+            rewrite_wheel(reader, out, replace=replaced, add=added, wheel_tags=wheel_tags,
+                          compresslevel=compresslevel)
+        except OSError as e:      # disk full, -w is a file, no permission: a clean error
+            raise RepairError(f"{path}: cannot write {out}: {e.strerror or e}") from e
     return RepairResult(input=path, output=out, tags=tags, grafted=grafted,
                         patched=sorted(replaced), audit=after)
 
@@ -173,8 +211,13 @@ def _target_policy(before: AuditResult, plat: str | None) -> pol.Policy:
 
 
 def _collect_grafts(external, infos, finder, target, exclude, path):
-    """Find every external library and, recursively, what it needs."""
+    """Find every external library and, recursively, what it needs.
+
+    Returns (grafts, sonames excluded because their path matched an
+    ``exclude`` glob, as auditwheel's ``--exclude`` also matches paths).
+    """
     grafts = {}
+    excluded = set()
     by_name = {i.path: i for i in infos}
     queue = []
     for lib, who in sorted(external.items()):
@@ -183,14 +226,18 @@ def _collect_grafts(external, infos, finder, target, exclude, path):
     missing = {}
     while queue:
         lib, rpath, runpath, origin = queue.pop(0)
-        if lib in grafts or lib in target.libraries or pol.is_loader(lib) \
-                or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
+        if lib in grafts or lib in excluded or lib in target.libraries or pol.is_loader(lib) \
+                or LIBPYTHON_RE.match(lib) or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
             continue
         found = finder.find(lib, rpath=rpath, runpath=runpath, origin=origin)
         if found is None:
             missing.setdefault(lib, None)
             continue
         host_path, data, elf = found
+        if any(fnmatch.fnmatchcase(p, pat) for pat in exclude
+               for p in (host_path, os.path.realpath(host_path))):
+            excluded.add(lib)
+            continue
         grafts[lib] = (host_path, data, elf)
         for dep in elf.needed:
             queue.append((dep, elf.rpath, elf.runpath, os.path.dirname(host_path)))
@@ -199,7 +246,7 @@ def _collect_grafts(external, infos, finder, target, exclude, path):
                           f"{'y' if len(missing) == 1 else 'ies'} {', '.join(sorted(missing))} "
                           "(searched RPATH/RUNPATH, LD_LIBRARY_PATH, ld.so.conf and the default "
                           "directories; use --ldpaths, LD_LIBRARY_PATH or --exclude)")
-    return grafts
+    return grafts, excluded
 
 
 def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:
