@@ -317,42 +317,51 @@ def test_repaired_wheel_imports_in_a_fresh_venv(fx, repaired, tmp_path):
         Path(m).name for _h, m in res.grafted.values())
 
 
-@pytest.mark.skipif(not have_compiler("musl") or not os.path.exists(MUSL_LOADER),
-                    reason="musl-gcc and the musl loader are needed")
-def test_musl_program_runs_under_the_musl_loader(tmp_path):
-    libs = tmp_path / "mlibs"
-    dep = compile_c(libs, "libmdep.so.1", "int mdep(void) { return 6; }\n", cc="musl",
-                    args=["-Wl,-soname,libmdep.so.1"])
-    val = compile_c(libs, "libmval.so.3", """
+@pytest.fixture(scope="module")
+def musl(tmp_path_factory):
+    """prog (musl executable) -> libmval.so.3 -> libmdep.so.1, in a wheel as mpkg/bin/prog."""
+    if not have_compiler("musl") or not os.path.exists(MUSL_LOADER):
+        pytest.skip("musl-gcc and the musl loader are needed")
+    m = Fx()
+    root = tmp_path_factory.mktemp("musl")
+    m.libs = libs = root / "mlibs"
+    m.dep = compile_c(libs, "libmdep.so.1", "int mdep(void) { return 6; }\n", cc="musl",
+                      args=["-Wl,-soname,libmdep.so.1"])
+    m.val = compile_c(libs, "libmval.so.3", """
 #include <stdio.h>
 #include <string.h>
 extern int mdep(void);
 int musl_value(const char *s) { char b[64]; snprintf(b, sizeof b, "%s-%d", s, 7);
                                 return (int)strlen(b) * mdep(); }
-""", cc="musl", args=["-Wl,-soname,libmval.so.3"], libs=["-Wl,--no-as-needed", str(dep)])
-    prog = compile_c(tmp_path / "mbuild", "prog", """
+""", cc="musl", args=["-Wl,-soname,libmval.so.3"], libs=["-Wl,--no-as-needed", str(m.dep)])
+    m.prog = compile_c(root / "mbuild", "prog", """
 #include <stdio.h>
 extern int musl_value(const char *);
 int main(void) { printf("musl value %d\\n", musl_value("abc")); return 0; }
-""", cc="musl", shared=False, libs=[str(val), f"-Wl,-rpath-link,{libs}"])
+""", cc="musl", shared=False, libs=[str(m.val), f"-Wl,-rpath-link,{libs}"])
+    m.wheel = build_wheel(root / "in", {"mpkg/__init__.py": "", "mpkg/bin/prog": m.prog},
+                          name="mpkg", version="1.0", python_tag="py3", abi_tag="none")
+    return m
+
+
+def test_musl_program_runs_under_the_musl_loader(musl, tmp_path):
+    libs = musl.libs
     # the expected output, from the real musl loader with the originals on its path
-    ref = subprocess.run([MUSL_LOADER, "--library-path", str(libs), str(prog)],
+    ref = subprocess.run([MUSL_LOADER, "--library-path", str(libs), str(musl.prog)],
                          capture_output=True, text=True, check=True).stdout
     assert ref == "musl value 30\n"
-    wheel = build_wheel(tmp_path / "in", {"mpkg/__init__.py": "", "mpkg/bin/prog": prog},
-                        name="mpkg", version="1.0", python_tag="py3", abi_tag="none")
-    res = repair_wheel(wheel, tmp_path / "out", ldpaths=str(libs))
+    res = repair_wheel(musl.wheel, tmp_path / "out", ldpaths=str(libs))
     assert res.tags == ["musllinux_1_1_x86_64"]
     check_record(res.output)
     x = extract(res.output, tmp_path / "x")
     names = {p.name: expected_name(p.name, hashlib.sha256(p.read_bytes()).hexdigest())
-             for p in (dep, val)}
+             for p in (musl.dep, musl.val)}
     assert sorted(p.name for p in (x / "mpkg.libs").iterdir()) == sorted(names.values())
     d = readelf_dynamic(x / "mpkg/bin/prog")
     assert names["libmval.so.3"] in d["NEEDED"] and d["RPATH"] == "$ORIGIN/../../mpkg.libs"
     assert readelf_dynamic(x / "mpkg.libs" / names["libmval.so.3"])["RPATH"] == "$ORIGIN"
     assert os.access(x / "mpkg/bin/prog", os.X_OK)              # the mode survived
-    unrepaired = extract(wheel, tmp_path / "y")
+    unrepaired = extract(musl.wheel, tmp_path / "y")
     with hidden(libs):
         run = subprocess.run([MUSL_LOADER, str(x / "mpkg/bin/prog")], capture_output=True,
                              text=True, env=clean_env())
@@ -608,21 +617,29 @@ def test_retag_add_and_force(fx, tmp_path):
     assert plain.read_bytes() == before and listing(plain.parent) == [plain.name]
 
 
-def test_rpath_entries_outside_the_wheel_are_dropped(fx, tmp_path):
-    ext = compile_c(tmp_path / "b", "_ext" + EXT,
+RPATH_IN = "$ORIGIN/inner:$ORIGIN/../..:{private}:${{ORIGIN}}/../pkg/x:$ORIGIN/../../outside"
+RPATH_OUT = "$ORIGIN/inner:${ORIGIN}/../pkg/x:$ORIGIN/../pkg.libs"
+
+
+@pytest.fixture(scope="module")
+def rpath_wheel(fx):
+    """pkg/_ext with a DT_RPATH mixing in-wheel, outside and absolute entries."""
+    rpath = RPATH_IN.format(private=fx.private)
+    ext = compile_c(fx.root / "rpathbuild", "_ext" + EXT,
                     ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
                     args=["-I", PY_INCLUDE],
                     libs=["-Wl,--no-as-needed", str(fx.baz), "-Wl,--disable-new-dtags",
-                          f"-Wl,-rpath,$ORIGIN/inner:$ORIGIN/../..:{fx.private}:"
-                          "${ORIGIN}/../pkg/x:$ORIGIN/../../outside"])
-    assert readelf_dynamic(ext)["RPATH"].count(":") == 4
-    wheel = build_wheel(tmp_path / "in", {f"pkg/_ext{EXT}": ext}, name="pkg", python_tag=PY,
-                        abi_tag=PY)
-    res = repair_wheel(wheel, tmp_path / "out", ld_library_path=str(fx.private))
+                          f"-Wl,-rpath,{rpath}"])
+    assert readelf_dynamic(ext)["RPATH"] == rpath
+    return build_wheel(fx.root / "rpathwheel", {f"pkg/_ext{EXT}": ext}, name="pkg",
+                       python_tag=PY, abi_tag=PY)
+
+
+def test_rpath_entries_outside_the_wheel_are_dropped(fx, rpath_wheel, tmp_path):
+    res = repair_wheel(rpath_wheel, tmp_path / "out", ld_library_path=str(fx.private))
     x = extract(res.output, tmp_path / "x")
     d = readelf_dynamic(x / "pkg" / f"_ext{EXT}")
-    assert (d["RPATH"], d["RUNPATH"]) == (
-        "$ORIGIN/inner:${ORIGIN}/../pkg/x:$ORIGIN/../pkg.libs", None)
+    assert (d["RPATH"], d["RUNPATH"]) == (RPATH_OUT, None)
 
 
 def test_write_errors_are_clean(fx, tmp_path):
@@ -761,7 +778,7 @@ def auditwheel_path(tmp_path_factory):
     return f"{d}{os.pathsep}{os.environ['PATH']}"
 
 
-def auditwheel_repair(wheel, out, path, *args, ld_library_path=None):
+def auditwheel_repair(wheel, out, path, *args, ld_library_path=None, check=True):
     env = clean_env(PATH=path, LC_ALL="C")
     env.pop("AUDITWHEEL_LD_LIBRARY_PATH", None)
     if ld_library_path:
@@ -769,6 +786,8 @@ def auditwheel_repair(wheel, out, path, *args, ld_library_path=None):
     proc = subprocess.run([sys.executable, "-m", "auditwheel", "repair", "-w", str(out),
                            *map(str, args), str(wheel)],
                           capture_output=True, text=True, env=env, timeout=300)
+    if not check:
+        return proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     (res,) = Path(out).glob("*.whl")
     return res
@@ -785,17 +804,44 @@ def grafted_by_original_soname(wheel, originals):
     return out
 
 
-@pytest.mark.parametrize("case", ["auto", "manylinux_2_17", "exclude-libbar", "compliant"])
-def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case):
+def elf_view(wheel, dest):
+    """{member: readelf's NEEDED/SONAME/RPATH/RUNPATH} of every ELF member, and the other
+    members' bytes (outside .dist-info)."""
+    x = extract(wheel, dest)
+    elfs, other = {}, {}
+    for p in sorted(x.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(x).as_posix()
+        data = p.read_bytes()
+        if data[:4] == b"\x7fELF":
+            elfs[rel] = readelf_dynamic(p)
+        elif ".dist-info/" not in rel:
+            other[rel] = data
+    return elfs, other
+
+
+CASES = ["auto", "manylinux_2_17", "exclude-libbar", "exclude-path", "compliant", "rpath",
+         "libpython-and-script"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case, request):
     wheel, args = fx.wheel, []
     if case == "manylinux_2_17":
         args = ["--plat", "manylinux_2_17_x86_64"]
     elif case == "exclude-libbar":
         args = ["--exclude", "libbar.so.1"]
+    elif case == "exclude-path":
+        args = ["--exclude", f"{fx.private}/libbar*"]
     elif case == "compliant":
         wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "",
                                               f"pkg/_plain{EXT}": fx.plain},
                             name="pkg", python_tag=PY, abi_tag=PY)
+    elif case == "rpath":
+        wheel = request.getfixturevalue("rpath_wheel")
+    elif case == "libpython-and-script":
+        wheel = request.getfixturevalue("datawheel")[0]
     aw = auditwheel_repair(wheel, tmp_path / "aw", auditwheel_path, *args,
                            ld_library_path=str(fx.private))
     proc = run_cli("repair", wheel, "-w", tmp_path / "fe", *args, "--json",
@@ -804,8 +850,50 @@ def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case):
     fe = Path(json.loads(proc.stdout)["output"])
     originals = [fx.bar, fx.baz]
     assert grafted_by_original_soname(fe, originals) == grafted_by_original_soname(aw, originals)
-    # the same tags (auditwheel sorts them alphabetically in the name, fastelf by version)
-    assert set(plat_of(fe).split(".")) == set(plat_of(aw).split("."))
+    # the same tags; auditwheel sorts them alphabetically in the name, fastelf by version
+    assert sorted(plat_of(fe).split(".")) == plat_of(aw).split(".")
     assert set(wheel_tag_lines(fe)) == set(wheel_tag_lines(aw))
+    # the same dynamic sections member by member (NEEDED order, SONAME, RPATH string),
+    # the same script shim and other files
+    assert elf_view(fe, tmp_path / "xfe") == elf_view(aw, tmp_path / "xaw")
     check_record(aw)
     check_record(fe)
+
+
+def test_auditwheel_difference_legacy_plat_name(fx, tmp_path, auditwheel_path):
+    """--plat manylinux2014_x86_64: auditwheel adds no better tag, unlike with its PEP 600 name."""
+    aw = auditwheel_repair(fx.wheel, tmp_path / "aw", auditwheel_path, "--plat",
+                           "manylinux2014_x86_64", ld_library_path=str(fx.private))
+    assert plat_of(aw) == "manylinux2014_x86_64.manylinux_2_17_x86_64"
+    res = repair_wheel(fx.wheel, tmp_path / "fe", plat="manylinux2014_x86_64",
+                       ld_library_path=str(fx.private))
+    assert res.tags == BEST + ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+    # the better tag is real: readelf's version needs of every ELF in the result allow it
+    x = extract(res.output, tmp_path / "x")
+    assert expected_tags([p for p in x.rglob("*.so*") if p.is_file()]) == BEST
+
+
+def test_auditwheel_difference_failed_repair_leaves_a_wheel(fx, tmp_path, auditwheel_path):
+    """A library that cannot be found: auditwheel fails after writing a wheel into -w."""
+    only_baz = tmp_path / "only-baz"
+    only_baz.mkdir()
+    shutil.copy(fx.baz, only_baz)
+    proc = auditwheel_repair(fx.wheel, tmp_path / "aw", auditwheel_path,
+                             ld_library_path=str(only_baz), check=False)
+    assert proc.returncode != 0 and "libbar.so.1" in proc.stderr
+    assert listing(tmp_path / "aw") == [fx.wheel.name]        # left behind, under the input's name
+    with pytest.raises(RepairError, match="libbar.so.1"):
+        repair_wheel(fx.wheel, tmp_path / "fe", ld_library_path=str(only_baz))
+    assert listing(tmp_path / "fe") is None
+
+
+def test_auditwheel_difference_debian_musl_libc_grafted(musl, tmp_path, auditwheel_path):
+    """auditwheel grafts Debian's musl libc.so (difference 2) and says musllinux_1_2."""
+    ldpaths = f"{musl.libs}:/usr/lib/x86_64-linux-musl"
+    aw = auditwheel_repair(musl.wheel, tmp_path / "aw", auditwheel_path, "--ldpaths", ldpaths)
+    assert plat_of(aw) == "musllinux_1_2_x86_64"
+    libs = {Path(n).name.split("-")[0] for n in members(aw) if n.startswith("mpkg.libs/")}
+    assert libs == {"libc", "libmval", "libmdep"}
+    res = repair_wheel(musl.wheel, tmp_path / "fe", ldpaths=ldpaths)
+    assert set(res.grafted) == {"libmval.so.3", "libmdep.so.1"}
+    assert res.tags == ["musllinux_1_1_x86_64"]
