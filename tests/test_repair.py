@@ -96,6 +96,13 @@ def fx(tmp_path_factory):
         "_new", "(long)(arc4random() & 1) + baz_value()",
         "#include <stdlib.h>\nextern int baz_value(void);"),
         args=inc, libs=["-Wl,--no-as-needed", str(f.baz)])
+    # a private library that needs a newer glibc than the extension linked to it
+    f.libnew = compile_c(f.private, "libnew.so.1",
+                         "#include <stdlib.h>\nint new_value(void) { return 5 + (arc4random() & 0); }\n",
+                         args=["-Wl,-soname,libnew.so.1"])
+    f.usenew = compile_c(f.build, "_usenew" + EXT,
+                         ext_source("_usenew", "new_value()", "extern int new_value(void);"),
+                         args=inc, libs=["-Wl,--no-as-needed", str(f.libnew)])
     f.sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (f.bar, f.baz)}
     f.wheels = root / "wheels"
     f.wheel = build_wheel(f.wheels, {
@@ -642,6 +649,28 @@ def test_rpath_entries_outside_the_wheel_are_dropped(fx, rpath_wheel, tmp_path):
     assert (d["RPATH"], d["RUNPATH"]) == (RPATH_OUT, None)
 
 
+@pytest.fixture(scope="module")
+def newlib_wheel(fx):
+    return build_wheel(fx.root / "newlibwheel", {"pkg/__init__.py": "",
+                                                 f"pkg/_usenew{EXT}": fx.usenew},
+                       name="pkg", python_tag=PY, abi_tag=PY)
+
+
+def test_auto_plat_counts_the_grafted_libraries_symbol_versions(fx, newlib_wheel, tmp_path):
+    # the extension alone would be manylinux_2_5; the library it needs is not
+    assert expected_tags([fx.usenew]) == BEST
+    expected = expected_tags([fx.usenew, fx.libnew])
+    assert expected == ["manylinux_2_36_x86_64"]
+    res = repair_wheel(newlib_wheel, tmp_path / "out", ld_library_path=str(fx.private))
+    assert set(res.grafted) == {"libnew.so.1"} and res.tags == expected
+    assert plat_of(res.output) == "manylinux_2_36_x86_64"
+    check_record(res.output)
+    with pytest.raises(RepairError, match=r"GLIBC_2\.36.*libnew"):
+        repair_wheel(newlib_wheel, tmp_path / "out2", plat="manylinux2014",
+                     ld_library_path=str(fx.private))
+    assert listing(tmp_path / "out2") is None
+
+
 def test_write_errors_are_clean(fx, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
@@ -822,7 +851,7 @@ def elf_view(wheel, dest):
 
 
 CASES = ["auto", "manylinux_2_17", "exclude-libbar", "exclude-path", "compliant", "rpath",
-         "libpython-and-script"]
+         "libpython-and-script", "graft-needs-newer-glibc"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -842,13 +871,15 @@ def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case, requ
         wheel = request.getfixturevalue("rpath_wheel")
     elif case == "libpython-and-script":
         wheel = request.getfixturevalue("datawheel")[0]
+    elif case == "graft-needs-newer-glibc":
+        wheel = request.getfixturevalue("newlib_wheel")
     aw = auditwheel_repair(wheel, tmp_path / "aw", auditwheel_path, *args,
                            ld_library_path=str(fx.private))
     proc = run_cli("repair", wheel, "-w", tmp_path / "fe", *args, "--json",
                    env={"LD_LIBRARY_PATH": str(fx.private)})
     assert proc.returncode == 0, proc.stderr
     fe = Path(json.loads(proc.stdout)["output"])
-    originals = [fx.bar, fx.baz]
+    originals = [fx.bar, fx.baz, fx.libnew]
     assert grafted_by_original_soname(fe, originals) == grafted_by_original_soname(aw, originals)
     # the same tags; auditwheel sorts them alphabetically in the name, fastelf by version
     assert sorted(plat_of(fe).split(".")) == plat_of(aw).split(".")

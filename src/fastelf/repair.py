@@ -114,12 +114,28 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             raise RepairError(f"{path}: {before.error}")
         if before.pure:
             raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
-        target = _target_policy(before, plat)
-        external = {lib: who for lib, who in before.external_libraries.items()
-                    if lib not in target.libraries}
         finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch, ld_library_path=ld_library_path,
                                extra_paths=ldpaths)
-        grafts, excluded = _collect_grafts(external, infos, finder, target, exclude, path)
+        # the grafted libraries' own symbol versions count too: with --plat auto, take the
+        # most compatible policy that the wheel plus what it would graft can meet
+        candidates = _target_policies(before, plat)
+        for target in candidates:
+            external = {lib: who for lib, who in before.external_libraries.items()
+                        if lib not in target.libraries}
+            grafts, excluded = _collect_grafts(external, infos, finder, target, exclude, path)
+            if len(candidates) == 1:
+                break
+            probe = judge(infos + [elf_info(f"{libs_dir}/{lib}", elf)
+                                   for lib, (_h, _d, elf) in grafts.items()],
+                          filename, path, exclude=(*exclude, *excluded),
+                          disable_isa_ext_check=disable_isa_ext_check)
+            check = next(c for c in probe.policies if c.tag == target.tag)
+            if not (check.symbol_versions or check.blacklisted_symbols or check.isa
+                    or check.unavailable_symbols or probe.blocking):
+                break
+        else:
+            raise RepairError(f"{path}: no {before.libc} policy can be reached by grafting: "
+                              + "; ".join(check.reasons(limit=4)))
 
         # new names, then the patched bytes of grafted libraries and wheel members
         renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
@@ -189,14 +205,16 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                         patched=sorted(replaced), audit=after)
 
 
-def _target_policy(before: AuditResult, plat: str | None) -> pol.Policy:
+def _target_policies(before: AuditResult, plat: str | None) -> list:
+    """The policies to try, most compatible first: ``plat``'s, or for auto every policy
+    whose only failures in the wheel's own ELF files are external libraries."""
     policies = pol.policies_for(before.libc, before.arch)
     if plat in (None, "auto"):
-        # the most compatible policy whose only failures are external libraries
-        for check, p in zip(before.policies, policies):
-            if not (check.symbol_versions or check.blacklisted_symbols or check.isa
-                    or check.unavailable_symbols or before.blocking):
-                return p
+        out = [p for check, p in zip(before.policies, policies)
+               if not (check.symbol_versions or check.blacklisted_symbols or check.isa
+                       or check.unavailable_symbols or before.blocking)]
+        if out:
+            return out
         raise RepairError(f"{before.path}: no {before.libc} policy can be reached by grafting: "
                           + "; ".join(before.policies[-1].reasons(limit=4)
                                       + before.blocking))
@@ -206,7 +224,7 @@ def _target_policy(before: AuditResult, plat: str | None) -> pol.Policy:
         raise RepairError(str(e)) from None
     for p in policies:
         if p.tag == wanted:
-            return p
+            return [p]
     raise RepairError(f"{before.path}: {plat} is not a {before.libc} policy for {before.arch}")
 
 

