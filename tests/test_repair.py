@@ -381,6 +381,39 @@ def test_musl_program_runs_under_the_musl_loader(musl, tmp_path):
         assert fail.returncode != 0 and "libmval.so.3" in fail.stderr
 
 
+QEMU_AARCH64 = shutil.which("qemu-aarch64")
+AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+@pytest.mark.skipif(not have_compiler("aarch64") or QEMU_AARCH64 is None or not os.path.exists(
+    f"{AARCH64_SYSROOT}/lib/ld-linux-aarch64.so.1"), reason="aarch64 gcc and qemu-aarch64 needed")
+def test_aarch64_program_repaired_on_x86_64_runs_under_qemu(tmp_path):
+    libs = tmp_path / "alibs"
+    lib = compile_c(libs, "liba64.so.1", "int a64v(void) { return 64; }\n", cc="aarch64",
+                    args=["-Wl,-soname,liba64.so.1"])
+    prog = compile_c(tmp_path / "abuild", "prog", """
+#include <stdio.h>
+extern int a64v(void);
+int main(void) { printf("a64 %d\\n", a64v()); return 0; }
+""", cc="aarch64", shared=False, libs=[str(lib)])
+    wheel = build_wheel(tmp_path / "in", {"apkg/__init__.py": "", "apkg/bin/prog": prog},
+                        name="apkg", tags="linux_aarch64", python_tag="py3", abi_tag="none")
+    res = repair_wheel(wheel, tmp_path / "out", ldpaths=str(libs))
+    assert res.tags[0] == glibc_tag_for(readelf_version_needs(prog), "aarch64")
+    assert set(res.grafted) == {"liba64.so.1"}
+    check_record(res.output)
+    x = extract(res.output, tmp_path / "x")
+    unrepaired = extract(wheel, tmp_path / "y")
+    qemu = [QEMU_AARCH64, "-L", AARCH64_SYSROOT]
+    with hidden(libs):
+        run = subprocess.run(qemu + [str(x / "apkg/bin/prog")], capture_output=True, text=True,
+                             env=clean_env())
+        assert (run.returncode, run.stdout) == (0, "a64 64\n"), run.stderr
+        fail = subprocess.run(qemu + [str(unrepaired / "apkg/bin/prog")], capture_output=True,
+                              text=True, env=clean_env())
+        assert fail.returncode != 0 and "liba64.so.1" in fail.stderr
+
+
 # ------------------------------------------------------------------ acceptance 5: safety
 
 def test_input_is_never_modified(fx, tmp_path):
@@ -928,3 +961,63 @@ def test_auditwheel_difference_debian_musl_libc_grafted(musl, tmp_path, auditwhe
     res = repair_wheel(musl.wheel, tmp_path / "fe", ldpaths=ldpaths)
     assert set(res.grafted) == {"libmval.so.3", "libmdep.so.1"}
     assert res.tags == ["musllinux_1_1_x86_64"]
+
+
+def test_auditwheel_difference_grafted_file_name(fx, tmp_path, auditwheel_path):
+    """A library found through a symlink: auditwheel names the copy after the real file."""
+    libs = tmp_path / "qlibs"
+    real = compile_c(libs, "libqux.so.1.2.3", "int qux(void) { return 9; }\n",
+                     args=["-Wl,-soname,libqux.so.1"])
+    (libs / "libqux.so.1").symlink_to(real.name)
+    ext = compile_c(tmp_path / "qb", "_ext" + EXT, ext_source("_ext", "qux()", "int qux(void);"),
+                    args=["-I", PY_INCLUDE], libs=["-Wl,--no-as-needed", str(libs / "libqux.so.1")])
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "from ._ext import value\n",
+                                          f"pkg/_ext{EXT}": ext},
+                        name="pkg", python_tag=PY, abi_tag=PY)
+    short = hashlib.sha256(real.read_bytes()).hexdigest()[:8]
+    aw = auditwheel_repair(wheel, tmp_path / "aw", auditwheel_path, ld_library_path=str(libs))
+    res = repair_wheel(wheel, tmp_path / "fe", ld_library_path=str(libs))
+    assert [n for n in members(aw) if n.startswith("pkg.libs/")] == [
+        f"pkg.libs/libqux-{short}.so.1.2.3"]
+    assert res.grafted == {"libqux.so.1": (str(libs / "libqux.so.1"),
+                                           f"pkg.libs/libqux-{short}.so.1")}
+    # both are consistent: SONAME = file name = the extension's NEEDED entry, and both import
+    for wheel_out, tag in ((aw, "aw"), (res.output, "fe")):
+        x = extract(wheel_out, tmp_path / f"x{tag}")
+        (lib,) = (x / "pkg.libs").iterdir()
+        assert readelf_dynamic(lib)["SONAME"] == lib.name
+        assert lib.name in readelf_dynamic(x / "pkg" / f"_ext{EXT}")["NEEDED"]
+        with hidden(libs):
+            run = subprocess.run([sys.executable, "-c", "import pkg; print(pkg.value())"],
+                                 capture_output=True, text=True, cwd=x, env=clean_env())
+        assert (run.returncode, run.stdout) == (0, "9\n"), run.stderr
+
+
+def test_auditwheel_difference_existing_tags_are_kept(fx, tmp_path, auditwheel_path):
+    """auditwheel keeps the input's other manylinux tags; fastelf writes the tags it found."""
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/_plain{EXT}": fx.plain},
+                        name="pkg", python_tag=PY, abi_tag=PY,
+                        tags=["manylinux_2_17_x86_64", "manylinux2014_x86_64"])
+    aw = auditwheel_repair(wheel, tmp_path / "aw", auditwheel_path)
+    assert plat_of(aw) == ("manylinux1_x86_64.manylinux2014_x86_64.manylinux_2_17_x86_64."
+                           "manylinux_2_5_x86_64")
+    res = repair_wheel(wheel, tmp_path / "fe")
+    assert plat_of(res.output) == ".".join(BEST) == ".".join(expected_tags([fx.plain]))
+
+
+@pytest.mark.xfail(strict=True, reason="fastelf keeps an unchanged member's RECORD line when "
+                   "the size matches (no rehash), so a wrong hash in the input RECORD survives; "
+                   "auditwheel rehashes every file")
+def test_stale_record_hash_in_the_input_is_corrected(fx, tmp_path):
+    src = members(fx.wheel)
+    rec = "pkg-1.0.dist-info/RECORD"
+    bad = re.sub(r"^(pkg/__init__\.py,)sha256=[^,]+,", r"\1sha256=" + "A" * 43 + ",",
+                 src[rec].decode(), flags=re.M)
+    assert bad != src[rec].decode()
+    stale = tmp_path / "in" / fx.wheel.name
+    stale.parent.mkdir()
+    with zipfile.ZipFile(fx.wheel) as zi, zipfile.ZipFile(stale, "w") as zo:
+        for info in zi.infolist():
+            zo.writestr(info, bad.encode() if info.filename == rec else zi.read(info))
+    res = repair_wheel(stale, tmp_path / "out", ld_library_path=str(fx.private))
+    check_record(res.output)
