@@ -25,6 +25,7 @@ from .errors import WheelError
 from .wheel import DEFLATED, STORED, WheelReader
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
+_MAX_DOS_TIME = 4354819198         # 2107-12-31 23:59:58, the latest one
 
 
 def record_hash(data) -> str:
@@ -33,12 +34,12 @@ def record_hash(data) -> str:
 
 
 def reproducible_date_time():
-    """SOURCE_DATE_EPOCH as a zip date_time tuple (clipped to 1980), else None."""
+    """SOURCE_DATE_EPOCH as a zip date_time tuple (clipped to 1980..2107), else None."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
         return None
     try:
-        t = max(int(epoch), _MIN_DOS_TIME)
+        t = min(max(int(epoch), _MIN_DOS_TIME), _MAX_DOS_TIME)
     except ValueError:
         raise WheelError("SOURCE_DATE_EPOCH", f"not an integer: {epoch!r}") from None
     return time.gmtime(t)[:6]
