@@ -193,7 +193,7 @@ def main(argv=None):
     print(f"# fastelf repair vs auditwheel {version('auditwheel')} repair")
     print(f"host: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
           f", {args.runs} runs each, medians in seconds\n")
-    print("| wheel | input MB | output MB | grafted | fastelf (CLI) | fastelf (in process) "
+    print("| wheel | input MB | output MB | .libs files | fastelf (CLI) | fastelf (in process) "
           "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = []
@@ -241,7 +241,8 @@ def main(argv=None):
     print()
     print("Load average while running:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     if bad:
-        print("Disagreements (grafted libraries, tags):")
+        print("Disagreements (libraries in <name>.libs, tags; a wheel that already names "
+              "more tags than it needs is R6 in docs/auditwheel-differences.md):")
         for r in bad:
             print(f"- {r['wheel']}: fastelf {r['grafted']} {r['tags']}; "
                   f"auditwheel {r['auditwheel_summary'][0]} {r['auditwheel_summary'][1]}")
