@@ -39,7 +39,6 @@ from realwheels import (RealWheel, auditwheel_policies, fetch, glibc_tag_for,  #
                         have_auditwheel, readelf_dynamic, readelf_version_needs)
 from wheelbuild import build_wheel  # noqa: E402
 
-from fastelf.cli import main as cli_main  # noqa: E402
 from fastelf.repair import RepairError, repair_wheel  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not have_compiler("gcc") or shutil.which("readelf") is None,
