@@ -1007,9 +1007,6 @@ def test_auditwheel_difference_existing_tags_are_kept(fx, tmp_path, auditwheel_p
     assert plat_of(res.output) == ".".join(BEST) == ".".join(expected_tags([fx.plain]))
 
 
-@pytest.mark.xfail(strict=True, reason="fastelf keeps an unchanged member's RECORD line when "
-                   "the size matches (no rehash), so a wrong hash in the input RECORD survives; "
-                   "auditwheel rehashes every file")
 def test_stale_record_hash_in_the_input_is_corrected(fx, tmp_path):
     src = members(fx.wheel)
     rec = "pkg-1.0.dist-info/RECORD"

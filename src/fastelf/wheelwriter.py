@@ -2,8 +2,8 @@
 
 Unchanged members are copied as their compressed bytes (no inflate, no
 re-deflate); new or changed members are deflated in parallel threads.
-RECORD is rewritten: unchanged members keep their RECORD line when it has a
-hash, everything else is hashed from the bytes written.  The output is
+RECORD is rewritten from the bytes written: unchanged members are inflated
+(and CRC-checked) to hash them, so a stale input RECORD is never copied.  The output is
 written to a temporary file next to the destination and renamed into place,
 so a failure never leaves a half-written wheel and the input is never touched.
 """
@@ -60,17 +60,6 @@ def dist_info_dir(names) -> str:
         raise WheelError("wheel", f"expected one .dist-info directory with a WHEEL file, "
                                   f"found {sorted(dirs) or 'none'}")
     return dirs.pop()
-
-
-def parse_record(text: str) -> dict:
-    """RECORD rows as {path: (hash, size)} (hash/size may be empty strings)."""
-    rows = {}
-    for row in csv.reader(io.StringIO(text)):
-        if not row:
-            continue
-        path = row[0]
-        rows[path] = (row[1] if len(row) > 1 else "", row[2] if len(row) > 2 else "")
-    return rows
 
 
 class _Entry:
@@ -217,7 +206,8 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     ``replace``: {member: new bytes}; ``add``: {member: bytes or (bytes, mode)},
     placed before the .dist-info directory; ``remove``: members to drop;
     ``wheel_tags``: if given, the WHEEL file's ``Tag:`` lines become these.
-    RECORD is regenerated; RECORD.jws / RECORD.p7s signatures are dropped.
+    RECORD is regenerated from the bytes written (an input RECORD is not
+    trusted); RECORD.jws / RECORD.p7s signatures are dropped.
     """
     replace = dict(replace or {})
     add = dict(add or {})
@@ -226,8 +216,6 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     info = dist_info_dir(names)
     record_name = f"{info}/RECORD"
     dropped = {record_name, f"{info}/RECORD.jws", f"{info}/RECORD.p7s"} | remove
-    old_record = parse_record(reader.read(record_name).tobytes().decode("utf-8", "replace")
-                              if record_name in reader else "")
     if wheel_tags is not None:
         wheel_name = f"{info}/WHEEL"
         replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
@@ -256,11 +244,9 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
         writer.copy(reader, m)
         if m.is_dir:
             continue
-        h, size = old_record.get(m.name, ("", ""))
-        if not h.startswith("sha256=") or size != str(m.size):
-            data = reader.read(m)
-            h, size = record_hash(data), str(len(data))
-        rows.append((m.name, h, size))
+        # hashed from the bytes (CRC-checked on the way), never taken from the old RECORD
+        data = reader.read(m)
+        rows.append((m.name, record_hash(data), str(len(data))))
     for name, value in add.items():
         if name.startswith(info + "/"):
             data, mode = value if isinstance(value, tuple) else (value, 0o644)
