@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 
 from .audit import audit_path
 
@@ -24,15 +23,27 @@ def find_wheels(paths):
 
 
 def _audit_one(path, options):
-    return audit_path(path, **options)
+    result = audit_path(path, **options)
+    for elf in result.elfs:          # the symbol lists are large and not part of the report
+        elf.imports = []
+    return result
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def audit_many(paths, jobs: int = 1, **options):
     """Yield an AuditResult for each wheel under ``paths``, in order.
 
     ``jobs`` > 1 uses that many worker processes; 0 means one per CPU.
-    A wheel that cannot be read yields a result with ``error`` set; the
-    others are still audited.
+    Work is handed out largest wheel first, so one big wheel does not start
+    last and leave the other workers idle; results still come in input
+    order.  A wheel that cannot be read yields a result with ``error`` set;
+    the others are still audited.
     """
     wheels = list(find_wheels(paths))
     if jobs == 0:
@@ -41,5 +52,8 @@ def audit_many(paths, jobs: int = 1, **options):
         for w in wheels:
             yield _audit_one(w, options)
         return
+    order = sorted(range(len(wheels)), key=lambda i: -_size(wheels[i]))
     with ProcessPoolExecutor(max_workers=min(jobs, len(wheels))) as ex:
-        yield from ex.map(partial(_audit_one, options=options), wheels, chunksize=1)
+        futures = {i: ex.submit(_audit_one, wheels[i], options) for i in order}
+        for i in range(len(wheels)):
+            yield futures[i].result()
