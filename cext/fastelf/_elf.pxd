@@ -38,6 +38,8 @@ cdef struct Ctx:
     # limits
     uint64_t max_symbols
     uint64_t max_strlen
+    uint64_t max_strbytes   # all strings decoded from the file, together
+    uint64_t strbytes
 
 
 cdef class ElfFile:

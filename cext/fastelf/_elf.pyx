@@ -103,10 +103,15 @@ STT_FUNC = 2
 
 DEFAULT_MAX_SYMBOLS = 10_000_000
 DEFAULT_MAX_STRLEN = 1 << 18
+DEFAULT_MAX_STRBYTES = 256 << 20     # all strings decoded from one file, together
 
 
 class ElfError(ValueError):
     """The buffer is not a well-formed ELF file (or breaks a limit)."""
+
+
+class ElfLimitError(ElfError):
+    """The file breaks one of the parser's limits (symbols, string lengths, ...)."""
 
 
 class ElfNeedMore(ElfError):
@@ -232,7 +237,7 @@ cdef bint _cstr(Ctx *c, Parsed *r, uint64_t idx, const char **out, Py_ssize_t *l
     if not r.has_strtab:
         return _fail(c, E_FORMAT, "string referenced but no DT_STRTAB", idx)
     if idx >= r.strsz:
-        return _fail(c, E_RANGE, "string index outside .dynstr", idx)
+        return _fail(c, E_FORMAT, "string index outside .dynstr", idx)
     room = r.strsz - idx
     if room > c.max_strlen + 1:
         room = c.max_strlen + 1
@@ -270,9 +275,13 @@ cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
     cdef const uint8_t *h
     cdef uint32_t phentsize
     # Check the magic on what is there first, so that a short non-ELF file
-    # (or prefix) is reported as such rather than as a truncated header.
+    # (or prefix) is reported as such rather than as a truncated header; a
+    # prefix too short to decide asks for the rest of the magic, so that a
+    # prefix and the whole file always give the same verdict.
     if memcmp(c.p, b"\x7fELF", c.n if c.n < 4 else 4) != 0:
         return _fail(c, E_FORMAT, "not an ELF file (bad magic)", 0)
+    if not _have(c, 0, c.fsize if c.fsize < 4 else 4, "ELF magic"):
+        return 0
     if not _have(c, 0, 16, "ELF identification"):
         return 0
     h = c.p
@@ -512,6 +521,25 @@ cdef uint64_t _count_from_layout(Parsed *r, uint64_t symtab_a, const uint64_t *s
     return (bound - symtab_a) // r.syment
 
 
+cdef bint _too_long(Ctx *c, const char *msg, uint64_t off, uint64_t want) noexcept nogil:
+    """A version chain took more steps than its budget (one step per entry's
+    worth of buffer bytes): it loops, or the buffer is a prefix too short to tell.
+
+    Real chains never come near the budget.  For a prefix, ask for more
+    (``want`` bytes would allow the steps taken so far; at least double), so
+    that a prefix and the whole file always give the same verdict.
+    """
+    if c.n < c.fsize:
+        if want < 2 * c.n:
+            want = 2 * c.n
+        if want > c.fsize:
+            want = c.fsize
+        if want > c.need:
+            c.need = want
+        return _fail(c, E_MORE, msg, off)
+    return _fail(c, E_FORMAT, msg, off)
+
+
 cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
     cdef uint64_t steps = 0, budget = c.n // 16 + 1, aux, k
     cdef uint32_t cnt, next_, anext
@@ -527,7 +555,7 @@ cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil
         for _ in range(cnt):
             steps += 1
             if steps > budget:
-                return _fail(c, E_FORMAT, "verneed chain loops", off)
+                return _too_long(c, "verneed chain loops", off, 16 * steps)
             if not _have(c, aux, 16, "vernaux entry"):
                 return 0
             _touch(r, aux + 16)
@@ -539,9 +567,14 @@ cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil
                 break
             aux += anext
         steps += 1
-        if next_ == 0 or steps > budget:
+        if next_ == 0:
             break
+        if steps > budget:
+            return _too_long(c, "verneed chain loops", off, 16 * steps)
         off += next_
+    # a prefix must hold this many bytes for the budget to allow these steps
+    if steps > 1:
+        _touch(r, 16 * (steps - 1))
     return 1
 
 
@@ -566,9 +599,13 @@ cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
                 return 0
         next_ = _u32(c.p + off + 16, c.le)
         steps += 1
-        if next_ == 0 or steps > budget:
+        if next_ == 0:
             break
+        if steps > budget:
+            return _too_long(c, "verdef chain loops", off, 20 * steps)
         off += next_
+    if steps > 1:
+        _touch(r, 20 * (steps - 1))
     return 1
 
 
@@ -587,7 +624,7 @@ cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
     if r.syment < (24 if c.is64 else 16):
         return _fail(c, E_FORMAT, "bad DT_SYMENT", r.symtab)
     if r.nsyms > (c.fsize // r.syment) + 1:
-        return _fail(c, E_RANGE, "symbol table larger than the file", r.symtab)
+        return _fail(c, E_FORMAT, "symbol table larger than the file", r.symtab)
     if not _have(c, r.symtab, r.nsyms * r.syment, "dynamic symbol table"):
         return 0
     _touch(r, r.symtab + r.nsyms * r.syment)
@@ -617,10 +654,14 @@ cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
             r.exp[r.nexp] = i
             r.nexp += 1
         elif nprefix:
-            if not _cstr(c, r, name, &s, &slen):
-                return 0
+            # Compare only the prefixes' bytes (they hold no NUL): scanning each
+            # name for its end would let many symbols naming one long string
+            # cost symbols x max_strlen.  Matches are decoded (and checked) later.
+            if not r.has_strtab or name >= r.strsz:
+                return _cstr(c, r, name, &s, &slen)
             for j in range(nprefix):
-                if slen >= plens[j] and memcmp(s, prefixes[j], plens[j]) == 0:
+                if (<uint64_t>plens[j] <= r.strsz - name
+                        and memcmp(c.p + r.strtab + name, prefixes[j], plens[j]) == 0):
                     r.exp[r.nexp] = i
                     r.nexp += 1
                     break
@@ -760,17 +801,36 @@ cdef str _decode(const char *s, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(s, n, "surrogateescape")
 
 
-cdef object _dynstr(Ctx *c, Parsed *r, uint64_t idx):
+cdef object _dynstr(Ctx *c, Parsed *r, dict cache, uint64_t idx):
+    """The string at ``idx`` in .dynstr, decoded once per offset.
+
+    Many symbols may point into one long string: the total length decoded
+    is capped (``max_strbytes``) so a small file cannot make gigabytes of text.
+    """
     cdef const char *s
     cdef Py_ssize_t n
+    got = cache.get(idx)
+    if got is not None:
+        return got
     if not _cstr(c, r, idx, &s, &n):
         _raise(c)
-    return _decode(s, n)
+    c.strbytes += <uint64_t>n
+    if c.strbytes > c.max_strbytes:
+        _fail(c, E_LIMIT, "dynamic strings longer in total than the limit", r.strtab + idx)
+        _raise(c)
+    got = _decode(s, n)
+    cache[idx] = got
+    return got
 
 
 cdef _raise(Ctx *c):
     if c.err == E_MORE:
         raise ElfNeedMore(c.need)
+    if c.err == E_RANGE:
+        raise ElfError(f"{c.msg.decode()} at offset {c.err_off:#x} extends past the end of "
+                       f"the file ({c.fsize} bytes)")
+    if c.err == E_LIMIT:
+        raise ElfLimitError(f"{c.msg.decode()} (at offset {c.err_off:#x})")
     raise ElfError(f"{c.msg.decode()} (at offset {c.err_off:#x})")
 
 
@@ -822,12 +882,14 @@ cdef class ElfFile:
 
 
 def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
-          max_strlen=DEFAULT_MAX_STRLEN):
+          max_strlen=DEFAULT_MAX_STRLEN, max_strbytes=DEFAULT_MAX_STRBYTES):
     """Parse an ELF image held in ``buf`` (any read-only buffer, not copied).
 
     ``file_size``: the size of the whole file when ``buf`` holds only its
     start; ``ElfNeedMore`` is raised if more is needed.  ``exports``: name
     prefixes of the defined symbols to report, or ``None`` for all of them.
+    Limits (``ElfLimitError`` when broken): ``max_symbols`` dynamic symbols,
+    ``max_strlen`` bytes in one string, ``max_strbytes`` bytes of strings in all.
     """
     cdef const uint8_t[::1] view = buf
     cdef Ctx c
@@ -843,6 +905,7 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
     cdef uint16_t vs
     cdef ElfFile out
     cdef list prefix_bytes = [] if all_exports else [p.encode() for p in exports]
+    cdef dict strings = {}       # .dynstr offset -> decoded string
 
     c.n = view.shape[0]
     c.fsize = c.n if file_size is None else file_size
@@ -861,6 +924,8 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
     c.need = 0
     c.max_symbols = max_symbols
     c.max_strlen = max_strlen
+    c.max_strbytes = max_strbytes
+    c.strbytes = 0
     memset(&r, 0, sizeof(Parsed))
     r.exec_stack = -1
 
@@ -915,22 +980,22 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
             out.dynamic = [(r.dyn[2 * k], r.dyn[2 * k + 1]) for k in range(r.ndyn)]
             for k in range(r.ndyn):
                 if r.dyn[2 * k] == DT_NEEDED:
-                    out.needed.append(_dynstr(&c, &r, r.dyn[2 * k + 1]))
+                    out.needed.append(_dynstr(&c, &r, strings, r.dyn[2 * k + 1]))
                 elif r.dyn[2 * k] == DT_SONAME:
-                    out.soname = _dynstr(&c, &r, r.dyn[2 * k + 1])
+                    out.soname = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
                 elif r.dyn[2 * k] == DT_RPATH:
-                    out.rpath = _dynstr(&c, &r, r.dyn[2 * k + 1])
+                    out.rpath = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
                 elif r.dyn[2 * k] == DT_RUNPATH:
-                    out.runpath = _dynstr(&c, &r, r.dyn[2 * k + 1])
+                    out.runpath = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
 
         # version index -> (name, library)
         versions = {}
         out.version_needs = {}
         out.version_defs = []
         for k in range(r.nvers):
-            name = _dynstr(&c, &r, r.vers[k].name)
+            name = _dynstr(&c, &r, strings, r.vers[k].name)
             if r.vers[k].file >= 0:
-                lib = _dynstr(&c, &r, <uint64_t>r.vers[k].file)
+                lib = _dynstr(&c, &r, strings, <uint64_t>r.vers[k].file)
                 out.version_needs.setdefault(lib, []).append(name)
                 versions[r.vers[k].ndx] = (name, lib)
             else:
@@ -945,7 +1010,7 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
             i = r.undef[k]
             q = r.symtab + i * r.syment
             info = c.p[q + 4] if c.is64 else c.p[q + 12]
-            name = _dynstr(&c, &r, _u32(c.p + q, c.le))
+            name = _dynstr(&c, &r, strings, _u32(c.p + q, c.le))
             ver = lib = None
             if r.has_versym:
                 vs = _u16(c.p + r.versym + 2 * i, c.le) & 0x7fff
@@ -956,7 +1021,7 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
             i = r.exp[k]
             q = r.symtab + i * r.syment
             info = c.p[q + 4] if c.is64 else c.p[q + 12]
-            name = _dynstr(&c, &r, _u32(c.p + q, c.le))
+            name = _dynstr(&c, &r, strings, _u32(c.p + q, c.le))
             ver = None
             if r.has_versym:
                 vs = _u16(c.p + r.versym + 2 * i, c.le) & 0x7fff

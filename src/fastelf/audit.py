@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
 from .elfscan import MemberElfError, extension_init_names, iter_elf_members
-from .errors import FastElfError, WheelError
+from .errors import FastElfError, LimitError, WheelError
+from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 
 SCHEMA_VERSION = 1
@@ -126,11 +127,13 @@ class AuditResult:
     problems: list = field(default_factory=list)      # wheel-wide remarks and violations
     blocking: list = field(default_factory=list)      # the violations that no tag allows
     error: str | None = None
+    record: object = None       # a record.RecordReport when RECORD was verified
 
     @property
     def ok(self) -> bool:
-        """No error and every platform tag in the file name is satisfied."""
-        return self.error is None and not self.unsatisfied_claims
+        """No error, every platform tag in the file name is satisfied, RECORD (if checked) holds."""
+        return (self.error is None and not self.unsatisfied_claims
+                and (self.record is None or self.record.ok))
 
     def to_dict(self):
         d = {"version": SCHEMA_VERSION, "wheel": self.wheel, "path": self.path,
@@ -148,6 +151,8 @@ class AuditResult:
             "elfs": [e.to_dict() for e in self.elfs],
             "policies": [p.to_dict() for p in self.policies],
         })
+        if self.record is not None:
+            d["record"] = self.record.to_dict()
         return d
 
 
@@ -239,6 +244,9 @@ def read_elf_infos(reader: WheelReader) -> list:
         for member, elf in iter_elf_members(reader):
             infos.append(elf_info(member.name, elf))
     except MemberElfError as e:
+        if e.limit:
+            raise LimitError(reader.path, f"member {e.member!r} breaks a limit: "
+                                          f"{e.reason}") from None
         raise WheelError(reader.path, f"member {e.member!r} is not a valid ELF file: "
                                       f"{e.reason}") from None
     return infos
@@ -257,18 +265,24 @@ def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
 
 
 def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
-                exclude=(), disable_isa_ext_check: bool = False) -> AuditResult:
+                exclude=(), disable_isa_ext_check: bool = False,
+                verify_record: bool = False) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel; returns an AuditResult otherwise.
+    ``verify_record``: also hash every member against RECORD (see
+    :mod:`fastelf.record`); what does not match is in ``result.record``.
     """
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
         getattr(source, "name", "<bytes>")
     name = filename or os.path.basename(str(path))
     with WheelReader(source, limits) as reader:
         infos = read_elf_infos(reader)
-    return judge(infos, name, str(path), exclude=exclude,
-                 disable_isa_ext_check=disable_isa_ext_check)
+        record = verify_record_of(reader) if verify_record else None
+    result = judge(infos, name, str(path), exclude=exclude,
+                   disable_isa_ext_check=disable_isa_ext_check)
+    result.record = record
+    return result
 
 
 def audit_path(path, **kw) -> AuditResult:

@@ -1,7 +1,8 @@
 """Command line: ``fastelf show``, ``fastelf audit`` (and ``python -m fastelf``).
 
 Exit codes: 0 all good; 1 a wheel's file name claims a platform tag that the
-wheel does not satisfy; 2 usage error; 3 a wheel could not be read.
+wheel does not satisfy (or, with --verify-record, its RECORD does not match
+its contents); 2 usage error; 3 a wheel could not be read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _add_audit_options(p):
                    help="do not check the x86-64 ISA level (v2/v3/v4) of ELF files")
 
 
+def _add_record_option(p):
+    p.add_argument("--verify-record", action="store_true",
+                   help="also hash every member and check it against RECORD; a mismatch, "
+                        "an unlisted member or a missing one makes the wheel not ok (exit 1)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastelf", description="Audit and repair Linux Python wheels (manylinux/musllinux).")
@@ -37,6 +44,7 @@ def build_parser():
                                    "what stands in the way of more compatible tags.")
     p.add_argument("wheel", metavar="WHEEL_FILE")
     _add_audit_options(p)
+    _add_record_option(p)
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
@@ -47,6 +55,7 @@ def build_parser():
                    help="text mode: print only wheels that are mislabeled or unreadable")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     _add_audit_options(p)
+    _add_record_option(p)
 
     p = sub.add_parser("repair", help="graft external libraries into the wheel and retag it",
                        description="Copy each wheel's external shared libraries into "
@@ -104,7 +113,10 @@ def build_parser():
 
 
 def _options(args):
-    return {"disable_isa_ext_check": args.disable_isa_ext_check}
+    opts = {"disable_isa_ext_check": args.disable_isa_ext_check}
+    if getattr(args, "verify_record", False):
+        opts["verify_record"] = True
+    return opts
 
 
 def _exit_code(results):
@@ -112,7 +124,7 @@ def _exit_code(results):
     for r in results:
         if r.error:
             return EXIT_UNREADABLE
-        if r.unsatisfied_claims:
+        if not r.ok:
             code = EXIT_MISLABELED
     return code
 
@@ -135,6 +147,8 @@ def _one_line(r):
     if r.unsatisfied_claims:
         claims = "; ".join(f"{t}: {why}" for t, why in r.unsatisfied_claims.items())
         return f"BAD    {r.path}: best tag {r.best_tag}; {claims}"
+    if r.record is not None and not r.record.ok:
+        return f"BAD    {r.path}: RECORD: {'; '.join(r.record.problems(limit=3))}"
     return f"OK     {r.path}: {r.best_tag or 'pure'}"
 
 
@@ -174,7 +188,7 @@ def cmd_audit(args, out):
         counts["wheels"] += 1
         if r.error:
             counts["errors"] += 1
-        elif r.unsatisfied_claims:
+        elif not r.ok:
             counts["mislabeled"] += 1
         else:
             counts["ok"] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ._elf import ElfError, ElfNeedMore, parse
+from ._elf import ElfError, ElfLimitError, ElfNeedMore, parse
 from .wheel import STORED, WheelReader
 
 ELF_MAGIC = b"\x7fELF"
@@ -20,10 +20,11 @@ def extension_init_names(member_name: str) -> tuple:
 
 
 class MemberElfError(ElfError):
-    def __init__(self, member, reason):
+    def __init__(self, member, reason, limit=False):
         super().__init__(f"{member}: {reason}")
         self.member = member
         self.reason = reason
+        self.limit = limit      # the member breaks one of the reader's Limits
 
 
 def iter_elf_members(reader: WheelReader):
@@ -43,15 +44,18 @@ def iter_elf_members(reader: WheelReader):
 def parse_member(stream, exports=()):
     """Parse an ELF member from a MemberStream, growing the inflated prefix on demand."""
     size = stream.member.size
+    lim = stream.reader.limits
     if stream.member.method != STORED:
         stream.ensure(min(size, _FIRST_CHUNK))
     while True:
         with stream.data() as buf:
             try:
-                return parse(buf, size, exports=exports)
+                return parse(buf, size, exports=exports, max_symbols=lim.max_symbols,
+                             max_strlen=lim.max_strlen, max_strbytes=lim.max_strbytes)
             except ElfNeedMore as more:
                 want = more.needed
             except ElfError as e:
-                raise MemberElfError(stream.member.name, str(e)) from None
+                raise MemberElfError(stream.member.name, str(e),
+                                     isinstance(e, ElfLimitError)) from None
         # grow geometrically so a file needing many small steps stays linear
         stream.ensure(max(want, min(size, 2 * stream.available)))

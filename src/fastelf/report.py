@@ -72,6 +72,13 @@ def _claims(r):
                        f"{r.unsatisfied_claims[tag]}\n")
     if r.claimed_tags and not r.unsatisfied_claims:
         out.append("The platform tags in the file name are all satisfied.\n")
+    rec = getattr(r, "record", None)
+    if rec is not None:
+        if rec.ok:
+            out.append(f"RECORD matches the wheel ({rec.checked} members hashed).\n")
+        else:
+            out.append(f"RECORD does NOT match the wheel ({rec.checked} members matched):\n")
+            out.extend(f"  - {p}\n" for p in rec.problems())
     return out
 
 
