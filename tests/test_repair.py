@@ -778,9 +778,6 @@ def test_libpython_and_scripts_members(fx, datawheel, tmp_path):
         assert (run.returncode, run.stdout) == (0, "prog 42\n"), run.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation shared with auditwheel: an ELF in "
-                   "X.data/platlib/ gets an RPATH computed from its in-wheel directory, but it "
-                   "installs at the root of site-packages (the audit resolves $ORIGIN in-wheel)")
 def test_platlib_member_runs_after_install(fx, tmp_path):
     wheel = build_wheel(tmp_path / "in", {
         "ppkg-1.0.data/platlib/dplat/__init__.py": "from ._ext2 import value\n",

@@ -184,6 +184,18 @@ def elf_info(path: str, elf) -> ElfInfo:
         version_needs={lib: list(v) for lib, v in elf.version_needs.items()})
 
 
+_DATA_LIB_RE = re.compile(r"^[^/]+\.data/(?:platlib|purelib)/")
+
+
+def install_path(member: str) -> str:
+    """Where a member lands relative to site-packages: ``X.data/platlib/a/b`` -> ``a/b``.
+
+    ``$ORIGIN`` means the installed file's directory, so RPATHs are resolved
+    against this path, not the member's path in the zip.
+    """
+    return _DATA_LIB_RE.sub("", member)
+
+
 def _search_dirs(entry: str | None, origin: str) -> list:
     """In-wheel directories named by an RPATH/RUNPATH string, relative to the root."""
     out = []
@@ -201,10 +213,10 @@ class _Resolver:
     """Resolve DT_NEEDED names to other ELF members, following ld.so's order."""
 
     def __init__(self, elfs: dict):
-        self.elfs = elfs      # member path -> ElfInfo
+        self.elfs = elfs      # install path -> ElfInfo
 
     def find(self, info: ElfInfo, lib: str, chain_rpaths: list):
-        origin = posixpath.dirname(info.path)
+        origin = posixpath.dirname(install_path(info.path))
         dirs = []
         if info.runpath is None:
             dirs += _search_dirs(info.rpath, origin)
@@ -226,8 +238,8 @@ class _Resolver:
             if info.path in seen:
                 continue
             seen.add(info.path)
-            own = [] if info.runpath is not None else _search_dirs(info.rpath,
-                                                                    posixpath.dirname(info.path))
+            own = [] if info.runpath is not None else _search_dirs(
+                info.rpath, posixpath.dirname(install_path(info.path)))
             for lib in info.needed:
                 found = self.find(info, lib, chain)
                 visit(info, lib, found)
@@ -327,7 +339,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
         return
 
     result.arch, result.libc, result.elfs = arch, libc, elfs
-    by_path = {i.path: i for i in elfs}
+    by_path = {install_path(i.path): i for i in elfs}
     resolver = _Resolver(by_path)
 
     # roots: extensions, and ELFs no other ELF needs

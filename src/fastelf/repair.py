@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from . import policy as pol
 from ._elf import parse
-from .audit import AuditResult, elf_info, judge, read_elf_infos
+from .audit import AuditResult, elf_info, install_path, judge, read_elf_infos
 from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError
 from .libfinder import LibraryFinder
@@ -164,7 +164,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             dest = info.path          # an ELF in .data/scripts moves to <name>.scripts/
             if deps and _SCRIPT_RE.match(dest):
                 dest = f"{scripts_dir}/{posixpath.basename(dest)}"
-            here = posixpath.dirname(dest)
+            here = posixpath.dirname(install_path(dest))
             rel = posixpath.relpath(libs_dir, here or ".")
             keep = [e for e in _rpath_entries(info.rpath or info.runpath)
                     if _within_root(here, e)]
