@@ -70,9 +70,12 @@ def build_parser():
     p.add_argument("--only-plat", action="store_true",
                    help="tag the result with --plat only, not also with better tags it meets")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="soname glob to leave external (not grafted), repeatable")
+                   help="glob of a soname or library path to leave external (not grafted); "
+                        "repeatable")
     p.add_argument("--ldpaths", metavar="PATHS",
-                   help="colon-separated directories searched before the system ones")
+                   help="colon-separated directories that replace the system search "
+                        "(ld.so.conf and default directories); RPATH, LD_LIBRARY_PATH and "
+                        "RUNPATH still come first")
     p.add_argument("--root", default="/", help="resolve libraries inside this sysroot")
     p.add_argument("--no-update-tags", action="store_true",
                    help="keep the file name's platform tags")
