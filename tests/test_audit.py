@@ -792,3 +792,33 @@ def test_auditwheel_difference_musl_path_file(tmp_path):
     assert len(aw) == 1 and "\n" in aw[0]          # one bogus directory name
     assert musl_path("x86_64", root=str(tmp_path)) == [
         "/lib/x86_64-linux-musl", "/usr/lib/x86_64-linux-musl"]
+
+
+def test_batch_survives_a_dying_worker(tmp_path, monkeypatch):
+    """A wheel that kills its worker process is reported; the others are audited."""
+    import os as _os
+
+    from fastelf import batch
+
+    good = []
+    for n in range(3):
+        good.append(build_wheel(tmp_path, {f"p{n}/__init__.py": b""}, name=f"p{n}",
+                                tags="any", python_tag="py3", abi_tag="none"))
+    killer = build_wheel(tmp_path, {"k/__init__.py": b""}, name="killer", tags="any",
+                         python_tag="py3", abi_tag="none")
+    real = batch._audit_one
+
+    def audit_or_die(path, options):
+        if "killer" in _os.path.basename(path):
+            _os._exit(9)
+        return real(path, options)
+
+    # workers are forked and find the function by name: point that name at the stand-in
+    audit_or_die.__module__, audit_or_die.__qualname__ = batch.__name__, "_audit_one"
+    monkeypatch.setattr(batch, "_audit_one", audit_or_die)
+    results = list(batch.audit_many([tmp_path], jobs=2))
+    by_name = {_os.path.basename(r.path): r for r in results}
+    assert sorted(by_name) == sorted(_os.path.basename(p) for p in good + [killer])
+    assert "worker process" in by_name[killer.name].error
+    for p in good:
+        assert by_name[p.name].error is None and by_name[p.name].pure

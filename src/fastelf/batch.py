@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
-from .audit import audit_path
+from .audit import AuditResult, audit_path, platform_tags_of
 
 
 def find_wheels(paths):
@@ -56,4 +57,30 @@ def audit_many(paths, jobs: int = 1, **options):
     with ProcessPoolExecutor(max_workers=min(jobs, len(wheels))) as ex:
         futures = {i: ex.submit(_audit_one, wheels[i], options) for i in order}
         for i in range(len(wheels)):
-            yield futures[i].result()
+            try:
+                result = futures[i].result()
+            except BrokenProcessPool:
+                break
+            yield result
+        else:
+            return
+    # A worker died (a crash, or killed for memory) and took the pool down: the
+    # wheels not finished are audited again one per process, so only the wheel
+    # that kills its process is reported, and the others still get a verdict.
+    for j in range(i, len(wheels)):
+        f = futures[j]
+        if f.done() and not f.cancelled() and f.exception() is None:
+            yield f.result()
+        else:
+            yield _audit_isolated(wheels[j], options)
+
+
+def _audit_isolated(path, options):
+    with ProcessPoolExecutor(max_workers=1) as ex:
+        try:
+            return ex.submit(_audit_one, path, options).result()
+        except BrokenProcessPool:
+            return AuditResult(wheel=os.path.basename(path), path=path,
+                               claimed_tags=platform_tags_of(path),
+                               error="the worker process auditing this wheel died "
+                                     "(crashed or was killed, e.g. for lack of memory)")
