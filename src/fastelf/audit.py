@@ -390,13 +390,15 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     isa = {} if disable_isa else {i.path: i.isa_level for i in elfs if (i.isa_level or 0) >= 2}
 
+    users_sorted = [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
+                    for v, who in sorted(users.items())]
     for p in pol.policies_for(libc, arch):
         check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
         check.external_libraries = {lib: sorted(who) for lib, who in sorted(unresolved.items())
                                     if lib not in p.libraries}
-        for v, who in sorted(users.items()):
+        for v, who in users_sorted:
             if p.version_allowed(v) is False:
-                check.symbol_versions[v] = {m: sorted(set(s)) for m, s in sorted(who.items())}
+                check.symbol_versions[v] = who     # shared between policies, not copied
         for i in elfs:
             for lib in p.blacklist.keys() & set(i.needed):
                 bad = sorted({n for n, _v, _l, b, _t in i.imports
