@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs  # noqa: E402
 
-from fastelf._elf import ElfError, ElfLimitError, ElfNeedMore, parse  # noqa: E402
+from fastelf._elf import ElfError, ElfNeedMore, parse  # noqa: E402
 from fastelf.audit import audit_path, audit_wheel  # noqa: E402
 from fastelf.errors import LimitError, WheelError  # noqa: E402
 from fastelf.record import verify_record  # noqa: E402

@@ -17,6 +17,8 @@ from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
 from .elfscan import MemberElfError, extension_init_names, iter_elf_members
 from .errors import FastElfError, LimitError, WheelError
+from .ldpaths import split_path
+from .libc import libc_of
 from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 
@@ -158,26 +160,12 @@ class AuditResult:
 
 # ------------------------------------------------------------------ facts
 
-def _libc_of(elf) -> str | None:
-    interp = posixpath.basename(elf.interpreter or "")
-    if interp.startswith("ld-musl-"):
-        return pol.MUSL
-    if interp.startswith(("ld-linux", "ld64.so.", "ld.so.1")):
-        return pol.GLIBC
-    for lib in elf.needed:
-        if lib == "libc.so" or lib.startswith(("libc.musl-", "ld-musl-")):
-            return pol.MUSL
-        if lib == "libc.so.6" or lib.startswith(("ld-linux", "ld64.so.")):
-            return pol.GLIBC
-    return None
-
-
 def elf_info(path: str, elf) -> ElfInfo:
     """The audit's view of a parsed ELF file stored at ``path`` in the wheel."""
     init = extension_init_names(path)
     extension = any(name in init and typ == STT_FUNC for name, _v, _b, typ in elf.exports)
     return ElfInfo(
-        path=path, arch=elf.arch, libc=_libc_of(elf), interpreter=elf.interpreter,
+        path=path, arch=elf.arch, libc=libc_of(elf), interpreter=elf.interpreter,
         needed=list(elf.needed), soname=elf.soname, rpath=elf.rpath, runpath=elf.runpath,
         extension=extension, isa_level=elf.x86_isa_level if elf.arch == "x86_64" else None,
         exec_stack=elf.exec_stack, imports=elf.imports,
@@ -196,17 +184,29 @@ def install_path(member: str) -> str:
     return _DATA_LIB_RE.sub("", member)
 
 
-def _search_dirs(entry: str | None, origin: str) -> list:
-    """In-wheel directories named by an RPATH/RUNPATH string, relative to the root."""
-    out = []
-    for d in (entry or "").split(":"):
-        for token in ("$ORIGIN", "${ORIGIN}"):
-            if d.startswith(token):
-                rel = posixpath.normpath(posixpath.join(origin, "." + d[len(token):]))
-                if rel != ".." and not rel.startswith("../"):
-                    out.append("" if rel == "." else rel)
-                break
-    return out
+_ORIGIN_RE = re.compile(r"^\$(ORIGIN|\{ORIGIN\})(?=/|$)")
+
+
+def wheel_dir_of(entry: str, origin: str) -> str | None:
+    """The in-wheel directory ('' = the root) that one RPATH/RUNPATH element names.
+
+    ``origin`` is the installed directory of the file holding the element.
+    None when the element is not ``$ORIGIN``-relative or leaves the wheel.
+    """
+    m = _ORIGIN_RE.match(entry)
+    rest = entry[m.end():] if m else None
+    if rest is None or "$" in rest:
+        return None
+    rel = posixpath.normpath(posixpath.join(origin or ".", "." + rest))
+    if rel == ".." or rel.startswith("../"):
+        return None
+    return "" if rel == "." else rel
+
+
+def _search_dirs(value: str | None, origin: str) -> list:
+    """In-wheel directories named by an RPATH/RUNPATH string."""
+    dirs = (wheel_dir_of(e, origin) for e in split_path(value))
+    return [d for d in dirs if d is not None]
 
 
 class _Resolver:

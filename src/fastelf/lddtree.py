@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ._elf import ElfError, parse
 from .errors import FastElfError
+from .libc import libc_of
 from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, default_lib, default_platform, expand_dst,
                       rooted, split_path, system_dirs)
 
@@ -148,14 +149,8 @@ class Tree:
 
 
 def detect_libc(elf) -> str:
-    """musl when the interpreter or a NEEDED name is musl's, else glibc."""
-    interp = elf.interpreter or ""
-    if "ld-musl-" in interp:
-        return MUSL
-    for name in elf.needed:
-        if name.startswith("libc.musl-") or name == "libc.so":
-            return MUSL
-    return GLIBC
+    """musl when the file says so (see :func:`fastelf.libc.libc_of`), else glibc."""
+    return libc_of(elf) or GLIBC
 
 
 class _Node:

@@ -26,13 +26,13 @@ import os
 import re
 from typing import Iterable, List, Optional, Sequence, Union
 
+from .libc import GLIBC, MUSL
+
 __all__ = [
     "GLIBC", "MUSL", "MULTIARCH", "MUSL_ARCH", "MUSL_DEFAULT_PATH",
     "rooted", "split_path", "expand_dst", "parse_ld_so_conf", "musl_path",
     "glibc_default_dirs", "system_dirs", "default_lib", "default_platform",
 ]
-
-GLIBC, MUSL = "glibc", "musl"
 
 # Debian multiarch triplets (the system directories of a Debian-style glibc).
 MULTIARCH = {

@@ -17,8 +17,7 @@ from importlib import resources
 
 from .errors import PolicyError
 
-GLIBC = "glibc"
-MUSL = "musl"
+from .libc import GLIBC, MUSL  # noqa: F401 (re-exported)
 _FAMILY = {GLIBC: "manylinux", MUSL: "musllinux"}
 
 # libraries that are the dynamic loader itself: never external, never versioned

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 
 from . import policy as pol
 from ._elf import parse
-from .audit import AuditResult, elf_info, install_path, judge, read_elf_infos
+from .audit import (AuditResult, elf_info, install_path, judge, read_elf_infos,
+                    wheel_dir_of)
+from .ldpaths import split_path
 from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError
 from .libfinder import LibraryFinder
@@ -61,23 +63,10 @@ def hashed_name(soname: str, data: bytes) -> str:
     return f"{base}-{short}{dot}{rest}" if dot else f"{soname}-{short}"
 
 
-def _rpath_entries(value):
-    return [e for e in (value or "").split(":") if e]
-
-
 # auditwheel's LIBPYTHON_RE: an extension must not link libpython (the interpreter
 # provides its symbols); such NEEDED entries are removed, never grafted
 LIBPYTHON_RE = re.compile(r"^libpython\d+\.\d+m?\.so(\.\d)*$")
 _SCRIPT_RE = re.compile(r"^[^/]+\.data/scripts/[^/]+$")
-
-
-def _within_root(here: str, entry: str) -> bool:
-    """Whether an ``$ORIGIN``-relative RPATH entry of a file in ``here`` stays in the wheel."""
-    rest = re.sub(r"^\$(ORIGIN|\{ORIGIN\})", "", entry)
-    if rest == entry or (rest and not rest.startswith("/")) or "$" in rest:
-        return False
-    target = posixpath.normpath(posixpath.join(here or ".", "." + rest))
-    return target != ".." and not target.startswith("../")
 
 
 def _script_shim(binary: str) -> bytes:
@@ -114,8 +103,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             raise RepairError(f"{path}: {before.error}")
         if before.pure:
             raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
-        finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch, ld_library_path=ld_library_path,
-                               extra_paths=ldpaths)
+        finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch,
+                               ld_library_path=ld_library_path, extra_paths=ldpaths)
         # the grafted libraries' own symbol versions count too: with --plat auto, take the
         # most compatible policy that the wheel plus what it would graft can meet
         candidates = _target_policies(before, plat)
@@ -145,8 +134,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         for lib, (host_path, data, elf) in grafts.items():
             deps = {d: renames[d] for d in elf.needed if d in renames}
             drop = [d for d in elf.needed if LIBPYTHON_RE.match(d)] or None
-            new = patch_elf(strip_elf(data) if strip else data, set_soname=renames[lib], replace_needed=deps or None,
-                            remove_needed=drop,
+            new = patch_elf(strip_elf(data) if strip else data, set_soname=renames[lib],
+                            replace_needed=deps or None, remove_needed=drop,
                             **({"set_rpath": "$ORIGIN"} if deps else {"remove_rpath": True}))
             member = f"{libs_dir}/{renames[lib]}"
             added[member] = (new, 0o755)
@@ -166,8 +155,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                 dest = f"{scripts_dir}/{posixpath.basename(dest)}"
             here = posixpath.dirname(install_path(dest))
             rel = posixpath.relpath(libs_dir, here or ".")
-            keep = [e for e in _rpath_entries(info.rpath or info.runpath)
-                    if _within_root(here, e)]
+            keep = [e for e in split_path(info.rpath or info.runpath)
+                    if wheel_dir_of(e, here) is not None]
             origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
             rpath = ":".join(dict.fromkeys(keep + [origin]))
             new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
