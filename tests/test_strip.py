@@ -44,3 +44,4 @@ def test_strip_refuses_what_it_cannot_strip(tmp_path):
     data = open(shutil.which("ls"), "rb").read()
     with pytest.raises(ElfStripError):
         strip_elf(data[: len(data) // 3])
+
