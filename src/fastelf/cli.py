@@ -180,6 +180,8 @@ def cmd_audit(args, out):
         print("fastelf: error: --jobs must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
     total = sum(1 for _ in find_wheels(args.paths))
+    if total == 0:
+        print(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}", file=sys.stderr)
     progress = None
     if not args.no_progress and sys.stderr.isatty() and total > 1:
         progress = _Progress(total, sys.stderr)

@@ -13,7 +13,7 @@ def show_text(r) -> str:
     """The ``fastelf show`` report for one AuditResult."""
     out = []
     if r.error:
-        return f"{r.wheel}: error: {r.error}\n"
+        return f"error: {r.error}\n"
     if r.pure:
         out.append(_para(f"{r.wheel} contains no ELF file for a Linux platform "
                          "(a pure-Python wheel)."))
