@@ -21,7 +21,8 @@ from .libc import libc_of
 from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, default_lib, default_platform, expand_dst,
                       rooted, split_path, system_dirs)
 
-__all__ = ["LddError", "Library", "Tree", "ElfCache", "resolve_tree", "detect_libc"]
+__all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "resolve_tree",
+           "detect_libc"]
 
 EM_ARM = 40
 ET_DYN = 3
@@ -153,12 +154,159 @@ def detect_libc(elf) -> str:
     return libc_of(elf) or GLIBC
 
 
-class _Node:
+class Node:
+    """One loaded object: its ElfFile, the object that loaded it, its $ORIGIN."""
+
     __slots__ = ("path", "elf", "loader", "origin", "chain")
 
     def __init__(self, path, elf, loader, origin, chain):
         self.path, self.elf, self.loader, self.origin, self.chain = (
             path, elf, loader, origin, chain)
+
+
+class Searcher:
+    """ld.so's search, for the objects of one process image: which file a
+    DT_NEEDED name loads, from the context of the object that needs it.
+
+    ``top`` is the ElfFile of the main object: its class, machine, ABI and
+    interpreter decide what a candidate must match and where the system
+    search looks.  The other arguments are those of :func:`resolve_tree`.
+    """
+
+    def __init__(self, top, *, root="/", ld_library_path=None, ldpaths=None, libc=None,
+                 lib=None, platform=None, cache=None):
+        self.top, self.root = top, root
+        self.cache = cache or ElfCache()
+        self.flavour = libc or detect_libc(top)
+        if self.flavour not in (GLIBC, MUSL):
+            raise ValueError(f"libc must be 'glibc' or 'musl', not {libc!r}")
+        self.lib = lib if lib is not None else default_lib(top.arch, top.elf_class)
+        self.platform = platform if platform is not None else default_platform(top.arch)
+        musl_arch = None
+        if self.flavour == MUSL:
+            m = re.search(r"ld-musl-([^/]+)\.so", top.interpreter or "")
+            musl_arch = m.group(1) if m else MUSL_ARCH.get(top.arch or "", top.arch or "")
+        self.llp = [rooted(root, d) for d in split_path(ld_library_path)]
+        if ldpaths is not None:
+            self.system = [os.path.abspath(d) for d in ldpaths]
+            self.system_label = "ldpaths"
+        else:
+            self.system = [rooted(root, d) for d in system_dirs(
+                root=root, libc=self.flavour, arch=top.arch, elf_class=top.elf_class,
+                musl_arch=musl_arch)]
+            self.system_label = "system"
+        self.interp_path = rooted(root, top.interpreter) if top.interpreter else None
+        self.interp_names = set()
+        if self.interp_path:
+            self.interp_names.add(os.path.basename(self.interp_path))
+            try:
+                interp_soname = self.cache.load(self.interp_path).soname
+            except (OSError, ElfError):
+                interp_soname = None
+            if interp_soname:
+                self.interp_names.add(interp_soname)
+
+    def expand(self, entries, node):
+        out = []
+        for entry in entries:
+            d = expand_dst(entry, node.origin, libc=self.flavour, lib=self.lib,
+                           platform=self.platform)
+            if d is None:
+                continue
+            if not (entry.startswith("$ORIGIN") or entry.startswith("${ORIGIN}")):
+                d = rooted(self.root, d) if d.startswith("/") else d
+            out.append(d)
+        return out
+
+    def check(self, elf) -> Tuple[Optional[str], bool]:
+        """(reason, fatal) for a candidate the loader would not use.  glibc
+        skips other classes and machines (also the other ARM float ABI) and
+        keeps searching; other mismatches stop the load.  musl uses the first
+        file it can open, whatever it is."""
+        top, musl = self.top, self.flavour == MUSL
+        if elf.elf_class != top.elf_class:
+            return f"ELF{elf.elf_class}, not ELF{top.elf_class}", musl
+        if elf.machine != top.machine:
+            return f"machine {elf.arch or elf.machine}, not {top.arch or top.machine}", musl
+        if elf.machine == EM_ARM and (elf.flags & 0x400) != (top.flags & 0x400):
+            return "other ARM float ABI", musl
+        if elf.little_endian != top.little_endian:
+            return "other byte order", True
+        if elf.e_type != ET_DYN:
+            return "not a shared object", True
+        return None, False
+
+    def search_order(self, node) -> List[Tuple[str, str]]:
+        dirs: List[Tuple[str, str]] = []
+        if self.flavour == GLIBC:
+            if not node.elf.runpath:
+                n = node
+                while n is not None:
+                    if not n.elf.runpath:        # RPATH is ignored beside a RUNPATH
+                        dirs += [(d, "rpath") for d in self.expand(split_path(n.elf.rpath), n)]
+                    n = n.loader
+            dirs += [(d, "ld_library_path") for d in self.llp]
+            dirs += [(d, "runpath") for d in self.expand(split_path(node.elf.runpath), node)]
+            flags_1 = dict(node.elf.dynamic or ()).get(DT_FLAGS_1, 0)
+            if not flags_1 & DF_1_NODEFLIB:
+                dirs += [(d, self.system_label) for d in self.system]
+        else:
+            dirs += [(d, "ld_library_path") for d in self.llp]
+            n = node
+            while n is not None:
+                value = n.elf.runpath or n.elf.rpath
+                label = "runpath" if n.elf.runpath else "rpath"
+                dirs += [(d, label) for d in self.expand(split_path(value), n)]
+                n = n.loader
+            dirs += [(d, self.system_label) for d in self.system]
+        seen, out = set(), []
+        for d, label in dirs:
+            if d not in seen:
+                seen.add(d)
+                out.append((d, label))
+        return out
+
+    def try_file(self, candidate, skipped):
+        """(elf, error): the ElfFile to use, or an error that ends the search
+        (as it ends the loader's), or (None, None) to keep searching."""
+        if not os.path.isfile(candidate) or not os.access(candidate, os.R_OK):
+            return None, None
+        try:
+            elf = self.cache.load(candidate)
+        except (OSError, ElfError) as exc:
+            return None, f"{candidate}: not a loadable ELF file ({exc})"
+        why, fatal = self.check(elf)
+        if why is None:
+            return elf, None
+        if fatal:
+            return None, f"{candidate}: {why}"
+        skipped.append((candidate, why))
+        return None, None
+
+    def find(self, name: str, node):
+        """(path, elf, found_via, skipped, error) for ``name`` needed by ``node``."""
+        skipped: List[Tuple[str, str]] = []
+        if "/" in name:
+            candidate = rooted(self.root, name) if name.startswith("/") else os.path.abspath(name)
+            elf, err = self.try_file(candidate, skipped)
+            if elf is not None:
+                return candidate, elf, "direct", skipped, None
+            return None, None, None, skipped, err
+        if self.interp_path and ((self.flavour == MUSL and _MUSL_RESERVED.fullmatch(name))
+                                 or name in self.interp_names):
+            # the loader is mapped first and answers to its names (musl's is
+            # also libc, and takes the names of libc's parts)
+            elf, err = self.try_file(self.interp_path, skipped)
+            if elf is not None:
+                return self.interp_path, elf, "interpreter", skipped, None
+        for d, label in self.search_order(node):
+            candidate = os.path.join(d, name)
+            elf, err = self.try_file(candidate, skipped)
+            if elf is not None:
+                return candidate, elf, label, skipped, None
+            if err is not None:
+                return None, None, None, skipped, err
+        return None, None, None, skipped, None
 
 
 def resolve_tree(
@@ -193,37 +341,9 @@ def resolve_tree(
         top = cache.load(path)
     except (OSError, ElfError) as exc:
         raise LddError(path, str(exc)) from None
-    flavour = libc or detect_libc(top)
-    if flavour not in (GLIBC, MUSL):
-        raise ValueError(f"libc must be 'glibc' or 'musl', not {libc!r}")
-    lib = lib if lib is not None else default_lib(top.arch, top.elf_class)
-    platform = platform if platform is not None else default_platform(top.arch)
-    musl_arch = None
-    if flavour == MUSL:
-        m = re.search(r"ld-musl-([^/]+)\.so", top.interpreter or "")
-        musl_arch = m.group(1) if m else MUSL_ARCH.get(top.arch or "", top.arch or "")
-    llp = [rooted(root, d) for d in split_path(ld_library_path)]
-    if ldpaths is not None:
-        system = [os.path.abspath(d) for d in ldpaths]
-        system_label = "ldpaths"
-    else:
-        system = [rooted(root, d) for d in system_dirs(root=root, libc=flavour, arch=top.arch,
-                                                        elf_class=top.elf_class,
-                                                        musl_arch=musl_arch)]
-        system_label = "system"
-    interp_path = None
-    if top.interpreter:
-        interp_path = rooted(root, top.interpreter)
-
-    interp_names = set()
-    if interp_path:
-        interp_names.add(os.path.basename(interp_path))
-        try:
-            interp_soname = cache.load(interp_path).soname
-        except (OSError, ElfError):
-            interp_soname = None
-        if interp_soname:
-            interp_names.add(interp_soname)
+    searcher = Searcher(top, root=root, ld_library_path=ld_library_path, ldpaths=ldpaths,
+                        libc=libc, lib=lib, platform=platform, cache=cache)
+    find = searcher.find
 
     def origin_of(p, is_top):
         # glibc takes the main program's origin from /proc/self/exe (symlinks
@@ -232,108 +352,7 @@ def resolve_tree(
             return os.path.dirname(os.path.realpath(p))
         return os.path.dirname(p)
 
-    def expand(entries, node):
-        out = []
-        for entry in entries:
-            d = expand_dst(entry, node.origin, libc=flavour, lib=lib, platform=platform)
-            if d is None:
-                continue
-            if not (entry.startswith("$ORIGIN") or entry.startswith("${ORIGIN}")):
-                d = rooted(root, d) if d.startswith("/") else d
-            out.append(d)
-        return out
-
-    def check(elf) -> Tuple[Optional[str], bool]:
-        """(reason, fatal) for a candidate the loader would not use.  glibc
-        skips other classes and machines (also the other ARM float ABI) and
-        keeps searching; other mismatches stop the load.  musl uses the first
-        file it can open, whatever it is."""
-        if elf.elf_class != top.elf_class:
-            return f"ELF{elf.elf_class}, not ELF{top.elf_class}", flavour == MUSL
-        if elf.machine != top.machine:
-            return f"machine {elf.arch or elf.machine}, not {top.arch or top.machine}", \
-                flavour == MUSL
-        if elf.machine == EM_ARM and (elf.flags & 0x400) != (top.flags & 0x400):
-            return "other ARM float ABI", flavour == MUSL
-        if elf.little_endian != top.little_endian:
-            return "other byte order", True
-        if elf.e_type != ET_DYN:
-            return "not a shared object", True
-        return None, False
-
-    def search_order(node: _Node) -> List[Tuple[str, str]]:
-        dirs: List[Tuple[str, str]] = []
-        if flavour == GLIBC:
-            if not node.elf.runpath:
-                n = node
-                while n is not None:
-                    if not n.elf.runpath:        # RPATH is ignored beside a RUNPATH
-                        dirs += [(d, "rpath") for d in expand(split_path(n.elf.rpath), n)]
-                    n = n.loader
-            dirs += [(d, "ld_library_path") for d in llp]
-            dirs += [(d, "runpath") for d in expand(split_path(node.elf.runpath), node)]
-            flags_1 = dict(node.elf.dynamic or ()).get(DT_FLAGS_1, 0)
-            if not flags_1 & DF_1_NODEFLIB:
-                dirs += [(d, system_label) for d in system]
-        else:
-            dirs += [(d, "ld_library_path") for d in llp]
-            n = node
-            while n is not None:
-                value = n.elf.runpath or n.elf.rpath
-                label = "runpath" if n.elf.runpath else "rpath"
-                dirs += [(d, label) for d in expand(split_path(value), n)]
-                n = n.loader
-            dirs += [(d, system_label) for d in system]
-        seen, out = set(), []
-        for d, label in dirs:
-            if d not in seen:
-                seen.add(d)
-                out.append((d, label))
-        return out
-
-    def try_file(candidate, skipped):
-        """(elf, error): the ElfFile to use, or an error that ends the search
-        (as it ends the loader's), or (None, None) to keep searching."""
-        if not os.path.isfile(candidate) or not os.access(candidate, os.R_OK):
-            return None, None
-        try:
-            elf = cache.load(candidate)
-        except (OSError, ElfError) as exc:
-            return None, f"{candidate}: not a loadable ELF file ({exc})"
-        why, fatal = check(elf)
-        if why is None:
-            return elf, None
-        if fatal:
-            return None, f"{candidate}: {why}"
-        skipped.append((candidate, why))
-        return None, None
-
-    def find(name: str, node: _Node):
-        """(path, elf, found_via, skipped, error)"""
-        skipped: List[Tuple[str, str]] = []
-        if "/" in name:
-            candidate = rooted(root, name) if name.startswith("/") else os.path.abspath(name)
-            elf, err = try_file(candidate, skipped)
-            if elf is not None:
-                return candidate, elf, "direct", skipped, None
-            return None, None, None, skipped, err
-        if interp_path and ((flavour == MUSL and _MUSL_RESERVED.fullmatch(name))
-                            or name in interp_names):
-            # the loader is mapped first and answers to its names (musl's is
-            # also libc, and takes the names of libc's parts)
-            elf, err = try_file(interp_path, skipped)
-            if elf is not None:
-                return interp_path, elf, "interpreter", skipped, None
-        for d, label in search_order(node):
-            candidate = os.path.join(d, name)
-            elf, err = try_file(candidate, skipped)
-            if elf is not None:
-                return candidate, elf, label, skipped, None
-            if err is not None:
-                return None, None, None, skipped, err
-        return None, None, None, skipped, None
-
-    root_node = _Node(path, top, None, origin_of(path, True), [path])
+    root_node = Node(path, top, None, origin_of(path, True), [path])
     libraries: Dict[str, Library] = {}
     by_real: Dict[str, Library] = {os.path.realpath(path): None}
     by_soname: Dict[str, str] = {}
@@ -368,10 +387,10 @@ def resolve_tree(
             if real in by_real:
                 continue                     # the same file under another name
             by_real[real] = libraries[name]
-            queue.append(_Node(found, elf, node, origin_of(found, False), chain))
+            queue.append(Node(found, elf, node, origin_of(found, False), chain))
     search = {
         "root": root,
-        "ld_library_path": llp,
-        system_label: system,
+        "ld_library_path": searcher.llp,
+        searcher.system_label: searcher.system,
     }
-    return Tree(path, top, flavour, libraries, search)
+    return Tree(path, top, searcher.flavour, libraries, search)

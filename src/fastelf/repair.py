@@ -103,7 +103,20 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             raise RepairError(f"{path}: {before.error}")
         if before.pure:
             raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
-        finder = LibraryFinder(root=root, libc=before.libc, arch=before.arch,
+        member_data, member_elf = {}, {}
+
+        def data_of(member):          # each ELF member inflated at most once more
+            if member not in member_data:
+                member_data[member] = bytes(reader.read(member))
+            return member_data[member]
+
+        def elf_of(member):
+            if member not in member_elf:
+                member_elf[member] = parse(data_of(member))
+            return member_elf[member]
+
+        first = next(i.path for i in infos if i.arch == before.arch)
+        finder = LibraryFinder(elf_of(first), root=root, libc=before.libc,
                                ld_library_path=ld_library_path, extra_paths=ldpaths)
         # the grafted libraries' own symbol versions count too: with --plat auto, take the
         # most compatible policy that the wheel plus what it would graft can meet
@@ -111,7 +124,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         for target in candidates:
             external = {lib: who for lib, who in before.external_libraries.items()
                         if lib not in target.libraries}
-            grafts, excluded = _collect_grafts(external, infos, finder, target, exclude, path)
+            grafts, excluded = _collect_grafts(external, elf_of, finder, target, exclude, path)
             if len(candidates) == 1:
                 break
             probe = judge(infos + [elf_info(f"{libs_dir}/{lib}", elf)
@@ -146,10 +159,10 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             deps = {d: renames[d] for d in info.needed if d in renames}
             drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
             if strip:
-                replaced[info.path] = strip_elf(reader.read(info.path))
+                replaced[info.path] = strip_elf(data_of(info.path))
             if not deps and not drop:
                 continue
-            data = replaced.get(info.path) or bytes(reader.read(info.path))
+            data = replaced.get(info.path) or data_of(info.path)
             dest = info.path          # an ELF in .data/scripts moves to <name>.scripts/
             if deps and _SCRIPT_RE.match(dest):
                 dest = f"{scripts_dir}/{posixpath.basename(dest)}"
@@ -217,37 +230,34 @@ def _target_policies(before: AuditResult, plat: str | None) -> list:
     raise RepairError(f"{before.path}: {plat} is not a {before.libc} policy for {before.arch}")
 
 
-def _collect_grafts(external, infos, finder, target, exclude, path):
+def _collect_grafts(external, elf_of, finder, target, exclude, path):
     """Find every external library and, recursively, what it needs.
 
-    Returns (grafts, sonames excluded because their path matched an
-    ``exclude`` glob, as auditwheel's ``--exclude`` also matches paths).
+    ``elf_of(member)`` gives the ElfFile of a wheel member.  Returns (grafts,
+    sonames excluded because their path matched an ``exclude`` glob, as
+    auditwheel's ``--exclude`` also matches paths).
     """
     grafts = {}
     excluded = set()
-    by_name = {i.path: i for i in infos}
-    queue = []
-    for lib, who in sorted(external.items()):
-        requester = by_name[who[0]]
-        queue.append((lib, requester.rpath, requester.runpath, None))
+    queue = [(lib, finder.requester(who[0], elf_of(who[0])))
+             for lib, who in sorted(external.items())]
     missing = {}
     while queue:
-        lib, rpath, runpath, origin = queue.pop(0)
+        lib, node = queue.pop(0)
         if lib in grafts or lib in excluded or lib in target.libraries or pol.is_loader(lib) \
                 or LIBPYTHON_RE.match(lib) or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
             continue
-        found = finder.find(lib, rpath=rpath, runpath=runpath, origin=origin)
+        found = finder.find(lib, node)
         if found is None:
             missing.setdefault(lib, None)
             continue
-        host_path, data, elf = found
+        host_path, data, elf, found_node = found
         if any(fnmatch.fnmatchcase(p, pat) for pat in exclude
                for p in (host_path, os.path.realpath(host_path))):
             excluded.add(lib)
             continue
         grafts[lib] = (host_path, data, elf)
-        for dep in elf.needed:
-            queue.append((dep, elf.rpath, elf.runpath, os.path.dirname(host_path)))
+        queue.extend((dep, found_node) for dep in elf.needed)
     if missing:
         raise RepairError(f"{path}: cannot find external librar"
                           f"{'y' if len(missing) == 1 else 'ies'} {', '.join(sorted(missing))} "
