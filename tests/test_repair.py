@@ -34,7 +34,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from elfbuild import compile_c, have_compiler  # noqa: E402
+from elfbuild import compile_c, have_compiler, python_ext_source  # noqa: E402
 from realwheels import (RealWheel, auditwheel_policies, fetch, glibc_tag_for,  # noqa: E402
                         have_auditwheel, readelf_dynamic, readelf_version_needs)
 from wheelbuild import build_wheel  # noqa: E402
@@ -56,18 +56,6 @@ BAR_C = "int bar_value(void) { return 40; }\n"
 BAZ_C = "extern int bar_value(void);\nint baz_value(void) { return bar_value() + 2; }\n"
 
 
-def ext_source(module, call, extra=""):
-    """A real CPython extension ``module`` whose value() returns ``call``."""
-    return f"""
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-{extra}
-static PyObject *value(PyObject *self, PyObject *args) {{ return PyLong_FromLong({call}); }}
-static PyMethodDef methods[] = {{{{"value", value, METH_NOARGS, ""}}, {{NULL, NULL, 0, NULL}}}};
-static struct PyModuleDef mod = {{PyModuleDef_HEAD_INIT, "{module}", NULL, -1, methods}};
-PyMODINIT_FUNC PyInit_{module}(void) {{ return PyModule_Create(&mod); }}
-"""
-
 
 class Fx:
     """Paths of the compiled fixtures (module scope: built once)."""
@@ -85,13 +73,13 @@ def fx(tmp_path_factory):
                       libs=["-Wl,--no-as-needed", str(f.bar)])
     inc = ["-I", PY_INCLUDE]
     f.ext = compile_c(f.build, "_ext" + EXT,
-                      ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
+                      python_ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
                       args=inc, libs=["-Wl,--no-as-needed", str(f.baz)])
     f.ext2 = compile_c(f.build, "_ext2" + EXT,
-                       ext_source("_ext2", "2 * bar_value()", "extern int bar_value(void);"),
+                       python_ext_source("_ext2", "2 * bar_value()", "extern int bar_value(void);"),
                        args=inc, libs=["-Wl,--no-as-needed", str(f.bar)])
-    f.plain = compile_c(f.build, "_plain" + EXT, ext_source("_plain", "7"), args=inc)
-    f.newsym = compile_c(f.build, "_new" + EXT, ext_source(
+    f.plain = compile_c(f.build, "_plain" + EXT, python_ext_source("_plain", "7"), args=inc)
+    f.newsym = compile_c(f.build, "_new" + EXT, python_ext_source(
         "_new", "(long)(arc4random() & 1) + baz_value()",
         "#include <stdlib.h>\nextern int baz_value(void);"),
         args=inc, libs=["-Wl,--no-as-needed", str(f.baz)])
@@ -100,7 +88,7 @@ def fx(tmp_path_factory):
                          "#include <stdlib.h>\nint new_value(void) { return 5 + (arc4random() & 0); }\n",
                          args=["-Wl,-soname,libnew.so.1"])
     f.usenew = compile_c(f.build, "_usenew" + EXT,
-                         ext_source("_usenew", "new_value()", "extern int new_value(void);"),
+                         python_ext_source("_usenew", "new_value()", "extern int new_value(void);"),
                          args=inc, libs=["-Wl,--no-as-needed", str(f.libnew)])
     f.sha = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (f.bar, f.baz)}
     f.wheels = root / "wheels"
@@ -668,7 +656,7 @@ def rpath_wheel(fx):
     """pkg/_ext with a DT_RPATH mixing in-wheel, outside and absolute entries."""
     rpath = RPATH_IN.format(private=fx.private)
     ext = compile_c(fx.root / "rpathbuild", "_ext" + EXT,
-                    ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
+                    python_ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
                     args=["-I", PY_INCLUDE],
                     libs=["-Wl,--no-as-needed", str(fx.baz), "-Wl,--disable-new-dtags",
                           f"-Wl,-rpath,{rpath}"])
@@ -724,7 +712,7 @@ def datawheel(fx):
     build = fx.root / "databuild"
     ver = sysconfig.get_config_var("LDVERSION")
     pyext = compile_c(build, "_ext" + EXT,
-                      ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
+                      python_ext_source("_ext", "baz_value()", "extern int baz_value(void);"),
                       args=["-I", PY_INCLUDE],
                       libs=["-Wl,--no-as-needed", str(fx.baz),
                             "-L" + sysconfig.get_config_var("LIBDIR"), f"-lpython{ver}"])
@@ -968,7 +956,7 @@ def test_auditwheel_difference_grafted_file_name(fx, tmp_path, auditwheel_path):
     real = compile_c(libs, "libqux.so.1.2.3", "int qux(void) { return 9; }\n",
                      args=["-Wl,-soname,libqux.so.1"])
     (libs / "libqux.so.1").symlink_to(real.name)
-    ext = compile_c(tmp_path / "qb", "_ext" + EXT, ext_source("_ext", "qux()", "int qux(void);"),
+    ext = compile_c(tmp_path / "qb", "_ext" + EXT, python_ext_source("_ext", "qux()", "int qux(void);"),
                     args=["-I", PY_INCLUDE], libs=["-Wl,--no-as-needed", str(libs / "libqux.so.1")])
     wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "from ._ext import value\n",
                                           f"pkg/_ext{EXT}": ext},
