@@ -73,6 +73,11 @@ class PolicyCheck:
     unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
     isa: dict = field(default_factory=dict)                  # member -> level
 
+    def fails_beyond_libraries(self) -> bool:
+        """Fails for a reason that grafting libraries cannot remove."""
+        return bool(self.symbol_versions or self.blacklisted_symbols
+                    or self.unavailable_symbols or self.isa)
+
     def reasons(self, limit=None):
         """One line per reason; ``limit`` caps the members and symbols named in each."""
         def names(items):
@@ -411,9 +416,8 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
                 if lacking:
                     check.unavailable_symbols[i.path] = lacking
         check.isa = dict(isa)
-        check.satisfied = not (blocking or check.external_libraries or check.symbol_versions
-                               or check.blacklisted_symbols or check.unavailable_symbols
-                               or check.isa)
+        check.satisfied = not (blocking or check.external_libraries
+                               or check.fails_beyond_libraries())
         result.policies.append(check)
 
     satisfied = [c for c in result.policies if c.satisfied]

@@ -68,6 +68,16 @@ class RecordReport:
                 "unlisted": self.unlisted, "missing": self.missing, "errors": self.errors}
 
 
+def b64_digest(digest: bytes) -> str:
+    """A digest as RECORD writes it: urlsafe base64 without padding."""
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def record_files(info: str) -> set:
+    """RECORD and its signature files in the dist-info directory ``info``."""
+    return {f"{info}/RECORD", f"{info}/RECORD.jws", f"{info}/RECORD.p7s"}
+
+
 def find_record(names) -> list:
     """Member names of the form ``<top>.dist-info/RECORD`` (normally exactly one)."""
     return sorted(n for n in names
@@ -126,7 +136,7 @@ def verify_record(reader: WheelReader) -> RecordReport:
         return report
     record = report.record = records[0]
     info = record.rsplit("/", 1)[0]
-    exempt = {record, f"{info}/RECORD.jws", f"{info}/RECORD.p7s"}
+    exempt = record_files(info)
 
     rec_member = reader.member(record)
     if rec_member.size > reader.limits.max_record_size:
@@ -167,7 +177,7 @@ def verify_record(reader: WheelReader) -> RecordReport:
         for chunk in reader.iter_chunks(m):
             h.update(chunk)
             got += len(chunk)
-        actual = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+        actual = b64_digest(h.digest())
         if actual != expected:
             report.mismatched[m.name] = (f"{h.name} digest differs from RECORD "
                                          f"(RECORD {expected[:60]}, actual {actual})")

@@ -132,8 +132,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                           filename, path, exclude=(*exclude, *excluded),
                           disable_isa_ext_check=disable_isa_ext_check)
             check = next(c for c in probe.policies if c.tag == target.tag)
-            if not (check.symbol_versions or check.blacklisted_symbols or check.isa
-                    or check.unavailable_symbols or probe.blocking):
+            if not (check.fails_beyond_libraries() or probe.blocking):
                 break
         else:
             raise RepairError(f"{path}: no {before.libc} policy can be reached by grafting: "
@@ -213,8 +212,7 @@ def _target_policies(before: AuditResult, plat: str | None) -> list:
     policies = pol.policies_for(before.libc, before.arch)
     if plat in (None, "auto"):
         out = [p for check, p in zip(before.policies, policies)
-               if not (check.symbol_versions or check.blacklisted_symbols or check.isa
-                       or check.unavailable_symbols or before.blocking)]
+               if not (check.fails_beyond_libraries() or before.blocking)]
         if out:
             return out
         raise RepairError(f"{before.path}: no {before.libc} policy can be reached by grafting: "
@@ -268,10 +266,10 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
 
 def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:
     requested = [target.tag, *target.alias_tags]
-    if only_plat or plat in (None, "auto"):
-        best = next((c for c in after.policies if c.satisfied), None)
-        if only_plat:
-            return requested
-        return [best.tag, *best.aliases] if best else requested
+    if only_plat:
+        return requested
     best = next((c for c in after.policies if c.satisfied), None)
-    return list(dict.fromkeys(([best.tag, *best.aliases] if best else []) + requested))
+    best_tags = [best.tag, *best.aliases] if best else []
+    if plat in (None, "auto"):
+        return best_tags or requested
+    return list(dict.fromkeys(best_tags + requested))

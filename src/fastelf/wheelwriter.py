@@ -10,7 +10,6 @@ so a failure never leaves a half-written wheel and the input is never touched.
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import io
@@ -22,6 +21,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import WheelError
+from .record import b64_digest, record_files
 from .wheel import DEFLATED, STORED, WheelReader
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
@@ -29,8 +29,7 @@ _MAX_DOS_TIME = 4354819198         # 2107-12-31 23:59:58, the latest one
 
 
 def record_hash(data) -> str:
-    digest = hashlib.sha256(data).digest()
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return "sha256=" + b64_digest(hashlib.sha256(data).digest())
 
 
 def reproducible_date_time():
@@ -215,7 +214,7 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     names = [m.name for m in reader.members]
     info = dist_info_dir(names)
     record_name = f"{info}/RECORD"
-    dropped = {record_name, f"{info}/RECORD.jws", f"{info}/RECORD.p7s"} | remove
+    dropped = record_files(info) | remove
     if wheel_tags is not None:
         wheel_name = f"{info}/WHEEL"
         replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
