@@ -24,6 +24,7 @@ class LibraryFinder:
         self.searcher = Searcher(
             top_elf, root=root or "/", ld_library_path=ld_library_path, libc=libc,
             ldpaths=split_path(extra_paths) if extra_paths is not None else None)
+        self._data = {}           # host path -> bytes: repair may ask for a library again
 
     @staticmethod
     def requester(member: str, elf) -> Node:
@@ -36,7 +37,9 @@ class LibraryFinder:
         path, elf, _via, _skipped, _error = self.searcher.find(name, node)
         if path is None:
             return None
-        with open(path, "rb") as f:
-            data = f.read()
+        data = self._data.get(path)
+        if data is None:
+            with open(path, "rb") as f:
+                data = self._data[path] = f.read()
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
         return path, data, elf, found
