@@ -15,16 +15,19 @@ gcc-i686-linux-gnu; binutils for strip.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import struct
 import subprocess
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 __all__ = [
-    "BuildError", "COMPILERS", "CROSS_TARGETS", "compiler", "have_compiler", "need",
+    "BuildError", "COMPILERS", "CROSS_TARGETS", "TOOLCHAINS", "compiler", "have_compiler",
+    "need", "toolchain_problem", "usable_cc",
     "compile_c", "strip_section_headers",
     "build_ext_with_external_lib", "build_too_new_glibc", "build_blacklisted_zlib",
     "build_isa_level", "build_musl", "build_executable", "build_rpath_runpath",
@@ -83,20 +86,74 @@ class Cross(NamedTuple):
     exe: Path
 
 
+# Every C compiler a test builds fixtures with (executable -> Debian packages that make it
+# work: the compiler and, for cross compilers, the C library it links against).  .ci/run
+# installs all of them; tests/test_toolchains.py fails in CI when one does not work.
+TOOLCHAINS = {
+    "gcc": "gcc libc6-dev",
+    "musl-gcc": "musl-tools",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+    "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross",
+    "arm-linux-gnueabi-gcc": "gcc-arm-linux-gnueabi libc6-dev-armel-cross",
+    "s390x-linux-gnu-gcc": "gcc-s390x-linux-gnu libc6-dev-s390x-cross",
+    "i686-linux-gnu-gcc": "gcc-i686-linux-gnu libc6-dev-i386-cross",
+    "powerpc-linux-gnu-gcc": "gcc-powerpc-linux-gnu libc6-dev-powerpc-cross",
+}
+
+_PROBE_C = "int probe(void) { return 1; }\nint main(void) { return probe() - 1; }\n"
+
+
+@functools.lru_cache(maxsize=None)
+def toolchain_problem(exe: str) -> Optional[str]:
+    """Why C compiler ``exe`` cannot build fixtures, or None when it can.
+
+    Installed is not enough: a cross gcc without its C library (libc6-dev-*-cross)
+    compiles but cannot link ("cannot find crti.o").  So link a trivial shared
+    library and a trivial program once per session; a toolchain that fails is
+    skipped by the tests of its architecture only, with this reason.
+    """
+    path = shutil.which(exe)
+    if path is None:
+        return f"{exe} not installed (Debian: {TOOLCHAINS.get(exe, '?')})"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(_PROBE_C)
+        for out, extra in (("libprobe.so", ["-shared", "-fPIC"]), ("probe", [])):
+            proc = subprocess.run([path, *extra, "-o", os.path.join(tmp, out), src],
+                                  capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines() or ["(no output)"]
+                last = next((ln for ln in lines if "cannot find" in ln), lines[-1])
+                return (f"{exe} is installed but cannot link a {'shared library' if extra else 'program'}"
+                        f" ({last}); Debian: {TOOLCHAINS.get(exe, '?')}")
+    return None
+
+
+def usable_cc(exe: str) -> bool:
+    """``exe`` (a compiler executable name) is installed and links."""
+    return toolchain_problem(exe) is None
+
+
 def compiler(name: str) -> Optional[str]:
-    """The path of compiler ``name`` (a COMPILERS key), or None if not installed."""
-    return shutil.which(COMPILERS[name][0])
+    """The path of compiler ``name`` (a COMPILERS key), or None if missing or broken."""
+    exe = COMPILERS[name][0]
+    return shutil.which(exe) if usable_cc(exe) else None
 
 
 def have_compiler(name: str) -> bool:
     return compiler(name) is not None
 
 
-def need(value, what="fixture"):
-    """Return ``value``; skip the calling test when it is None (compiler missing)."""
+def need(value, what="fixture", cc: Optional[str] = None):
+    """Return ``value``; skip the calling test when it is None (toolchain missing or broken).
+
+    ``cc``: the COMPILERS key the fixture is built with, to name the reason.
+    """
     if value is None:
         import pytest
-        pytest.skip(f"{what}: compiler not installed")
+        why = toolchain_problem(COMPILERS[cc][0]) if cc else None
+        pytest.skip(f"{what}: {why or 'compiler not installed'}")
     return value
 
 

@@ -26,6 +26,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from elfbuild import usable_cc
+
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 SEEDS = CORPUS / "seeds"
@@ -77,7 +79,7 @@ def make_seeds(outdir=SEEDS):
         (tmp / "exe.c").write_text(_SEED_EXE_C)
         (tmp / "v.map").write_text(_VERSION_SCRIPT)
         for name, (cc, extra, exe) in _SEED_RECIPES.items():
-            if shutil.which(cc) is None:
+            if not usable_cc(cc):
                 continue
             common = ["-Os", "-s", "-Wl,-z,noseparate-code", "-Wl,-z,max-page-size=4096"]
             if exe:

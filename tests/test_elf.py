@@ -86,7 +86,7 @@ def fx(tmp_path_factory):
 
 
 def get(fx, name) -> Path:
-    return eb.need(fx[name], f"fixture {name} ({eb.COMPILERS[FIXTURES[name]][0]})")
+    return eb.need(fx[name], f"fixture {name}", cc=FIXTURES[name])
 
 
 def _is_elf(path):

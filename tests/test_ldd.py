@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from elfbuild import usable_cc
 
 from fastelf.lddtree import ElfCache, LddError, detect_libc, resolve_tree
 from fastelf.ldpaths import (MUSL_DEFAULT_PATH, expand_dst, glibc_default_dirs,
@@ -228,7 +229,7 @@ def test_incompatible_candidates_are_skipped(glibc_tree):
     t = glibc_tree
     wrong = []
     for compiler, rel in (("aarch64-linux-gnu-gcc", "wrong64"), ("i686-linux-gnu-gcc", "wrong32")):
-        if shutil.which(compiler):
+        if usable_cc(compiler):
             dep_lib(t, rel, 9, compiler)
             wrong.append(rel)
     if not wrong:
@@ -342,7 +343,7 @@ def test_host_binaries_match_ldso(prog):
 
 # -------------------------------------------------------------- sysroots
 
-@pytest.mark.skipif(not os.path.exists(MUSL_LDSO) or shutil.which("musl-gcc") is None,
+@pytest.mark.skipif(not os.path.exists(MUSL_LDSO) or not usable_cc("musl-gcc"),
                     reason="musl not installed")
 def test_musl_against_its_loader_and_a_fake_root(tmp_path):
     dep_lib(tmp_path, "ml", 5, "musl-gcc")
@@ -374,7 +375,7 @@ def test_musl_against_its_loader_and_a_fake_root(tmp_path):
     assert tree.libraries["libc.so"].path == str(root / "lib" / "ld-musl-x86_64.so.1")
     assert tree.search["system"] == [str(root / "nowhere"), str(root / "opt" / "musl")]
     # musl takes the first file it can open, even one of another machine
-    if shutil.which("aarch64-linux-gnu-gcc"):
+    if usable_cc("aarch64-linux-gnu-gcc"):
         dep_lib(tmp_path, "arm", 8, "aarch64-linux-gnu-gcc")
         bad = cc("musl-gcc", "bin/bad", "main_dep.c", "-Lml", "-ldep",
                  "-Wl,-rpath,$ORIGIN/../arm:$ORIGIN/../ml", cwd=tmp_path)
@@ -416,7 +417,7 @@ def test_glibc_fake_root_with_ld_so_conf(tmp_path):
     assert tree.libraries["libdep.so"].found_via == "rpath"
 
 
-@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None
+@pytest.mark.skipif(not usable_cc("aarch64-linux-gnu-gcc")
                     or shutil.which("qemu-aarch64") is None
                     or not os.path.isdir("/usr/aarch64-linux-gnu/lib"),
                     reason="no aarch64 cross toolchain / qemu")

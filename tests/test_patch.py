@@ -12,6 +12,7 @@ import struct
 import subprocess
 
 import pytest
+from elfbuild import toolchain_problem
 
 from fastelf._elf import parse
 from fastelf.errors import FastElfError
@@ -49,7 +50,10 @@ needs_readelf = pytest.mark.skipif(shutil.which("readelf") is None, reason="no r
 
 def _missing(target):
     cc, runner, root = TARGETS[target]
-    for tool in [cc] + runner[:1]:
+    problem = toolchain_problem(cc)
+    if problem:
+        return problem
+    for tool in runner[:1]:
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     if root and not os.path.exists(root):

@@ -113,7 +113,7 @@ def test_little_endian_64_bit_arches(tmp_path, plain_so, machine, arch):
 @pytest.mark.skipif(AUDITWHEEL_POLICY is None, reason="auditwheel (the oracle) not installed")
 def test_big_endian_ppc64(tmp_path, tmp_path_factory):
     lib = need(compile_c(tmp_path_factory.mktemp("s390x"), "libbe.so", SRC, cc="s390x",
-                         args=["-nostdlib"]))
+                         args=["-nostdlib"]), "big-endian fixture", cc="s390x")
     data = _relabel(lib.read_bytes(), 21)
     elf = parse_elf(data)
     assert (elf.arch, elf.little_endian, elf.elf_class) == ("ppc64", False, 64)
