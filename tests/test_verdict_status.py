@@ -313,9 +313,13 @@ def test_linux_elf_without_a_linux_tag_is_mislabeled(built, mk, tags):
 def test_mixed_linux_and_other_tags_judge_the_linux_ones(built, mk):
     fx = need(built, "glibc_memcpy")
     member, data = elf_member(fx)
-    good = audit_wheel(mk({member: data}, tags=["manylinux2014_x86_64", "win_amd64"]))
+    w = mk({member: data}, tags=["manylinux2014_x86_64", "win_amd64"])
+    good = audit_wheel(w)
     assert good.status is Status.OK and good.unchecked_claims.keys() == {"win_amd64"}
     assert not good.satisfies("win_amd64")
+    out = io.StringIO()
+    assert cli.main(["show", str(w)], out=out) == 0
+    assert "Not checked (not Linux platform tags): win_amd64" in out.getvalue()
     bad = audit_wheel(mk({member: data}, tags=["manylinux2010_x86_64", "macosx_11_0_arm64"]))
     assert bad.status is Status.MISLABELED
     assert list(bad.unsatisfied_claims) == ["manylinux2010_x86_64"]
