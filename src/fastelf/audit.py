@@ -12,6 +12,9 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from enum import Enum
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
@@ -22,16 +25,41 @@ from .libc import libc_of
 from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 
-SCHEMA_VERSION = 1
-_WHEEL_NAME_RE = re.compile(
-    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)"
-    r"-(?P<plat>[^-]+)\.whl$")
+SCHEMA_VERSION = 2      # 2: "status", "reason", "unchecked_claims"; "ok" is false when skipped
 _PYFPE = frozenset(("PyFPE_jbuf", "PyFPE_dummy", "PyFPE_counter"))
 
 
-def platform_tags_of(filename: str) -> list:
-    m = _WHEEL_NAME_RE.match(os.path.basename(filename))
-    return m.group("plat").split(".") if m else []
+class Status(str, Enum):
+    """The outcome of auditing one wheel; the JSON ``status`` field is its value.
+
+    OK: every platform tag the file name claims is satisfied.
+    MISLABELED: some claimed tag is not (or RECORD does not match its members).
+    SKIPPED: not a Linux wheel (no Linux tag, no Linux ELF file): nothing to audit,
+    which is neither a pass nor a failure, so it is never counted as ok.
+    ERROR: the wheel could not be read or judged.
+    """
+
+    OK = "ok"
+    MISLABELED = "mislabeled"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+def platform_tags_of(filename: str) -> list[str]:
+    """The platform tags of a wheel file name, in the name's order; [] if not a wheel name.
+
+    packaging's parser (what pip uses) decides whether the name is a wheel
+    name; it lowercases tags as installers compare them, but returns a set,
+    so the order is taken from the name itself.
+    """
+    base = os.path.basename(filename)
+    try:
+        _name, _ver, _build, tags = parse_wheel_filename(base)
+    except InvalidWheelFilename:
+        return []
+    accepted = {t.platform for t in tags}
+    ordered = [t.lower() for t in base[:-len(".whl")].rsplit("-", 1)[1].split(".")]
+    return [t for i, t in enumerate(ordered) if t in accepted and t not in ordered[:i]]
 
 
 @dataclass
@@ -115,17 +143,25 @@ class PolicyCheck:
 
 @dataclass
 class AuditResult:
-    """The verdict on one wheel.  ``to_dict()`` gives the JSON form."""
+    """The verdict on one wheel.  ``to_dict()`` gives the JSON form.
+
+    ``tags`` lists the satisfied policies' tags (best first) as a report;
+    it is not the set of tags the wheel satisfies (``manylinux_2_30_x86_64``
+    is not a policy, yet a wheel meeting manylinux_2_28 satisfies it): ask
+    :meth:`satisfies` and :meth:`installable_on` for that.
+    """
 
     wheel: str
     path: str
-    pure: bool = False
+    pure: bool = False          # no ELF file for a Linux architecture fastelf knows
     arch: str | None = None
     libc: str | None = None
     best_tag: str | None = None
-    tags: list = field(default_factory=list)          # satisfied tags, best first
+    tags: list = field(default_factory=list)          # satisfied policies' tags, best first
     claimed_tags: list = field(default_factory=list)
     unsatisfied_claims: dict = field(default_factory=dict)   # tag -> reason
+    unchecked_claims: dict = field(default_factory=dict)     # non-Linux tag -> why not judged
+    skip_reason: str | None = None     # set when the wheel is not a Linux wheel at all
     elfs: list = field(default_factory=list)
     ignored: dict = field(default_factory=dict)       # member -> reason
     policies: list = field(default_factory=list)
@@ -137,13 +173,97 @@ class AuditResult:
     record: object = None       # a record.RecordReport when RECORD was verified
 
     @property
-    def ok(self) -> bool:
-        """No error, every platform tag in the file name is satisfied, RECORD (if checked) holds."""
-        return (self.error is None and not self.unsatisfied_claims
-                and (self.record is None or self.record.ok))
+    def status(self) -> Status:
+        """ERROR before MISLABELED before SKIPPED: a broken RECORD fails even a skipped wheel."""
+        if self.error is not None:
+            return Status.ERROR
+        if self.unsatisfied_claims or (self.record is not None and not self.record.ok):
+            return Status.MISLABELED
+        if self.skip_reason is not None:
+            return Status.SKIPPED
+        return Status.OK
 
-    def to_dict(self):
+    @property
+    def ok(self) -> bool:
+        """Audited and good: every claimed Linux tag satisfied, RECORD (if checked) holds.
+
+        False for a skipped (non-Linux) wheel: nothing was checked.
+        """
+        return self.status is Status.OK
+
+    @property
+    def reason(self) -> str | None:
+        """One line saying why the status is not OK; None when it is."""
+        status = self.status
+        if status is Status.ERROR:
+            return self.error
+        if status is Status.SKIPPED:
+            return self.skip_reason
+        if status is Status.MISLABELED:
+            if self.unsatisfied_claims:
+                return "; ".join(f"{t}: {why}" for t, why in self.unsatisfied_claims.items())
+            return "RECORD: " + "; ".join(self.record.problems(limit=3))
+        return None
+
+    def satisfies(self, tag: str) -> bool:
+        """Whether the wheel's contents meet platform tag ``tag`` (which need not be claimed).
+
+        ``any``: the wheel has no Linux ELF file.  ``linux_<arch>``: its ELF files
+        are for that arch.  ``manylinux_X_Y_<arch>`` (and the manylinux1/2010/2014
+        aliases): glibc ELF files of that arch, and a satisfied manylinux policy
+        no newer than X.Y (PEP 600: the tag promises glibc >= X.Y, and a newer
+        glibc keeps every older symbol version).  ``musllinux_X_Y_<arch>``: the
+        same with musl, within one major version (PEP 656 promises nothing
+        across musl majors).  A tag older than every policy fastelf knows, any
+        other arch or libc, and every non-Linux tag give False.  A claimed tag
+        ends up in ``unsatisfied_claims`` exactly when this is False (non-Linux
+        tags aside, see ``unchecked_claims``).
+        """
+        if self.error is not None:
+            return False
+        if tag == "any":
+            return self.pure
+        parsed = pol.parse_platform_tag(tag)
+        if parsed is None or self.pure or parsed[2] != self.arch:
+            return False
+        libc, name, arch = parsed
+        if libc is None:
+            return True                          # linux_<arch> promises nothing more
+        if libc != self.libc:
+            return False
+        family, want = _policy_version(f"{name}_{arch}")
+        return any(_version_covers(libc, want, have)
+                   for fam, have in self._satisfied_versions() if fam == family)
+
+    def installable_on(self, libc: str, version: tuple[int, int], arch: str) -> bool:
+        """Would an installer on a Linux system with ``libc`` ("glibc" or "musl") at
+        ``version`` (e.g. (2, 28)) on ``arch`` accept this wheel for a tag it satisfies?
+
+        That is the question behind every manylinux/musllinux tag: the system
+        accepts manylinux_X_Y (glibc) or musllinux_X_Y (musl) tags up to its
+        own version (PEP 600/656, as packaging.tags enumerates them), so the
+        answer is whether one of those is among the tags :meth:`satisfies`
+        accepts.  ``linux_<arch>`` is left out: every installer of the arch
+        accepts it, so it would make the answer always yes for a wheel that
+        cannot load there.  A pure wheel (tag ``any``) is accepted everywhere;
+        a skipped or unreadable wheel nowhere.
+        """
+        if self.error is not None or self.skip_reason is not None:
+            return False
+        if self.pure:
+            return True
+        if libc != self.libc or arch != self.arch:
+            return False
+        system = (int(version[0]), int(version[1]))
+        return any(_version_covers(libc, system, have) for _f, have in self._satisfied_versions())
+
+    def _satisfied_versions(self) -> list:
+        """(family, (major, minor)) of every satisfied policy."""
+        return [_policy_version(c.tag) for c in self.policies if c.satisfied]
+
+    def to_dict(self) -> dict:
         d = {"version": SCHEMA_VERSION, "wheel": self.wheel, "path": self.path,
+             "status": self.status.value, "reason": self.reason,
              "ok": self.ok, "pure": self.pure}
         if self.error is not None:
             d["error"] = self.error
@@ -152,6 +272,7 @@ class AuditResult:
             "arch": self.arch, "libc": self.libc, "best_tag": self.best_tag,
             "tags": self.tags, "claimed_tags": self.claimed_tags,
             "unsatisfied_claims": self.unsatisfied_claims,
+            "unchecked_claims": self.unchecked_claims,
             "versioned_symbols": self.versioned_symbols,
             "external_libraries": self.external_libraries,
             "problems": self.problems, "ignored": self.ignored,
@@ -277,6 +398,9 @@ def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
     if every policy allowed them (auditwheel's ``--exclude``).
     """
     result = AuditResult(wheel=wheel, path=path, claimed_tags=platform_tags_of(wheel))
+    if wheel.endswith(".whl") and not result.claimed_tags:
+        result.problems.append("the file name is not a valid wheel name (PEP 427), "
+                               "so no platform tag was checked")
     _judge(result, infos, disable_isa_ext_check, tuple(exclude))
     return result
 
@@ -338,9 +462,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
     if not elfs:
         result.pure = True
         result.arch, result.libc = arch, None
-        for tag, claim in zip(result.claimed_tags, claims):
-            if claim is not None:
-                result.unsatisfied_claims[tag] = "the wheel contains no ELF file for this platform"
+        _check_claims(result, claims, infos)
         return
 
     result.arch, result.libc, result.elfs = arch, libc, elfs
@@ -426,31 +548,72 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
     result.best_tag = satisfied[0].tag if satisfied else f"linux_{arch}"
     if result.policies:
         result.external_libraries = result.policies[0].external_libraries
-    _check_claims(result, claims, satisfied)
+    _check_claims(result, claims, infos)
 
 
-def _check_claims(result: AuditResult, claims: list, satisfied: list):
-    sat_versions = [_policy_version(c.tag) for c in satisfied]
+def _check_claims(result: AuditResult, claims: list, infos: list) -> None:
+    """Sort every claimed tag into satisfied, ``unsatisfied_claims`` or ``unchecked_claims``.
+
+    Non-Linux tags (``win_amd64``, ``macosx_*``) are not fastelf's to judge,
+    so beside a Linux tag they are only noted as unchecked.  But Linux ELF
+    files need a Linux tag: in a wheel whose tags are all non-Linux or
+    ``any``, they make every such tag unsatisfied (an installer on Windows,
+    macOS or, for ``any``, anywhere would install files that cannot load
+    there).  With no Linux tag and no Linux ELF file, a wheel with a
+    non-Linux tag is skipped: not a Linux wheel.
+    """
+    linux_claimed = any(c is not None for c in claims)
+    linux_elfs = [i.path for i in infos if i.arch]     # ELF files for an arch fastelf knows
     for tag, claim in zip(result.claimed_tags, claims):
-        if claim is None:
-            if tag != "any":
-                result.unsatisfied_claims[tag] = "not a Linux platform tag"
+        if result.satisfies(tag):
             continue
-        libc, name, arch = claim
-        if arch != result.arch:
-            result.unsatisfied_claims[tag] = f"the ELF files are {result.arch}, not {arch}"
-        elif libc is None:
-            continue                       # linux_<arch> promises nothing more
-        elif libc != result.libc:
-            result.unsatisfied_claims[tag] = f"the ELF files link against {result.libc}"
+        if claim is None and tag != "any" and (linux_claimed or not linux_elfs):
+            result.unchecked_claims[tag] = "not a Linux platform tag (not checked)"
         else:
-            want = _policy_version(f"{name}_{arch}")
-            if not any(v[0] == want[0] and v[1] <= want[1] for v in sat_versions):
-                fail = next((c for c in result.policies if c.tag.startswith(name + "_")), None)
-                why = "; ".join(fail.reasons()) if fail else "no policy of that name is known"
-                if fail is None and sat_versions:
-                    why = f"older than every known policy the wheel satisfies ({result.best_tag})"
-                result.unsatisfied_claims[tag] = why
+            result.unsatisfied_claims[tag] = _claim_failure(result, tag, claim, linux_elfs)
+    if not linux_claimed and result.unchecked_claims:
+        result.skip_reason = ("not a Linux wheel (platform tags: " + ", ".join(result.claimed_tags)
+                              + "; no Linux ELF file)")
+
+
+def _claim_failure(result: AuditResult, tag: str, claim, linux_elfs: list) -> str:
+    """Why the wheel does not satisfy claimed ``tag`` (``claim`` is its parse, or None)."""
+    if claim is None:
+        kind = "a pure (any-platform) tag" if tag == "any" else "not a Linux platform tag"
+        return f"{kind}, but the wheel contains Linux ELF files: {_some(linux_elfs)}"
+    if result.pure:
+        return "the wheel contains no ELF file for this platform"
+    libc, name, arch = claim
+    if arch != result.arch:
+        return f"the ELF files are {result.arch}, not {arch}"
+    if libc != result.libc:
+        return f"the ELF files link against {result.libc}"
+    family, want = _policy_version(f"{name}_{arch}")
+    allowed = [c for c in result.policies
+               if _version_covers(libc, want, _policy_version(c.tag)[1])]
+    if allowed:      # all unsatisfied; the newest one the tag allows says what is wrong
+        return "; ".join(allowed[-1].reasons() or result.blocking)
+    if result.policies and want < _policy_version(result.policies[0].tag)[1]:
+        return f"older than every policy fastelf knows (the oldest is {result.policies[0].tag})"
+    return f"no {family} policy that fastelf knows is covered by version {want[0]}.{want[1]}"
+
+
+def _some(names: list, limit: int = 5) -> str:
+    """``names`` joined, the first ``limit`` of them and a count of the rest."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+
+
+def _version_covers(libc: str, system: tuple, policy: tuple) -> bool:
+    """Does a system (or tag) at libc version ``system`` accept a policy at ``policy``?
+
+    glibc keeps every old symbol version across releases, majors included
+    (packaging assumes the same); musl promises nothing across a major.
+    """
+    if libc == pol.MUSL:
+        return system[0] == policy[0] and policy[1] <= system[1]
+    return policy <= system
 
 
 def _policy_version(tag: str):

@@ -1,6 +1,7 @@
 """Command line: ``fastelf show``, ``fastelf audit`` (and ``python -m fastelf``).
 
-Exit codes: 0 all good; 1 a wheel's file name claims a platform tag that the
+Exit codes: 0 all good (wheels that are not Linux wheels are skipped, which
+is not a failure); 1 a wheel's file name claims a platform tag that the
 wheel does not satisfy (or, with --verify-record, its RECORD does not match
 its contents); 2 usage error; 3 a wheel could not be read.
 """
@@ -14,7 +15,7 @@ import sys
 import time
 
 from . import __version__
-from .audit import audit_path
+from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
 from .report import show_text, summary_line
 
@@ -122,14 +123,13 @@ def _options(args):
     return opts
 
 
-def _exit_code(results):
-    code = EXIT_OK
-    for r in results:
-        if r.error:
-            return EXIT_UNREADABLE
-        if not r.ok:
-            code = EXIT_MISLABELED
-    return code
+_EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
+                   Status.MISLABELED: EXIT_MISLABELED, Status.ERROR: EXIT_UNREADABLE}
+
+
+def _exit_code(results) -> int:
+    """The worst status decides: unreadable (3) over mislabeled (1) over ok/skipped (0)."""
+    return max((_EXIT_OF_STATUS[r.status] for r in results), default=EXIT_OK)
 
 
 def cmd_show(args, out):
@@ -144,14 +144,15 @@ def cmd_show(args, out):
     return _exit_code([r])
 
 
-def _one_line(r):
-    if r.error:
-        return f"ERROR  {r.path}: {r.error}"
-    if r.unsatisfied_claims:
-        claims = "; ".join(f"{t}: {why}" for t, why in r.unsatisfied_claims.items())
-        return f"BAD    {r.path}: best tag {r.best_tag}; {claims}"
-    if r.record is not None and not r.record.ok:
-        return f"BAD    {r.path}: RECORD: {'; '.join(r.record.problems(limit=3))}"
+def _one_line(r) -> str:
+    status = r.status
+    if status is Status.ERROR:
+        return f"ERROR  {r.path}: {r.reason}"
+    if status is Status.SKIPPED:
+        return f"SKIP   {r.path}: {r.reason}"
+    if status is Status.MISLABELED:
+        best = f"best tag {r.best_tag}; " if r.unsatisfied_claims and r.best_tag else ""
+        return f"BAD    {r.path}: {best}{r.reason}"
     return f"OK     {r.path}: {r.best_tag or 'pure'}"
 
 
@@ -186,22 +187,17 @@ def cmd_audit(args, out):
     if not args.no_progress and sys.stderr.isatty() and total > 1:
         progress = _Progress(total, sys.stderr)
     start = time.perf_counter()
-    counts = {"wheels": 0, "ok": 0, "mislabeled": 0, "errors": 0}
+    counts = {"wheels": 0}
     results = []
     for r in audit_many(args.paths, jobs=args.jobs, **_options(args)):
         results.append(r)
         counts["wheels"] += 1
-        if r.error:
-            counts["errors"] += 1
-        elif not r.ok:
-            counts["mislabeled"] += 1
-        else:
-            counts["ok"] += 1
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
         if progress:
             progress.close()
         if args.json:
             out.write(json.dumps(r.to_dict()) + "\n")
-        elif not args.quiet or not r.ok:
+        elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
             out.write(_one_line(r) + "\n")
         out.flush()
         if progress:
@@ -226,14 +222,16 @@ def cmd_retag(args, out):
         try:
             if args.plat:
                 plats = [t for tag in args.plat for t in expand_tag(tag, r.arch)]
+            elif r.skip_reason is not None:
+                raise FastElfError(f"{path}: {r.skip_reason}")
             elif r.pure:
                 raise FastElfError(f"{path}: no ELF files; give the tags with --plat")
             else:
                 plats = [t for t in r.tags if t == r.best_tag or t in _aliases_of(r, r.best_tag)]
                 plats = plats or [r.best_tag]
             if args.add:
-                plats = [t for t in r.claimed_tags if t not in r.unsatisfied_claims] + plats
-            unsatisfied = [t for t in plats if t not in r.tags and not t.startswith("linux_")]
+                plats = [t for t in r.claimed_tags if r.satisfies(t)] + plats
+            unsatisfied = [t for t in plats if not r.satisfies(t)]
             if unsatisfied and not args.force:
                 raise FastElfError(f"{path}: the wheel does not satisfy {', '.join(unsatisfied)} "
                                    f"(best tag: {r.best_tag}); use --force to set it anyway")

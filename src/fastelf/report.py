@@ -14,11 +14,17 @@ def show_text(r) -> str:
     out = []
     if r.error:
         return f"error: {r.error}\n"
-    if r.pure:
+    if r.skip_reason is not None:
+        out.append(_para(f"{r.wheel} was skipped: {r.skip_reason}. fastelf audits only "
+                         "Linux wheels (manylinux, musllinux, linux_<arch>)."))
+    elif r.pure:
         out.append(_para(f"{r.wheel} contains no ELF file for a Linux platform "
                          "(a pure-Python wheel)."))
+    if r.pure:
+        out.extend(_para("Note: " + p) for p in r.problems)
+        out.extend(_ignored(r))
         out.extend(_claims(r))
-        return "\n".join(out)
+        return "".join(x if x.endswith("\n") else x + "\n" for x in out)
     out.append(_para(f'{r.wheel} is consistent with the following platform tag: '
                      f'"{r.best_tag}".'))
     others = [t for t in r.tags if t != r.best_tag]
@@ -57,21 +63,31 @@ def show_text(r) -> str:
         named = f'"{tags[0]}"' if len(tags) == 1 else f'any of "{tags[0]}" … "{tags[-1]}"'
         out.append(f"To achieve {named}:\n")
         out.extend(f"  - {why}\n" for why in reasons)
-    if r.ignored:
-        out.append("Ignored ELF files:\n")
-        out.extend(f"  {m}: {why}\n" for m, why in r.ignored.items())
+    out.extend(_ignored(r))
     out.extend(_claims(r))
     return "".join(x if x.endswith("\n") else x + "\n" for x in out)
 
 
-def _claims(r):
+def _ignored(r) -> list:
+    if not r.ignored:
+        return []
+    return ["Ignored ELF files:\n"] + [f"  {m}: {why}\n" for m, why in r.ignored.items()]
+
+
+def _claims(r) -> list:
     out = []
     for tag in r.claimed_tags:
         if tag in r.unsatisfied_claims:
             out.append(f'The file name claims "{tag}", which the wheel does NOT satisfy: '
                        f"{r.unsatisfied_claims[tag]}\n")
-    if r.claimed_tags and not r.unsatisfied_claims:
-        out.append("The platform tags in the file name are all satisfied.\n")
+    if r.unchecked_claims and r.skip_reason is None:
+        out.append("Not checked (not Linux platform tags): "
+                   + ", ".join(r.unchecked_claims) + "\n")
+    checked = [t for t in r.claimed_tags if t not in r.unchecked_claims]
+    if checked and not r.unsatisfied_claims:
+        out.append("The Linux platform tags in the file name are all satisfied.\n"
+                   if r.unchecked_claims else
+                   "The platform tags in the file name are all satisfied.\n")
     rec = getattr(r, "record", None)
     if rec is not None:
         if rec.ok:
@@ -83,8 +99,13 @@ def _claims(r):
 
 
 def summary_line(counts: dict, seconds: float) -> str:
+    """The batch summary; ``counts`` maps "wheels" and each Status value to a count.
+
+    Skipped wheels (not Linux wheels) have their own count: they are not ok.
+    """
     parts = [f"{counts.get('wheels', 0)} wheels audited in {seconds:.2f}s",
              f"{counts.get('ok', 0)} ok",
              f"{counts.get('mislabeled', 0)} mislabeled",
-             f"{counts.get('errors', 0)} unreadable"]
+             f"{counts.get('skipped', 0)} skipped (not Linux wheels)",
+             f"{counts.get('error', 0)} unreadable"]
     return ", ".join(parts)
