@@ -24,6 +24,7 @@ import pytest
 from elfbuild import COMPILERS, BuildError, compile_c
 from fastelf import cli
 from fastelf.audit import AuditResult, Status, audit_path, audit_wheel, platform_tags_of
+from fastelf.errors import WheelError
 from wheelbuild import build_wheel
 
 from packaging import _manylinux, _musllinux
@@ -259,10 +260,20 @@ def test_platform_tags_follow_packaging(name):
     assert got == raw                                           # the name's order is kept
 
 
-def test_an_invalid_wheel_name_is_noted(mk):
-    w = mk({"p/__init__.py": b""}, tags="any", filename="not-a-wheel-name-at-all.whl")
-    r = audit_wheel(w)
-    assert r.claimed_tags == [] and any("not a valid wheel name" in p for p in r.problems)
+@pytest.mark.parametrize("bad_name", ["not-a-wheel-name-at-all.whl", "pkg-1.0-py3-none-any.zip"])
+def test_an_invalid_wheel_name_is_an_error(mk, bad_name):
+    """pip (packaging.utils.parse_wheel_filename) refuses the name, so no tag can be checked:
+    the wheel is not judged 'ok' on a name whose claims were never read."""
+    w = mk({"p/__init__.py": b""}, tags="any", filename="good-1.0-py3-none-any.whl")
+    bad = w.with_name(bad_name)
+    w.rename(bad)
+    with pytest.raises(InvalidWheelFilename):
+        parse_wheel_filename(bad_name)
+    r = audit_path(bad)
+    assert r.status is Status.ERROR and "not a valid wheel file name" in r.error
+    with pytest.raises(WheelError, match="not a valid wheel file name"):
+        audit_wheel(bad.read_bytes(), filename=bad_name)
+    assert audit_wheel(bad.read_bytes()).status is Status.OK        # no name, nothing claimed
 
 
 # ------------------------------------------------------------------ statuses

@@ -405,22 +405,45 @@ def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
     return result
 
 
+def _display_path(source, filename: str | None = None) -> str:
+    """A short name for ``source`` in results and errors: its path, the file object's
+    name, ``filename``, or ``<bytes>`` -- never the repr of the data itself."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(os.fspath(source))
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, bytes)) and not isinstance(source, (bytes, bytearray)):
+        return os.fsdecode(name)
+    return filename or "<bytes>"
+
+
 def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
                 exclude=(), disable_isa_ext_check: bool = False,
                 verify_record: bool = False) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
-    Raises WheelError for an unreadable wheel; returns an AuditResult otherwise.
+    Raises WheelError for an unreadable wheel (including a file object whose
+    reads fail, e.g. an ``http.client.IncompleteRead``: only fastelf's own
+    exceptions leave this function); returns an AuditResult otherwise.
+    ``filename``: the wheel's file name, whose tags are checked, when ``source``
+    is not a path.  A name that is not a valid wheel file name (PEP 427, as
+    pip parses it) is refused: its tags cannot be checked.
     ``verify_record``: also hash every member against RECORD (see
     :mod:`fastelf.record`); what does not match is in ``result.record``.
     """
-    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else \
-        getattr(source, "name", "<bytes>")
-    name = filename or os.path.basename(str(path))
-    with WheelReader(source, limits) as reader:
-        infos = read_elf_infos(reader)
-        record = verify_record_of(reader) if verify_record else None
-    result = judge(infos, name, str(path), exclude=exclude,
+    path = _display_path(source, filename)
+    name = filename or os.path.basename(path)
+    try:
+        with WheelReader(source, limits, name=path) as reader:
+            infos = read_elf_infos(reader)
+            record = verify_record_of(reader) if verify_record else None
+    except (FastElfError, MemoryError):
+        raise
+    except Exception as e:      # I/O of a caller's file object: OSError, IncompleteRead, ...
+        raise WheelError(path, f"cannot read: {type(e).__name__}: {e}") from None
+    if name != "<bytes>" and not platform_tags_of(name):     # after reading: a broken
+        raise WheelError(path, "not a valid wheel file name (PEP 427: "   # zip says so first
+                               "name-version[-build]-python-abi-platform.whl)")
+    result = judge(infos, name, path, exclude=exclude,
                    disable_isa_ext_check=disable_isa_ext_check)
     result.record = record
     return result
@@ -430,9 +453,10 @@ def audit_path(path, **kw) -> AuditResult:
     """Like audit_wheel, but a broken wheel gives a result with ``error`` set."""
     try:
         return audit_wheel(path, **kw)
-    except (FastElfError, OSError) as e:
-        return AuditResult(wheel=os.path.basename(str(path)), path=str(path),
-                           error=str(e), claimed_tags=platform_tags_of(str(path)))
+    except FastElfError as e:
+        where = _display_path(path, kw.get("filename"))
+        return AuditResult(wheel=os.path.basename(where), path=where, error=str(e),
+                           claimed_tags=platform_tags_of(kw.get("filename") or where))
 
 
 def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):

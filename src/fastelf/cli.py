@@ -17,7 +17,7 @@ import time
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
-from .report import show_text, summary_line
+from .report import printable, show_text, summary_line
 
 EXIT_OK, EXIT_MISLABELED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
 
@@ -127,6 +127,11 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
                    Status.MISLABELED: EXIT_MISLABELED, Status.ERROR: EXIT_UNREADABLE}
 
 
+def _error(message: str) -> None:
+    """One line on stderr; names from wheels and file systems are escaped (see printable)."""
+    print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
+
+
 def _exit_code(results) -> int:
     """The worst status decides: unreadable (3) over mislabeled (1) over ok/skipped (0)."""
     return max((_EXIT_OF_STATUS[r.status] for r in results), default=EXIT_OK)
@@ -134,7 +139,7 @@ def _exit_code(results) -> int:
 
 def cmd_show(args, out):
     if not os.path.isfile(args.wheel):
-        print(f"fastelf: error: cannot access {args.wheel}: no such file", file=sys.stderr)
+        _error(f"cannot access {args.wheel}: no such file")
         return EXIT_USAGE
     r = audit_path(args.wheel, **_options(args))
     if args.json:
@@ -145,6 +150,11 @@ def cmd_show(args, out):
 
 
 def _one_line(r) -> str:
+    """One line per wheel; every name in it is escaped, so no wheel can forge a line."""
+    return printable(_line_of(r))
+
+
+def _line_of(r) -> str:
     status = r.status
     if status is Status.ERROR:
         return f"ERROR  {r.path}: {r.reason}"
@@ -175,14 +185,15 @@ class _Progress:
 def cmd_audit(args, out):
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
-        print(f"fastelf: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        _error(f"no such file or directory: {', '.join(missing)}")
         return EXIT_USAGE
     if args.jobs < 0:
         print("fastelf: error: --jobs must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
     total = sum(1 for _ in find_wheels(args.paths))
     if total == 0:
-        print(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}", file=sys.stderr)
+        print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
+              file=sys.stderr)
     progress = None
     if not args.no_progress and sys.stderr.isatty() and total > 1:
         progress = _Progress(total, sys.stderr)
@@ -216,7 +227,7 @@ def cmd_retag(args, out):
     for path in args.wheels:
         r = audit_path(path, **_options(args))
         if r.error:
-            print(f"fastelf: error: {r.error}", file=sys.stderr)
+            _error(r.error)
             code = EXIT_UNREADABLE
             continue
         try:
@@ -235,10 +246,10 @@ def cmd_retag(args, out):
             if unsatisfied and not args.force:
                 raise FastElfError(f"{path}: the wheel does not satisfy {', '.join(unsatisfied)} "
                                    f"(best tag: {r.best_tag}); use --force to set it anyway")
-            out.write(retag_wheel(path, args.wheel_dir, plats,
-                                  compresslevel=args.zip_compression_level) + "\n")
+            out.write(printable(retag_wheel(path, args.wheel_dir, plats,
+                                            compresslevel=args.zip_compression_level)) + "\n")
         except FastElfError as e:
-            print(f"fastelf: error: {e}", file=sys.stderr)
+            _error(e)
             code = max(code, EXIT_MISLABELED)
     return code
 
@@ -250,7 +261,7 @@ def cmd_repair(args, out):
     code = EXIT_OK
     for path in args.wheels:
         if not os.path.isfile(path):
-            print(f"fastelf: error: cannot access {path}: no such file", file=sys.stderr)
+            _error(f"cannot access {path}: no such file")
             code = EXIT_USAGE
             continue
         try:
@@ -262,19 +273,19 @@ def cmd_repair(args, out):
                 disable_isa_ext_check=args.disable_isa_ext_check,
                 compresslevel=args.zip_compression_level, strip=args.strip)
         except WheelError as e:
-            print(f"fastelf: error: {e}", file=sys.stderr)
+            _error(e)
             code = EXIT_UNREADABLE
             continue
         except FastElfError as e:
-            print(f"fastelf: error: {e}", file=sys.stderr)
+            _error(e)
             code = max(code, EXIT_MISLABELED)
             continue
         if args.json:
             out.write(json.dumps(res.to_dict()) + "\n")
         else:
             for lib, (src, member) in res.grafted.items():
-                out.write(f"grafted {lib} from {src} as {member}\n")
-            out.write(f"wrote {res.output}\n")
+                out.write(printable(f"grafted {lib} from {src} as {member}") + "\n")
+            out.write(printable(f"wrote {res.output}") + "\n")
     return code
 
 
@@ -286,14 +297,15 @@ def cmd_lddtree(args, out):
                             ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
                             ldpaths=args.ldpaths.split(":") if args.ldpaths else None)
     except LddError as e:
-        print(f"fastelf: error: {e}", file=sys.stderr)
+        _error(e)
         return EXIT_UNREADABLE
     if args.json:
         out.write(json.dumps(tree.to_dict(), indent=2) + "\n")
         return EXIT_OK if not tree.missing else EXIT_MISLABELED
     d = tree.to_dict()
-    out.write(f"{d['path']} ({d['arch']}, {d['libc']}"
-              f"{', interpreter ' + d['interpreter'] if d['interpreter'] else ''})\n")
+    out.write(printable(f"{d['path']} ({d['arch']}, {d['libc']}"
+                        f"{', interpreter ' + d['interpreter'] if d['interpreter'] else ''})")
+              + "\n")
     libs = tree.libraries
 
     expanded = set()
@@ -302,14 +314,14 @@ def cmd_lddtree(args, out):
         for n in names:
             lib = libs.get(n)
             where = lib.path if lib and lib.path else "not found"
-            out.write(f"{'    ' * depth}{n} => {where}\n")
+            out.write(f"{'    ' * depth}{printable(n)} => {printable(where)}\n")
             if lib and lib.path and n not in expanded:
                 expanded.add(n)
                 draw(lib.needed, depth + 1)
 
     draw(tree.needed, 1)
     if tree.missing:
-        out.write(f"missing: {', '.join(tree.missing)}\n")
+        out.write(printable(f"missing: {', '.join(tree.missing)}") + "\n")
         return EXIT_MISLABELED
     return EXIT_OK
 

@@ -2,7 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+from enum import Enum
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal and for line-oriented output.
+
+    Names in a wheel (members, libraries, symbols, the file name itself) are
+    the wheel author's: control characters could move the cursor, recolour the
+    terminal or forge extra lines, and bytes that are not UTF-8 (kept as
+    surrogate escapes) cannot even be encoded.  Every character that is not
+    printable becomes an escape: ``\\xNN`` for a control character or a raw
+    byte, ``\\uNNNN`` for any other.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= code <= 0xDCFF:          # a byte that was not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def escaped(obj):
+    """A copy of ``obj`` (a result record, or containers of them) with every string
+    passed through :func:`printable`, for text output; enums are kept as they are."""
+    if isinstance(obj, Enum):
+        return obj
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {escaped(k): escaped(v) for k, v in obj.items()}
+    if isinstance(obj, (list, set, frozenset)):
+        return type(obj)(escaped(x) for x in obj)
+    if isinstance(obj, tuple):
+        items = [escaped(x) for x in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: escaped(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
 
 
 def _para(text, width=78):
@@ -10,7 +60,8 @@ def _para(text, width=78):
 
 
 def show_text(r) -> str:
-    """The ``fastelf show`` report for one AuditResult."""
+    """The ``fastelf show`` report for one AuditResult (names escaped, see printable)."""
+    r = escaped(r)
     out = []
     if r.error:
         return f"error: {r.error}\n"

@@ -138,10 +138,11 @@ def _special_file(mode):
 class WheelReader:
     """A wheel opened for reading.  Use as a context manager.
 
-    ``source``: a path, a bytes-like object, or a binary file object.
+    ``source``: a path, a bytes-like object, or a binary file object;
+    ``name``: what errors call it (default: the path, the file's name or ``<bytes>``).
     """
 
-    def __init__(self, source, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, source, limits: Limits = DEFAULT_LIMITS, name: str | None = None):
         self.limits = limits
         self._mmap = None
         self._fh = None
@@ -160,6 +161,8 @@ class WheelReader:
             except BaseException:
                 self.close()
                 raise
+        if name:
+            self.path = name
         self.inflated = 0
         self._ends = {}
         try:
