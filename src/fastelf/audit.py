@@ -51,12 +51,14 @@ class ElfInfo:
     exec_stack: bool | None
     imports: list = field(repr=False, default_factory=list)
     version_needs: dict = field(default_factory=dict)
+    relr: bool = False      # DT_RELR: only glibc >= 2.36 and musl >= 1.2.4 apply it
 
     def to_dict(self):
         return {"path": self.path, "arch": self.arch, "libc": self.libc,
                 "interpreter": self.interpreter, "needed": self.needed, "soname": self.soname,
                 "rpath": self.rpath, "runpath": self.runpath, "extension": self.extension,
                 "x86_isa_level": self.isa_level, "exec_stack": self.exec_stack,
+                "dt_relr": self.relr,
                 "version_needs": {k: sorted(v) for k, v in sorted(self.version_needs.items())}}
 
 
@@ -72,11 +74,12 @@ class PolicyCheck:
     blacklisted_symbols: dict = field(default_factory=dict)  # soname -> {member: [symbols]}
     unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
     isa: dict = field(default_factory=dict)                  # member -> level
+    dt_relr: dict = field(default_factory=dict)              # member -> why its DT_RELR fails
 
     def fails_beyond_libraries(self) -> bool:
         """Fails for a reason that grafting libraries cannot remove."""
         return bool(self.symbol_versions or self.blacklisted_symbols
-                    or self.unavailable_symbols or self.isa)
+                    or self.unavailable_symbols or self.isa or self.dt_relr)
 
     def reasons(self, limit=None):
         """One line per reason; ``limit`` caps the members and symbols named in each."""
@@ -103,6 +106,8 @@ class PolicyCheck:
             out.append(f"{m} uses symbols this libc version lacks: {names(syms)}")
         for m, level in sorted(self.isa.items()):
             out.append(f"{m} requires x86-64-v{level}")
+        for m, why in sorted(self.dt_relr.items()):
+            out.append(f"{m} has DT_RELR relocations: {why}")
         return out
 
     def to_dict(self):
@@ -110,7 +115,8 @@ class PolicyCheck:
                 "external_libraries": self.external_libraries,
                 "symbol_versions": self.symbol_versions,
                 "blacklisted_symbols": self.blacklisted_symbols,
-                "unavailable_symbols": self.unavailable_symbols, "isa": self.isa}
+                "unavailable_symbols": self.unavailable_symbols, "isa": self.isa,
+                "dt_relr": self.dt_relr}
 
 
 @dataclass
@@ -174,7 +180,7 @@ def elf_info(path: str, elf) -> ElfInfo:
         needed=list(elf.needed), soname=elf.soname, rpath=elf.rpath, runpath=elf.runpath,
         extension=extension, isa_level=elf.x86_isa_level if elf.arch == "x86_64" else None,
         exec_stack=elf.exec_stack, imports=elf.imports,
-        version_needs={lib: list(v) for lib, v in elf.version_needs.items()})
+        version_needs={lib: list(v) for lib, v in elf.version_needs.items()}, relr=elf.relr)
 
 
 _DATA_LIB_RE = re.compile(r"^[^/]+\.data/(?:platlib|purelib)/")
@@ -311,6 +317,45 @@ def audit_path(path, **kw) -> AuditResult:
                            error=str(e), claimed_tags=platform_tags_of(str(path)))
 
 
+def _glibc_refuses_relr(info: ElfInfo) -> bool:
+    """glibc >= 2.36 refuses this DT_RELR object (elf/dl-version.c, "DT_RELR without
+    GLIBC_ABI_DT_RELR dependency"): it has version needs, a NEEDED libc.so.*, and
+    none of its needs is GLIBC_ABI_DT_RELR.  Older glibc ignores DT_RELR instead.
+    """
+    return (info.relr and bool(info.version_needs)
+            and any(lib.startswith("libc.so.") for lib in info.needed)
+            and not any(pol.GLIBC_DT_RELR_VERSION in v for v in info.version_needs.values()))
+
+
+def _relr_failure(info: ElfInfo, p: pol.Policy) -> str | None:
+    """Why the loaders of ``p`` cannot run ``info``'s DT_RELR relocations, or None.
+
+    A loader that predates DT_RELR skips it and leaves pointers unrelocated (musl
+    1.1.24-1.2.3 crash at once).  An ELF that has the GLIBC_ABI_DT_RELR version
+    need is not judged here: the symbol-version check already ties it to the
+    policies that allow that version.
+    """
+    if not info.relr:
+        return None
+    if p.libc == pol.GLIBC and _glibc_refuses_relr(info):
+        return ("glibc >= 2.36 refuses it without the GLIBC_ABI_DT_RELR version need "
+                "and older glibc does not apply it")
+    if p.dt_relr_since is not None:
+        return None
+    if p.libc == pol.GLIBC and any(pol.GLIBC_DT_RELR_VERSION in v
+                                   for v in info.version_needs.values()):
+        return None
+    return f"the {p.name} loaders do not apply them"
+
+
+def _relr_note(members: list, p: pol.Policy) -> str:
+    """The remark for DT_RELR objects that the best tag of their libc admits only in part."""
+    named = ", ".join(members[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
+    return (f"{named} {'has' if len(members) == 1 else 'have'} DT_RELR relocations: they need "
+            f"{p.libc} >= {p.dt_relr_since} (older loaders do not apply them and crash), which "
+            f"no platform tag can express; {p.name} is the closest")
+
+
 def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
     claims = [pol.parse_platform_tag(t) for t in result.claimed_tags]
     claimed_arch = next((c[2] for c in claims if c), None)
@@ -397,6 +442,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     users_sorted = [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
                     for v, who in sorted(users.items())]
+    relr_notes: list = []
     for p in pol.policies_for(libc, arch):
         check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
         check.external_libraries = {lib: sorted(who) for lib, who in sorted(unresolved.items())
@@ -415,11 +461,19 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
                                   if b != STB_WEAK and p.lacks_symbol(n)})
                 if lacking:
                     check.unavailable_symbols[i.path] = lacking
+            why = _relr_failure(i, p)
+            if why:
+                check.dt_relr[i.path] = why
+        relr = [i.path for i in elfs if i.relr]
+        if relr and not check.dt_relr and p.dt_relr_since \
+                and _release_key(p.dt_relr_since) > _release_key(p.libc_version):
+            relr_notes.append(_relr_note(relr, p))
         check.isa = dict(isa)
         check.satisfied = not (blocking or check.external_libraries
                                or check.fails_beyond_libraries())
         result.policies.append(check)
 
+    result.problems.extend(relr_notes[:1])
     satisfied = [c for c in result.policies if c.satisfied]
     for c in satisfied:
         result.tags.extend((c.tag,) + tuple(c.aliases))
@@ -451,6 +505,10 @@ def _check_claims(result: AuditResult, claims: list, satisfied: list):
                 if fail is None and sat_versions:
                     why = f"older than every known policy the wheel satisfies ({result.best_tag})"
                 result.unsatisfied_claims[tag] = why
+
+
+def _release_key(release: str) -> tuple:
+    return tuple(int(x) for x in release.split("."))
 
 
 def _policy_version(tag: str):
