@@ -50,7 +50,8 @@ ABOUT = (
     "(musllinux, inherited) is the musl release from which the loader applies DT_RELR; before "
     "the first policy that names it, no loader of the policy does (manylinux: the policies "
     "that allow the version GLIBC_ABI_DT_RELR). 'unavailable_symbols' (not inherited) "
-    "names symbols the policy's libc does not export, per architecture when 'arches' is given. "
+    "names symbols the policy's libc does not export, per architecture when 'arches' is given, "
+    "with the libc release that first exports them ('since'). "
     "Sources: auditwheel {aw} policy data; musl facts in tools/policy-sources/musl.json.")
 
 
@@ -128,39 +129,31 @@ def _arch_deltas(p: dict[str, Any], versions: dict[str, dict[str, set[str]]]
 def add_musl_facts(entries: list[dict[str, Any]], facts: dict[str, Any]) -> None:
     """musllinux_1_1 lacks the symbols first exported by 1.2.x; DT_RELR from facts' release.
 
-    A symbol measured on every arch that musl.json covers is listed for every
-    architecture (these are arch-independent C functions, so the unmeasured
-    ppc64le, s390x and riscv64 lack them too); one measured on some arches only
-    (the 1.2.0 time64 symbols of 32-bit arches) is listed for those arches.
+    One rule per (architectures, first release).  A symbol measured on every arch
+    that musl.json covers is listed for every architecture (these are
+    arch-independent C functions, so the unmeasured ppc64le, s390x and riscv64 lack
+    them too); one measured on some arches only (the 1.2.0 time64 symbols of 32-bit
+    arches) is listed for those arches.
     """
     by_tag = {e["tag"]: e for e in entries}
     everywhere = sorted(facts["measured_arches"])
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
     for name, fact in sorted(facts["only_1_2"].items()):
-        groups.setdefault(tuple(sorted(fact["arches"])), []).append(name)
+        key = (tuple(sorted(fact["arches"])), fact["since"])
+        groups.setdefault(key, []).append(name)
     rules = []
-    for arches, names in sorted(groups.items(), key=lambda kv: (len(kv[0]) != len(everywhere),
-                                                                kv[0])):
-        rule: dict[str, Any] = {"about": _rule_about(names, facts)}
+    for (arches, since), names in sorted(groups.items(), key=lambda kv: (
+            list(kv[0][0]) != everywhere, kv[0][0], _vkey(kv[0][1]))):
+        rule: dict[str, Any] = {"about": f"first exported by musl {since}"}
         if list(arches) != everywhere:
             rule["arches"] = list(arches)
+        rule["since"] = since
         rule["names"] = names
         rules.append(rule)
     by_tag["musllinux_1_1"]["unavailable_symbols"] = rules
     relr = facts["dt_relr_since"]
     first = f"musllinux_{relr.split('.')[0]}_{relr.split('.')[1]}"
     by_tag[first]["dt_relr"] = relr
-
-
-def _rule_about(names: list[str], facts: dict[str, Any]) -> str:
-    since: dict[str, list[str]] = {}
-    for n in names:
-        since.setdefault(facts["only_1_2"][n]["since"], []).append(n)
-    parts = []
-    for version, ns in sorted(since.items(), key=lambda kv: _vkey(kv[0])):
-        shown = ", ".join(ns) if len(ns) <= 6 else f"{len(ns)} symbols"
-        parts.append(f"{version}: {shown}")
-    return "first exported by musl " + "; ".join(parts)
 
 
 def _vkey(v: str) -> tuple[int, ...]:

@@ -348,12 +348,35 @@ def _relr_failure(info: ElfInfo, p: pol.Policy) -> str | None:
     return f"the {p.name} loaders do not apply them"
 
 
-def _relr_note(members: list, p: pol.Policy) -> str:
-    """The remark for DT_RELR objects that the best tag of their libc admits only in part."""
-    named = ", ".join(members[:3]) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
-    return (f"{named} {'has' if len(members) == 1 else 'have'} DT_RELR relocations: they need "
-            f"{p.libc} >= {p.dt_relr_since} (older loaders do not apply them and crash), which "
-            f"no platform tag can express; {p.name} is the closest")
+def _names(items: list, limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit
+                                       else "")
+
+
+def _release_notes(best: pol.Policy, elfs: list, symbol_since: dict) -> list:
+    """Remarks for what needs a newer libc release than ``best``'s tag names.
+
+    A tag names major.minor only (musllinux_1_2 admits musl 1.2.0 and later), so an
+    object that needs musl 1.2.4 for DT_RELR, or a symbol first exported by 1.2.3,
+    has no exact tag: it gets the closest one and this note.
+    """
+    floor = _release_key(best.libc_version)
+    notes = []
+    relr = [i.path for i in elfs if i.relr]
+    if relr and best.dt_relr_since and _release_key(best.dt_relr_since) > floor:
+        notes.append(f"{_names(relr)} {'has' if len(relr) == 1 else 'have'} DT_RELR "
+                     f"relocations: {best.libc} >= {best.dt_relr_since} is needed (older "
+                     "loaders do not apply them and crash)")
+    newer = {n: r for n, r in symbol_since.items() if _release_key(r) > floor}
+    if newer:
+        need = max(newer.values(), key=_release_key)
+        newest_first = sorted(sorted(newer.items()), key=lambda nr: _release_key(nr[1]),
+                              reverse=True)
+        named = _names([f"{n} ({best.libc} {r})" for n, r in newest_first], 6)
+        notes.append(f"the wheel imports symbols that older {best.name} systems lack: "
+                     f"{named}; {best.libc} >= {need} is needed")
+    return [f"{n}, which no platform tag can express; {best.name} is the closest"
+            for n in notes]
 
 
 def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
@@ -442,8 +465,9 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     users_sorted = [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
                     for v, who in sorted(users.items())]
-    relr_notes: list = []
-    for p in pol.policies_for(libc, arch):
+    symbol_since: dict = {}     # imported symbol some policy's libc lacks -> first release
+    policies = pol.policies_for(libc, arch)
+    for p in policies:
         check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
         check.external_libraries = {lib: sorted(who) for lib, who in sorted(unresolved.items())
                                     if lib not in p.libraries}
@@ -461,20 +485,19 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
                                   if b != STB_WEAK and p.lacks_symbol(n)})
                 if lacking:
                     check.unavailable_symbols[i.path] = lacking
+                    symbol_since.update((n, p.unavailable_symbols[n]) for n in lacking)
             why = _relr_failure(i, p)
             if why:
                 check.dt_relr[i.path] = why
-        relr = [i.path for i in elfs if i.relr]
-        if relr and not check.dt_relr and p.dt_relr_since \
-                and _release_key(p.dt_relr_since) > _release_key(p.libc_version):
-            relr_notes.append(_relr_note(relr, p))
         check.isa = dict(isa)
         check.satisfied = not (blocking or check.external_libraries
                                or check.fails_beyond_libraries())
         result.policies.append(check)
 
-    result.problems.extend(relr_notes[:1])
     satisfied = [c for c in result.policies if c.satisfied]
+    if policies:
+        best = next((p for p, c in zip(policies, result.policies) if c.satisfied), policies[-1])
+        result.problems.extend(_release_notes(best, elfs, symbol_since))
     for c in satisfied:
         result.tags.extend((c.tag,) + tuple(c.aliases))
     result.best_tag = satisfied[0].tag if satisfied else f"linux_{arch}"

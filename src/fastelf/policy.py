@@ -15,6 +15,8 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
+from typing import Mapping
 from importlib import resources
 
 from .errors import PolicyError
@@ -50,7 +52,9 @@ class Policy:
     libraries: frozenset           # sonames a wheel may need from the system
     symbol_versions: dict          # prefix -> frozenset of allowed "PREFIX_x.y" names
     blacklist: dict                # soname -> frozenset of symbol names
-    unavailable_symbols: frozenset  # symbols this libc (the policy's oldest) does not export
+    # symbols this libc (the policy's oldest release) does not export -> the release
+    # that first does
+    unavailable_symbols: Mapping[str, str]
     # the libc release from which the loader applies DT_RELR (packed relative
     # relocations), or None when no loader this policy admits does
     dt_relr_since: str | None = None
@@ -90,10 +94,13 @@ def _data():
     return data
 
 
-def _unavailable(entry: dict, arch: str) -> frozenset:
-    """The symbols an entry's libc lacks on ``arch`` (its rules are not inherited)."""
-    return frozenset(name for rule in entry.get("unavailable_symbols", ())
-                     if arch in rule.get("arches", (arch,)) for name in rule["names"])
+def _unavailable(entry: dict, arch: str) -> Mapping[str, str]:
+    """{symbol: first release exporting it} for what an entry's libc lacks on ``arch``.
+
+    Read-only, as the Policy holding it is frozen; rules are not inherited.
+    """
+    return MappingProxyType({name: rule["since"] for rule in entry.get("unavailable_symbols", ())
+                             if arch in rule.get("arches", (arch,)) for name in rule["names"]})
 
 
 def _dt_relr_since(libc: str, name: str, versions: dict, musl_since: str | None) -> str | None:
