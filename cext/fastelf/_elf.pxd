@@ -64,5 +64,6 @@ cdef class ElfFile:
     cdef readonly object exec_stack
     cdef readonly list segments
     cdef readonly list dynamic
+    cdef readonly bint relr         # a DT_RELR entry (packed relative relocations)
     cdef readonly uint64_t symbol_count
     cdef readonly uint64_t bytes_used

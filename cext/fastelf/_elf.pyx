@@ -39,6 +39,9 @@ cdef extern from *:
     #define FE_DT_SONAME (14)
     #define FE_DT_RPATH (15)
     #define FE_DT_RUNPATH (29)
+    #define FE_DT_RELRSZ (35)
+    #define FE_DT_RELR (36)
+    #define FE_DT_RELRENT (37)
     #define FE_DT_GNU_HASH (0x6ffffef5ULL)
     #define FE_DT_VERSYM (0x6ffffff0ULL)
     #define FE_DT_VERDEF (0x6ffffffcULL)
@@ -67,6 +70,9 @@ cdef extern from *:
     const uint64_t DT_SONAME "FE_DT_SONAME"
     const uint64_t DT_RPATH "FE_DT_RPATH"
     const uint64_t DT_RUNPATH "FE_DT_RUNPATH"
+    const uint64_t DT_RELRSZ "FE_DT_RELRSZ"
+    const uint64_t DT_RELR "FE_DT_RELR"
+    const uint64_t DT_RELRENT "FE_DT_RELRENT"
     const uint64_t DT_GNU_HASH "FE_DT_GNU_HASH"
     const uint64_t DT_VERSYM "FE_DT_VERSYM"
     const uint64_t DT_VERDEF "FE_DT_VERDEF"
@@ -855,7 +861,9 @@ cdef class ElfFile:
     from the GNU version tables (``None`` when unversioned).  ``exports``
     holds ``(name, version, binding, type)`` for the defined symbols that
     were asked for.  ``segments`` and ``dynamic`` are the raw program
-    headers and dynamic entries, for tools that rewrite the file.
+    headers and dynamic entries, for tools that rewrite the file.  ``relr``
+    is true when the dynamic section has DT_RELR (packed relative
+    relocations), which only glibc >= 2.36 and musl >= 1.2.4 apply.
     """
 
     def __repr__(self):
@@ -975,9 +983,13 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
             for i in range(r.nsegs)]
         out.needed = []
         out.soname = out.rpath = out.runpath = None
+        out.relr = False
         out.dynamic = None
         if r.has_dynamic:
             out.dynamic = [(r.dyn[2 * k], r.dyn[2 * k + 1]) for k in range(r.ndyn)]
+            # packed relative relocations: a loader that ignores DT_RELR leaves
+            # pointers unrelocated (glibc < 2.36 and musl < 1.2.4 do)
+            out.relr = any(tag == DT_RELR for tag, _val in out.dynamic)
             for k in range(r.ndyn):
                 if r.dyn[2 * k] == DT_NEEDED:
                     out.needed.append(_dynstr(&c, &r, strings, r.dyn[2 * k + 1]))

@@ -79,12 +79,14 @@ class ElfInfo:
     exec_stack: bool | None
     imports: list = field(repr=False, default_factory=list)
     version_needs: dict = field(default_factory=dict)
+    relr: bool = False      # DT_RELR: only glibc >= 2.36 and musl >= 1.2.4 apply it
 
     def to_dict(self):
         return {"path": self.path, "arch": self.arch, "libc": self.libc,
                 "interpreter": self.interpreter, "needed": self.needed, "soname": self.soname,
                 "rpath": self.rpath, "runpath": self.runpath, "extension": self.extension,
                 "x86_isa_level": self.isa_level, "exec_stack": self.exec_stack,
+                "dt_relr": self.relr,
                 "version_needs": {k: sorted(v) for k, v in sorted(self.version_needs.items())}}
 
 
@@ -100,11 +102,12 @@ class PolicyCheck:
     blacklisted_symbols: dict = field(default_factory=dict)  # soname -> {member: [symbols]}
     unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
     isa: dict = field(default_factory=dict)                  # member -> level
+    dt_relr: dict = field(default_factory=dict)              # member -> why its DT_RELR fails
 
     def fails_beyond_libraries(self) -> bool:
         """Fails for a reason that grafting libraries cannot remove."""
         return bool(self.symbol_versions or self.blacklisted_symbols
-                    or self.unavailable_symbols or self.isa)
+                    or self.unavailable_symbols or self.isa or self.dt_relr)
 
     def reasons(self, limit=None):
         """One line per reason; ``limit`` caps the members and symbols named in each."""
@@ -131,6 +134,8 @@ class PolicyCheck:
             out.append(f"{m} uses symbols this libc version lacks: {names(syms)}")
         for m, level in sorted(self.isa.items()):
             out.append(f"{m} requires x86-64-v{level}")
+        for m, why in sorted(self.dt_relr.items()):
+            out.append(f"{m} has DT_RELR relocations: {why}")
         return out
 
     def to_dict(self):
@@ -138,7 +143,8 @@ class PolicyCheck:
                 "external_libraries": self.external_libraries,
                 "symbol_versions": self.symbol_versions,
                 "blacklisted_symbols": self.blacklisted_symbols,
-                "unavailable_symbols": self.unavailable_symbols, "isa": self.isa}
+                "unavailable_symbols": self.unavailable_symbols, "isa": self.isa,
+                "dt_relr": self.dt_relr}
 
 
 @dataclass
@@ -295,7 +301,7 @@ def elf_info(path: str, elf) -> ElfInfo:
         needed=list(elf.needed), soname=elf.soname, rpath=elf.rpath, runpath=elf.runpath,
         extension=extension, isa_level=elf.x86_isa_level if elf.arch == "x86_64" else None,
         exec_stack=elf.exec_stack, imports=elf.imports,
-        version_needs={lib: list(v) for lib, v in elf.version_needs.items()})
+        version_needs={lib: list(v) for lib, v in elf.version_needs.items()}, relr=elf.relr)
 
 
 _DATA_LIB_RE = re.compile(r"^[^/]+\.data/(?:platlib|purelib)/")
@@ -459,6 +465,68 @@ def audit_path(path, **kw) -> AuditResult:
                            claimed_tags=platform_tags_of(kw.get("filename") or where))
 
 
+def _glibc_refuses_relr(info: ElfInfo) -> bool:
+    """glibc >= 2.36 refuses this DT_RELR object (elf/dl-version.c, "DT_RELR without
+    GLIBC_ABI_DT_RELR dependency"): it has version needs, a NEEDED libc.so.*, and
+    none of its needs is GLIBC_ABI_DT_RELR.  Older glibc ignores DT_RELR instead.
+    """
+    return (info.relr and bool(info.version_needs)
+            and any(lib.startswith("libc.so.") for lib in info.needed)
+            and not any(pol.GLIBC_DT_RELR_VERSION in v for v in info.version_needs.values()))
+
+
+def _relr_failure(info: ElfInfo, p: pol.Policy) -> str | None:
+    """Why the loaders of ``p`` cannot run ``info``'s DT_RELR relocations, or None.
+
+    A loader that predates DT_RELR skips it and leaves pointers unrelocated (musl
+    1.1.24-1.2.3 crash at once).  An ELF that has the GLIBC_ABI_DT_RELR version
+    need is not judged here: the symbol-version check already ties it to the
+    policies that allow that version.
+    """
+    if not info.relr:
+        return None
+    if p.libc == pol.GLIBC and _glibc_refuses_relr(info):
+        return ("glibc >= 2.36 refuses it without the GLIBC_ABI_DT_RELR version need "
+                "and older glibc does not apply it")
+    if p.dt_relr_since is not None:
+        return None
+    if p.libc == pol.GLIBC and any(pol.GLIBC_DT_RELR_VERSION in v
+                                   for v in info.version_needs.values()):
+        return None
+    return f"the {p.name} loaders do not apply them"
+
+
+def _names(items: list, limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit
+                                       else "")
+
+
+def _release_notes(best: pol.Policy, elfs: list, symbol_since: dict) -> list:
+    """Remarks for what needs a newer libc release than ``best``'s tag names.
+
+    A tag names major.minor only (musllinux_1_2 admits musl 1.2.0 and later), so an
+    object that needs musl 1.2.4 for DT_RELR, or a symbol first exported by 1.2.3,
+    has no exact tag: it gets the closest one and this note.
+    """
+    floor = _release_key(best.libc_version)
+    notes = []
+    relr = [i.path for i in elfs if i.relr]
+    if relr and best.dt_relr_since and _release_key(best.dt_relr_since) > floor:
+        notes.append(f"{_names(relr)} {'has' if len(relr) == 1 else 'have'} DT_RELR "
+                     f"relocations: {best.libc} >= {best.dt_relr_since} is needed (older "
+                     "loaders do not apply them and crash)")
+    newer = {n: r for n, r in symbol_since.items() if _release_key(r) > floor}
+    if newer:
+        need = max(newer.values(), key=_release_key)
+        newest_first = sorted(sorted(newer.items()), key=lambda nr: _release_key(nr[1]),
+                              reverse=True)
+        named = _names([f"{n} ({best.libc} {r})" for n, r in newest_first], 6)
+        notes.append(f"the wheel imports symbols that older {best.name} systems lack: "
+                     f"{named}; {best.libc} >= {need} is needed")
+    return [f"{n}, which no platform tag can express; {best.name} is the closest"
+            for n in notes]
+
+
 def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
     claims = [pol.parse_platform_tag(t) for t in result.claimed_tags]
     claimed_arch = next((c[2] for c in claims if c), None)
@@ -543,7 +611,9 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     users_sorted = [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
                     for v, who in sorted(users.items())]
-    for p in pol.policies_for(libc, arch):
+    symbol_since: dict = {}     # imported symbol some policy's libc lacks -> first release
+    policies = pol.policies_for(libc, arch)
+    for p in policies:
         check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
         check.external_libraries = {lib: sorted(who) for lib, who in sorted(unresolved.items())
                                     if lib not in p.libraries}
@@ -561,12 +631,19 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
                                   if b != STB_WEAK and p.lacks_symbol(n)})
                 if lacking:
                     check.unavailable_symbols[i.path] = lacking
+                    symbol_since.update((n, p.unavailable_symbols[n]) for n in lacking)
+            why = _relr_failure(i, p)
+            if why:
+                check.dt_relr[i.path] = why
         check.isa = dict(isa)
         check.satisfied = not (blocking or check.external_libraries
                                or check.fails_beyond_libraries())
         result.policies.append(check)
 
     satisfied = [c for c in result.policies if c.satisfied]
+    if policies:
+        best = next((p for p, c in zip(policies, result.policies) if c.satisfied), policies[-1])
+        result.problems.extend(_release_notes(best, elfs, symbol_since))
     for c in satisfied:
         result.tags.extend((c.tag,) + tuple(c.aliases))
     result.best_tag = satisfied[0].tag if satisfied else f"linux_{arch}"
@@ -638,6 +715,10 @@ def _version_covers(libc: str, system: tuple, policy: tuple) -> bool:
     if libc == pol.MUSL:
         return system[0] == policy[0] and policy[1] <= system[1]
     return policy <= system
+
+
+def _release_key(release: str) -> tuple:
+    return tuple(int(x) for x in release.split("."))
 
 
 def _policy_version(tag: str):
