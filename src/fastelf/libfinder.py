@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import WheelError
+from .hostfile import open_regular
 from .lddtree import Node, Searcher
 from .ldpaths import split_path
 
@@ -39,7 +41,10 @@ class LibraryFinder:
             return None
         data = self._data.get(path)
         if data is None:
-            with open(path, "rb") as f:
-                data = self._data[path] = f.read()
+            try:
+                with os.fdopen(open_regular(path), "rb") as f:     # never a FIFO or device
+                    data = self._data[path] = f.read()
+            except OSError as e:       # changed since the search looked at it
+                raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
         return path, data, elf, found
