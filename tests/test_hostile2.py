@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import shutil
-import stat
 import subprocess
 import sys
 import textwrap
@@ -30,7 +29,7 @@ import hostile_support as hs  # noqa: E402
 from elfbuild import compile_c, have_compiler  # noqa: E402
 
 from fastelf import audit as audit_mod  # noqa: E402
-from fastelf import batch, cli, ldpaths  # noqa: E402
+from fastelf import batch, cli, lddtree, ldpaths  # noqa: E402
 from fastelf.audit import audit_path  # noqa: E402
 from fastelf.errors import LimitError  # noqa: E402
 from fastelf.lddtree import ElfCache, resolve_tree  # noqa: E402
@@ -113,6 +112,13 @@ def test_needed_times_rpath_is_linear_in_audit(bomb, tmp_path, monkeypatch):
     check = r.policies[0]
     assert sorted(check.external_libraries) == sorted(n for n in needed if n.startswith("libn"))
     assert all(len(who) == members for who in check.external_libraries.values())
+    # repair searches the host for all 300 from the first member needing each (here the
+    # same one): its search order is built once, not once per library (300)
+    orders = _counting(monkeypatch, lddtree.Searcher, "_search_order")
+    with pytest.raises(RepairError, match=r"cannot find external libraries libn0.so, .* and "
+                                          r"280 more \(searched"):
+        repair_wheel(wheel, tmp_path / "out")
+    assert len(orders) == 1
 
 
 def test_chained_members_resolve_once_per_inherited_path(tmp_path, monkeypatch):
@@ -571,3 +577,14 @@ def test_pool_restarts_after_a_worker_dies(tmp_path, monkeypatch):
     assert pools.count(2) == 2                  # the first pool, and one after the death
     assert pools.count(1) <= window             # only the wheels in flight, alone
     assert set(pools) <= {1, 2}
+
+
+def test_watchdog_ends_a_worker_whose_batch_is_gone():
+    """Where PR_SET_PDEATHSIG is missing, the watchdog thread ends the worker."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                               # exited and reaped: its pid is free
+    code = ("import os; from fastelf import batch; "
+            f"batch._watch_batch({gone.pid}, os.getppid()); print('not reached')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=ENV, timeout=HANG_GUARD)
+    assert proc.returncode == 1 and proc.stdout == ""

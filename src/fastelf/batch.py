@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -43,7 +43,7 @@ def find_wheels(paths) -> Iterator[str]:
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            found = []
+            found: List[str] = []
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 found.extend(os.path.join(root, f) for f in files if f.endswith(".whl"))
@@ -57,7 +57,7 @@ def _error_result(path: str, error: str) -> AuditResult:
                        claimed_tags=platform_tags_of(path), error=error)
 
 
-def _audit_one(path, options):
+def _audit_one(path: str, options: dict) -> AuditResult:
     """One wheel's result; nothing raised in it may end the batch."""
     try:
         result = audit_path(path, **options)
@@ -72,28 +72,41 @@ def _audit_one(path, options):
 
 # ------------------------------------------------------------------ worker lifetime
 
-def _worker_init(parent: int) -> None:
-    """Run in each worker: die when the parent process does."""
+def _worker_init(batch_pid: int) -> None:
+    """Run in each worker: die when the batch process does."""
     _set_parent_death_signal()
-    if os.getppid() != parent:       # the parent died before the line above took effect
+    if not _pid_alive(batch_pid):    # it died before the line above took effect
         os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+    threading.Thread(target=_watch_batch, args=(batch_pid, os.getppid()), daemon=True,
                      name="fastelf-parent-watchdog").start()
 
 
 def _set_parent_death_signal() -> None:
-    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere).
+    The parent is the batch process (fork), or a forkserver that exits with it."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)      # the process's own libc: no search
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
 
-def _watch_parent(parent: int) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _watch_batch(batch_pid: int, parent: int) -> None:
     """Fallback where PR_SET_PDEATHSIG does not exist: an orphan is re-parented,
-    so a changed parent pid means the batch is gone."""
-    while os.getppid() == parent:
+    so a changed parent pid, or a batch process gone, means the batch is over."""
+    while os.getppid() == parent and _pid_alive(batch_pid):
         threading.Event().wait(_WATCHDOG_SECONDS)
     os._exit(1)
 

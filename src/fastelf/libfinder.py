@@ -27,11 +27,15 @@ class LibraryFinder:
             top_elf, root=root or "/", ld_library_path=ld_library_path, libc=libc,
             ldpaths=split_path(extra_paths) if extra_paths is not None else None)
         self._data = {}           # host path -> bytes: repair may ask for a library again
+        self._requesters = {}     # member -> Node
 
-    @staticmethod
-    def requester(member: str, elf) -> Node:
-        """The search context of an ELF file inside the wheel."""
-        return Node(None, elf, None, None, [member])
+    def requester(self, member: str, elf) -> Node:
+        """The search context of an ELF file inside the wheel: one Node per member,
+        so its search order is computed once however many libraries it needs."""
+        node = self._requesters.get(member)
+        if node is None:
+            node = self._requesters[member] = Node(None, elf, None, None, [member])
+        return node
 
     def find(self, name: str, node: Node):
         """(host path, bytes, ElfFile, Node) of the library ``name`` that ``node`` needs,

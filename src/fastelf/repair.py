@@ -260,8 +260,10 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
         grafts[lib] = (host_path, data, elf)
         queue.extend((dep, found_node) for dep in elf.needed)
     if missing:
+        names = sorted(missing)
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         raise RepairError(f"{path}: cannot find external librar"
-                          f"{'y' if len(missing) == 1 else 'ies'} {', '.join(sorted(missing))} "
+                          f"{'y' if len(missing) == 1 else 'ies'} {shown} "
                           "(searched RPATH/RUNPATH, LD_LIBRARY_PATH, ld.so.conf and the default "
                           "directories; use --ldpaths, LD_LIBRARY_PATH or --exclude)")
     return grafts, excluded
