@@ -588,3 +588,33 @@ def test_watchdog_ends_a_worker_whose_batch_is_gone():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=ENV, timeout=HANG_GUARD)
     assert proc.returncode == 1 and proc.stdout == ""
+
+
+def test_bounded_glob_matches_glob(tmp_path):
+    """The bounded include glob finds what ``glob.glob`` finds (the oracle)."""
+    import glob
+    for rel in ("a/x.conf", "a/.h.conf", "a/b/y.conf", "c/z.conf", "c/z.txt", "d.conf",
+                "e/f/g/h.conf", "a/[x].conf"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    os.symlink("a", tmp_path / "link")
+    walk = ldpaths._ConfWalk(str(tmp_path), "/etc/ld.so.conf")
+    for pattern in ("*/*.conf", "*.conf", "*/.*.conf", "a/*", "*/b/*.conf", "*/*/*/*.conf",
+                    "link/*.conf", "a/x.conf", "a/nope.conf", "[ac]/?.c*", "nope/*.conf"):
+        full = f"{tmp_path}/{pattern}"
+        assert ldpaths._bounded_glob(walk, full) == sorted(glob.glob(full)), pattern
+
+
+def test_include_glob_fanout_is_bounded(tmp_path, monkeypatch):
+    """``include */*/*/.../none.conf`` through a symlink loop: glob would list 6^9
+    directories; the walk stops at the limit."""
+    root = tmp_path / "root"
+    conf_d = root / "etc" / "c"
+    conf_d.mkdir(parents=True)
+    for i in range(6):
+        os.symlink(".", conf_d / f"s{i}")
+    (root / "etc" / "ld.so.conf").write_text("include /etc/c" + "/*" * 9 + "/none.conf\n")
+    listed = _counting(monkeypatch, os, "listdir")
+    with pytest.raises(LimitError, match="matches more than 1024 paths|list more than 1024"):
+        ldpaths.parse_ld_so_conf(root=str(root))
+    assert len(listed) <= ldpaths.MAX_CONF_FILES

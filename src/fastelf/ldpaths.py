@@ -21,7 +21,7 @@ of the objects that loaded it, then /etc/ld-musl-ARCH.path or the default
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
@@ -147,6 +147,7 @@ class _ConfWalk:
     top: str
     seen: Set[Tuple[int, int]] = field(default_factory=set)
     files: int = 0
+    listed: int = 0
     dirs: List[str] = field(default_factory=list)
 
     def limit(self, what: str) -> LimitError:
@@ -208,13 +209,47 @@ def _read_include(walk: _ConfWalk, path: str, pattern: str, depth: int) -> None:
     """Read the files one ``include`` pattern of ``path`` matches, in sorted order."""
     if not pattern.startswith("/"):
         pattern = os.path.join(os.path.dirname(path), pattern)
-    matches = []
-    for match in glob.iglob(rooted(walk.root, pattern)):
-        matches.append(match)
-        if len(matches) > MAX_CONF_FILES:
-            raise walk.limit(f"include {pattern} matches more than {MAX_CONF_FILES} files")
-    for match in sorted(matches):
+    for match in _bounded_glob(walk, rooted(walk.root, pattern)):
         _read_conf(walk, _logical(walk.root, match), depth + 1)
+
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _bounded_glob(walk: _ConfWalk, pattern: str) -> List[str]:
+    """``sorted(glob.glob(pattern))`` for an absolute host pattern, with its work
+    bounded: glob would list every directory a pattern like ``*/*/*/x`` reaches,
+    which through a symlink loop grows as a power of the depth.  Raises LimitError
+    when one level matches, or the whole walk lists, more than MAX_CONF_FILES."""
+    parts = [p for p in pattern.split("/") if p]
+    paths = ["/"]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        found: List[str] = []
+        for base in paths:
+            if not _MAGIC.search(part):
+                cand = os.path.join(base, part)
+                if os.path.lexists(cand) if last else os.path.isdir(cand):
+                    found.append(cand)
+                continue
+            walk.listed += 1
+            if walk.listed > MAX_CONF_FILES:
+                raise walk.limit(f"include globs list more than {MAX_CONF_FILES} directories")
+            try:
+                names = os.listdir(base)
+            except OSError:
+                continue
+            for name in names:           # like glob: '*' does not match a leading dot
+                if (name.startswith(".") and not part.startswith(".")) \
+                        or not fnmatch.fnmatchcase(name, part):
+                    continue
+                cand = os.path.join(base, name)
+                if last or os.path.isdir(cand):
+                    found.append(cand)
+        if len(found) > MAX_CONF_FILES:
+            raise walk.limit(f"include {pattern} matches more than {MAX_CONF_FILES} paths")
+        paths = found
+    return sorted(paths)
 
 
 def musl_path(musl_arch: str, *, root: str = "/") -> List[str]:
