@@ -618,3 +618,34 @@ def test_include_glob_fanout_is_bounded(tmp_path, monkeypatch):
     with pytest.raises(LimitError, match="matches more than 1024 paths|list more than 1024"):
         ldpaths.parse_ld_so_conf(root=str(root))
     assert len(listed) <= ldpaths.MAX_CONF_FILES
+
+
+def test_pool_broken_at_submit_time(tmp_path, monkeypatch):
+    """The pool may break between two submissions (a worker died meanwhile): the
+    old code raised out of the batch there; now that wheel is audited again."""
+    wheels = _pure_wheels(tmp_path / "w", 12)
+    real_pool = batch._new_pool
+    made = []
+
+    class Breaking:
+        def __init__(self, pool):
+            self.pool, self.calls = pool, 0
+
+        def submit(self, *a):
+            self.calls += 1
+            if self.calls == 3:
+                raise batch.BrokenProcessPool("a worker died")
+            return self.pool.submit(*a)
+
+        def shutdown(self, **kw):
+            self.pool.shutdown(**kw)
+
+    def pool_breaking_once(jobs):
+        pool = real_pool(jobs)
+        made.append(jobs)
+        return Breaking(pool) if len(made) == 1 else pool
+
+    monkeypatch.setattr(batch, "_new_pool", pool_breaking_once)
+    results = list(batch.audit_many([tmp_path / "w"], jobs=2))
+    assert [r.path for r in results] == [str(w) for w in wheels]
+    assert all(r.error is None and r.pure for r in results)

@@ -170,16 +170,17 @@ class _Batch:
             self._shutdown()
 
     def _submit(self, path: str) -> Future:
-        while True:
-            if self.pool is None:
-                self.pool = _new_pool(self.jobs)
-            try:
-                return self.pool.submit(_audit_one, path, self.options)
-            except BrokenProcessPool:        # broke since the last result was read
-                self._shutdown()
-                future: Future = Future()
-                future.set_exception(BrokenProcessPool("worker died"))
-                return future
+        """A future for ``path``; one that already failed when the pool broke since the
+        last result was read (the wheel is then audited again by :meth:`_recover`)."""
+        if self.pool is None:
+            self.pool = _new_pool(self.jobs)
+        try:
+            return self.pool.submit(_audit_one, path, self.options)
+        except BrokenProcessPool:
+            self._shutdown()
+            future: Future = Future()
+            future.set_exception(BrokenProcessPool("worker died"))
+            return future
 
     def _recover(self, in_flight: List[Tuple[str, Future]]) -> List[AuditResult]:
         """Results of the wheels that were in flight when the pool broke: those
