@@ -672,3 +672,46 @@ if __name__ == "__main__":
         print("usage: python tests/hostile_support.py --make-seeds | --make-corpus",
               file=sys.stderr)
         sys.exit(2)
+
+
+# ------------------------------------------------------------------ loader-search bombs
+
+def many_needed_elf(workdir, needed: int, rpath, *, stubs=(), runpath=False,
+                    interp=None, executable=False) -> bytes:
+    """An x86-64 ELF (linked by gcc) with ``needed`` DT_NEEDED entries
+    ``libn0.so`` .. ``libn<needed-1>.so`` and the search path ``rpath`` (a list of
+    entries) as DT_RPATH (DT_RUNPATH with ``runpath``).
+
+    Every NEEDED name is a symlink to one empty stub library without SONAME, so
+    the linker records the file name; ``stubs`` are further libraries (paths)
+    linked in after them.  ``interp`` sets PT_INTERP (an executable is built).
+    """
+    d = Path(workdir)
+    libs = d / "L"
+    libs.mkdir(parents=True, exist_ok=True)
+    stub = d / "stub.so"
+    if not stub.exists():
+        (d / "stub.c").write_text("int stub_fn(void) { return 0; }\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(stub), str(d / "stub.c")],
+                       check=True)
+    args = []
+    for i in range(needed):
+        link = libs / f"libn{i}.so"
+        if not link.exists():
+            os.symlink(stub, link)
+        args.append(f"-l:libn{i}.so")
+    src = d / "m.c"
+    src.write_text("int PyInit_m(void) { return 0; }\nint main(void) { return 0; }\n")
+    out = d / "out.elf"
+    cmd = ["gcc", "-o", str(out), str(src), "-L", str(libs), "-Wl,--no-as-needed",
+           *args, *map(str, stubs)]
+    cmd += [] if executable or interp else ["-shared", "-fPIC"]
+    if rpath:
+        cmd += [f"-Wl,-rpath,{':'.join(rpath)}",
+                "-Wl,--enable-new-dtags" if runpath else "-Wl,--disable-new-dtags"]
+    if interp:
+        cmd += [f"-Wl,--dynamic-linker={interp}"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    data = out.read_bytes()
+    out.unlink()
+    return data

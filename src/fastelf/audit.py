@@ -20,7 +20,7 @@ from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
 from .elfscan import MemberElfError, extension_init_names, iter_elf_members
 from .errors import FastElfError, LimitError, WheelError
-from .ldpaths import split_path
+from .ldpaths import check_object_limits, split_path
 from .libc import libc_of
 from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
@@ -342,41 +342,89 @@ def _search_dirs(value: str | None, origin: str) -> list:
 
 
 class _Resolver:
-    """Resolve DT_NEEDED names to other ELF members, following ld.so's order."""
+    """Resolve DT_NEEDED names to other ELF members, following ld.so's order.
 
-    def __init__(self, elfs: dict):
+    The work is linear in the input, however many DT_NEEDED and RPATH entries
+    a hostile member has: each member's own search directories are computed
+    once (deduplicated, and only those holding some ELF member kept, the
+    others cannot resolve anything in the wheel); a name is looked up in an
+    index of the members by file name, and the first of its directories in
+    search order wins; a member reached again with the same inherited
+    directories is not walked again, from any root.
+
+    A name holding a ``/`` is never searched by ld.so: it is opened as given,
+    relative to the process's current directory, so it never resolves to a
+    member of the wheel (whatever the current directory is when it loads).
+    """
+
+    def __init__(self, elfs: dict, wheel: str = "wheel"):
         self.elfs = elfs      # install path -> ElfInfo
+        self.wheel = wheel
+        self._homes: dict = {}        # file name -> {in-wheel dir: ElfInfo}
+        for path, info in elfs.items():
+            d, base = posixpath.split(path)
+            self._homes.setdefault(base, {})[d] = info
+        self._member_dirs = {posixpath.dirname(p) for p in elfs}
+        self._own: dict = {}          # member -> (rpath dirs, runpath dirs)
+        self._walked: set = set()     # (member, inherited dirs) already walked
+        self.lookups = 0              # index probes, for tests
 
-    def find(self, info: ElfInfo, lib: str, chain_rpaths: list):
-        origin = posixpath.dirname(install_path(info.path))
-        dirs = []
-        if info.runpath is None:
-            dirs += _search_dirs(info.rpath, origin)
-            dirs += chain_rpaths
-        dirs += _search_dirs(info.runpath, origin)
+    def _dirs(self, info: ElfInfo) -> tuple:
+        """(RPATH dirs, RUNPATH dirs) of a member inside the wheel, each once."""
+        hit = self._own.get(info.path)
+        if hit is None:
+            what = f"{self.wheel}: member {info.path!r}"
+            rpath, runpath = split_path(info.rpath), split_path(info.runpath)
+            check_object_limits(what, info.needed, rpath)
+            check_object_limits(what, (), runpath)
+            origin = posixpath.dirname(install_path(info.path))
+            hit = self._own[info.path] = tuple(
+                tuple(d for d in dict.fromkeys(_search_dirs(v, origin)) if d in self._member_dirs)
+                for v in (info.rpath, info.runpath))
+        return hit
+
+    def search_order(self, info: ElfInfo, chain_rpaths: tuple) -> dict:
+        """{dir: position} in ld.so's order for the needs of ``info``, whose loaders'
+        RPATH directories are ``chain_rpaths``."""
+        rpath, runpath = self._dirs(info)
+        dirs = (rpath + chain_rpaths if info.runpath is None else ()) + runpath
+        order: dict = {}
         for d in dirs:
-            cand = posixpath.join(d, lib) if d else lib
-            found = self.elfs.get(cand)
-            if found is not None and found.arch == info.arch:
-                return found
-        return None
+            order.setdefault(d, len(order))
+        return order
+
+    def find(self, info: ElfInfo, lib: str, order: dict):
+        """The member ``lib`` resolves to from ``info`` with search ``order``, or None."""
+        self.lookups += 1
+        homes = self._homes.get(lib) if "/" not in lib else None
+        if not homes:
+            return None
+        best = None
+        for d, found in homes.items():
+            pos = order.get(d)
+            if pos is not None and found.arch == info.arch and (best is None or pos < best[0]):
+                best = (pos, found)
+        return best[1] if best else None
 
     def walk(self, root: ElfInfo, visit):
         """Call visit(requester, lib, resolved_or_None) for each edge of root's tree."""
         seen = set()
-        stack = [(root, [])]
+        stack = [(root, ())]
         while stack:
             info, chain = stack.pop()
-            if info.path in seen:
+            if info.path in seen or (info.path, chain) in self._walked:
                 continue
             seen.add(info.path)
-            own = [] if info.runpath is not None else _search_dirs(
-                info.rpath, posixpath.dirname(install_path(info.path)))
+            self._walked.add((info.path, chain))
+            order = self.search_order(info, chain)
+            own = self._dirs(info)[0] if info.runpath is None else ()
+            inherited = tuple(dict.fromkeys(own + chain))
+            check_object_limits(f"{self.wheel}: member {info.path!r}", (), inherited)
             for lib in info.needed:
-                found = self.find(info, lib, chain)
+                found = self.find(info, lib, order)
                 visit(info, lib, found)
                 if found is not None:
-                    stack.append((found, own + chain))
+                    stack.append((found, inherited))
 
 
 # ------------------------------------------------------------------ audit
@@ -559,7 +607,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     result.arch, result.libc, result.elfs = arch, libc, elfs
     by_path = {install_path(i.path): i for i in elfs}
-    resolver = _Resolver(by_path)
+    resolver = _Resolver(by_path, result.path or result.wheel)
 
     # roots: extensions, and ELFs no other ELF needs
     needed_names = {lib for i in elfs for lib in i.needed}

@@ -290,13 +290,14 @@ def cmd_repair(args, out):
 
 
 def cmd_lddtree(args, out):
-    from .lddtree import LddError, resolve_tree
+    from .errors import FastElfError
+    from .lddtree import resolve_tree
 
     try:
         tree = resolve_tree(args.file, root=args.root,
                             ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
                             ldpaths=args.ldpaths.split(":") if args.ldpaths else None)
-    except LddError as e:
+    except FastElfError as e:       # LddError, or LimitError from a hostile file or sysroot
         _error(e)
         return EXIT_UNREADABLE
     if args.json:

@@ -10,16 +10,18 @@ skips them.  Nothing is executed.
 
 from __future__ import annotations
 
+import collections
 import mmap
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from ._elf import ElfError, parse
 from .errors import FastElfError
+from .hostfile import open_regular
 from .libc import libc_of
-from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, default_lib, default_platform, expand_dst,
-                      rooted, split_path, system_dirs)
+from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, check_object_limits, default_lib,
+                      default_platform, expand_dst, rooted, split_path, system_dirs)
 
 __all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "resolve_tree",
            "detect_libc"]
@@ -41,10 +43,32 @@ class LddError(FastElfError):
 
 
 class ElfCache:
-    """Parsed ELF files keyed by realpath; each file is read once."""
+    """Parsed ELF files keyed by realpath; each file is read once.
+
+    It also remembers the names each directory holds, so the search asks the
+    file system once per directory rather than once per (directory, name):
+    a file with hundreds of DT_NEEDED and RPATH entries costs set lookups,
+    not hundreds of thousands of stat calls."""
 
     def __init__(self):
         self._by_real: Dict[str, object] = {}
+        self._listing: Dict[str, Optional[FrozenSet[str]]] = {}
+        self.lookups = 0              # file-system probes of candidates (for tests)
+
+    def may_hold(self, directory: str, name: str) -> bool:
+        """False when ``directory`` surely has no entry ``name`` (it is missing,
+        not a directory, or listed without it).  An unlistable directory that
+        can still be searched (execute-only) answers True: the caller probes."""
+        if directory not in self._listing:
+            try:
+                names: Optional[FrozenSet[str]] = frozenset(os.listdir(directory))
+            except PermissionError:
+                names = None                 # probe each name, as ld.so would
+            except OSError:
+                names = frozenset()          # missing, or not a directory
+            self._listing[directory] = names
+        names = self._listing[directory]
+        return names is None or name in names
 
     def load(self, path: str):
         """The ElfFile for ``path``; raises OSError or ElfError (also cached)."""
@@ -62,7 +86,8 @@ class ElfCache:
 
     @staticmethod
     def _parse(real: str):
-        with open(real, "rb") as f:
+        # a FIFO, device or directory is refused without blocking (see fastelf.hostfile)
+        with os.fdopen(open_regular(real), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise ElfError("empty file")
@@ -155,13 +180,19 @@ def detect_libc(elf) -> str:
 
 
 class Node:
-    """One loaded object: its ElfFile, the object that loaded it, its $ORIGIN."""
+    """One loaded object: its ElfFile, the object that loaded it, its $ORIGIN.
 
-    __slots__ = ("path", "elf", "loader", "origin", "chain")
+    ``rpath_dirs`` and ``order`` memoise the node's expanded DT_RPATH and its
+    whole search order (filled by Searcher), so they are computed once per
+    object, not once per name it needs."""
+
+    __slots__ = ("path", "elf", "loader", "origin", "chain", "rpath_dirs", "order")
 
     def __init__(self, path, elf, loader, origin, chain):
         self.path, self.elf, self.loader, self.origin, self.chain = (
             path, elf, loader, origin, chain)
+        self.rpath_dirs: Optional[List[str]] = None
+        self.order: Optional[List[Tuple[str, str]]] = None
 
 
 class Searcher:
@@ -236,14 +267,32 @@ class Searcher:
             return "not a shared object", True
         return None, False
 
+    def _rpath_of(self, node) -> List[str]:
+        """The node's own DT_RPATH, expanded (memoised on the node)."""
+        if node.rpath_dirs is None:
+            node.rpath_dirs = list(dict.fromkeys(self.expand(split_path(node.elf.rpath), node)))
+        return node.rpath_dirs
+
     def search_order(self, node) -> List[Tuple[str, str]]:
+        """(directory, label) in the order the loader searches them for ``node``'s
+        needs, without duplicates; computed once per node.  Raises LimitError
+        for an object beyond the limits of :func:`fastelf.ldpaths.check_object_limits`."""
+        if node.order is None:
+            node.order = self._search_order(node)
+            check_object_limits(node.path or node.chain[0], node.elf.needed,
+                                [d for d, label in node.order if label != self.system_label])
+        return node.order
+
+    def _search_order(self, node) -> List[Tuple[str, str]]:
         dirs: List[Tuple[str, str]] = []
+        for entries in (split_path(node.elf.rpath), split_path(node.elf.runpath)):
+            check_object_limits(node.path or node.chain[0], (), entries)
         if self.flavour == GLIBC:
             if not node.elf.runpath:
                 n = node
                 while n is not None:
                     if not n.elf.runpath:        # RPATH is ignored beside a RUNPATH
-                        dirs += [(d, "rpath") for d in self.expand(split_path(n.elf.rpath), n)]
+                        dirs += [(d, "rpath") for d in self._rpath_of(n)]
                     n = n.loader
             dirs += [(d, "ld_library_path") for d in self.llp]
             dirs += [(d, "runpath") for d in self.expand(split_path(node.elf.runpath), node)]
@@ -254,9 +303,10 @@ class Searcher:
             dirs += [(d, "ld_library_path") for d in self.llp]
             n = node
             while n is not None:
-                value = n.elf.runpath or n.elf.rpath
-                label = "runpath" if n.elf.runpath else "rpath"
-                dirs += [(d, label) for d in self.expand(split_path(value), n)]
+                if n.elf.runpath:
+                    dirs += [(d, "runpath") for d in self.expand(split_path(n.elf.runpath), n)]
+                else:
+                    dirs += [(d, "rpath") for d in self._rpath_of(n)]
                 n = n.loader
             dirs += [(d, self.system_label) for d in self.system]
         seen, out = set(), []
@@ -269,6 +319,7 @@ class Searcher:
     def try_file(self, candidate, skipped):
         """(elf, error): the ElfFile to use, or an error that ends the search
         (as it ends the loader's), or (None, None) to keep searching."""
+        self.cache.lookups += 1
         if not os.path.isfile(candidate) or not os.access(candidate, os.R_OK):
             return None, None
         try:
@@ -300,6 +351,8 @@ class Searcher:
             if elf is not None:
                 return self.interp_path, elf, "interpreter", skipped, None
         for d, label in self.search_order(node):
+            if not self.cache.may_hold(d, name):
+                continue
             candidate = os.path.join(d, name)
             elf, err = self.try_file(candidate, skipped)
             if elf is not None:
@@ -340,7 +393,8 @@ def resolve_tree(
     try:
         top = cache.load(path)
     except (OSError, ElfError) as exc:
-        raise LddError(path, str(exc)) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LddError(path, reason) from None
     searcher = Searcher(top, root=root, ld_library_path=ld_library_path, ldpaths=ldpaths,
                         libc=libc, lib=lib, platform=platform, cache=cache)
     find = searcher.find
@@ -358,9 +412,10 @@ def resolve_tree(
     by_soname: Dict[str, str] = {}
     if top.soname:
         by_soname[top.soname] = ""              # the top object itself
-    queue = [root_node]
+    queue = collections.deque([root_node])
     while queue:
-        node = queue.pop(0)
+        node = queue.popleft()
+        searcher.search_order(node)          # checks the object's limits once
         for name in node.elf.needed:
             if name in libraries:
                 continue

@@ -21,17 +21,21 @@ of the objects that loaded it, then /etc/ld-musl-ARCH.path or the default
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import os
 import re
-from typing import Iterable, List, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence, Set, Tuple, Union
 
+from .errors import LimitError
+from .hostfile import open_regular, read_regular
 from .libc import GLIBC, MUSL
 
 __all__ = [
     "GLIBC", "MUSL", "MULTIARCH", "MUSL_ARCH", "MUSL_DEFAULT_PATH",
     "rooted", "split_path", "expand_dst", "parse_ld_so_conf", "musl_path",
     "glibc_default_dirs", "system_dirs", "default_lib", "default_platform",
+    "MAX_NEEDED", "MAX_SEARCH_DIRS", "check_object_limits",
 ]
 
 # Debian multiarch triplets (the system directories of a Debian-style glibc).
@@ -49,7 +53,16 @@ MUSL_ARCH = {
 }
 MUSL_DEFAULT_PATH = ["/lib", "/usr/local/lib", "/usr/lib"]
 
-_MAX_INCLUDE_DEPTH = 16
+# Bounds on an ld.so.conf tree (glibc has none; a real one has a few files and dirs).
+MAX_CONF_DEPTH = 16
+MAX_CONF_FILES = 1024
+MAX_CONF_DIRS = 4096
+MAX_CONF_BYTES = 1 << 20
+# Bounds on one object's dynamic section as the search sees it: real libraries have
+# tens of DT_NEEDED entries and a few search directories; these let a hostile file
+# cost at most MAX_NEEDED x MAX_SEARCH_DIRS cheap set lookups.
+MAX_NEEDED = 1024
+MAX_SEARCH_DIRS = 1024
 
 
 def rooted(root: str, path: str) -> str:
@@ -124,53 +137,127 @@ def expand_dst(entry: str, origin: Optional[str], *, libc: str = GLIBC,
         return None
 
 
-def parse_ld_so_conf(path: str = "/etc/ld.so.conf", *, root: str = "/",
-                     _depth: int = 0, _seen: Optional[set] = None) -> List[str]:
+@dataclass
+class _ConfWalk:
+    """State of one ld.so.conf expansion: the files already read (by device and
+    inode, so symlinked directories cannot make one file look like many) and
+    the counts the limits apply to."""
+
+    root: str
+    top: str
+    seen: Set[Tuple[int, int]] = field(default_factory=set)
+    files: int = 0
+    listed: int = 0
+    dirs: List[str] = field(default_factory=list)
+
+    def limit(self, what: str) -> LimitError:
+        return LimitError(rooted(self.root, self.top), f"ld.so.conf {what}")
+
+
+def parse_ld_so_conf(path: str = "/etc/ld.so.conf", *, root: str = "/") -> List[str]:
     """Directories listed by an ld.so.conf file (logical paths), following
     ``include`` globs (relative patterns are relative to the including file's
-    directory) and ignoring comments and ``hwcap`` lines.  A missing file
-    gives []."""
-    seen = set() if _seen is None else _seen
-    host = rooted(root, path)
-    if _depth > _MAX_INCLUDE_DEPTH or host in seen:
-        return []
-    seen.add(host)
+    directory) and ignoring comments and ``hwcap`` lines.  A missing file, or
+    one that is not a regular file, gives [].
+
+    Each file is read once, however many includes reach it.  Raises LimitError
+    beyond MAX_CONF_DEPTH levels of includes, MAX_CONF_FILES files or
+    MAX_CONF_DIRS directories: real systems use a handful of each, and an
+    include glob through a symlink loop would otherwise multiply per level."""
+    walk = _ConfWalk(root, path)
+    _read_conf(walk, path, 0)
+    return _dedupe(walk.dirs)
+
+
+def _read_conf(walk: _ConfWalk, path: str, depth: int) -> None:
+    """Add the directories of one ld.so.conf file (and its includes) to ``walk``."""
+    if depth > MAX_CONF_DEPTH:
+        raise walk.limit(f"includes nest deeper than {MAX_CONF_DEPTH} levels (at {path})")
     try:
-        with open(host, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+        fd = open_regular(rooted(walk.root, path))
     except OSError:
-        return []
-    dirs: List[str] = []
-    for line in lines:
+        return
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) in walk.seen:
+            return
+        walk.seen.add((st.st_dev, st.st_ino))
+        walk.files += 1
+        if walk.files > MAX_CONF_FILES:
+            raise walk.limit(f"includes more than {MAX_CONF_FILES} files")
+        text = f.read(MAX_CONF_BYTES + 1)
+    if len(text) > MAX_CONF_BYTES:
+        raise walk.limit(f"file {path} is larger than {MAX_CONF_BYTES} bytes")
+    for line in text.decode("utf-8", "surrogateescape").splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         words = line.split()
         if words[0] == "include" and len(words) > 1:
             for pattern in words[1:]:
-                if not pattern.startswith("/"):
-                    pattern = os.path.join(os.path.dirname(path), pattern)
-                for match in sorted(glob.glob(rooted(root, pattern))):
-                    logical = _logical(root, match)
-                    dirs.extend(parse_ld_so_conf(logical, root=root, _depth=_depth + 1,
-                                                 _seen=seen))
-        elif words[0] == "hwcap":
-            continue
-        else:
+                _read_include(walk, path, pattern, depth)
+        elif words[0] != "hwcap":
             for d in re.split(r"[\s,:]+", line):
                 d = d.split("=", 1)[0]         # old "dir=libtype" syntax
                 if d.startswith("/"):
-                    dirs.append(os.path.normpath(d))
-    return _dedupe(dirs)
+                    walk.dirs.append(os.path.normpath(d))
+            if len(walk.dirs) > MAX_CONF_DIRS:
+                raise walk.limit(f"lists more than {MAX_CONF_DIRS} directories")
+
+
+def _read_include(walk: _ConfWalk, path: str, pattern: str, depth: int) -> None:
+    """Read the files one ``include`` pattern of ``path`` matches, in sorted order."""
+    if not pattern.startswith("/"):
+        pattern = os.path.join(os.path.dirname(path), pattern)
+    for match in _bounded_glob(walk, rooted(walk.root, pattern)):
+        _read_conf(walk, _logical(walk.root, match), depth + 1)
+
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _bounded_glob(walk: _ConfWalk, pattern: str) -> List[str]:
+    """``sorted(glob.glob(pattern))`` for an absolute host pattern, with its work
+    bounded: glob would list every directory a pattern like ``*/*/*/x`` reaches,
+    which through a symlink loop grows as a power of the depth.  Raises LimitError
+    when one level matches, or the whole walk lists, more than MAX_CONF_FILES."""
+    parts = [p for p in pattern.split("/") if p]
+    paths = ["/"]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        found: List[str] = []
+        for base in paths:
+            if not _MAGIC.search(part):
+                cand = os.path.join(base, part)
+                if os.path.lexists(cand) if last else os.path.isdir(cand):
+                    found.append(cand)
+                continue
+            walk.listed += 1
+            if walk.listed > MAX_CONF_FILES:
+                raise walk.limit(f"include globs list more than {MAX_CONF_FILES} directories")
+            try:
+                names = os.listdir(base)
+            except OSError:
+                continue
+            for name in names:           # like glob: '*' does not match a leading dot
+                if (name.startswith(".") and not part.startswith(".")) \
+                        or not fnmatch.fnmatchcase(name, part):
+                    continue
+                cand = os.path.join(base, name)
+                if last or os.path.isdir(cand):
+                    found.append(cand)
+        if len(found) > MAX_CONF_FILES:
+            raise walk.limit(f"include {pattern} matches more than {MAX_CONF_FILES} paths")
+        paths = found
+    return sorted(paths)
 
 
 def musl_path(musl_arch: str, *, root: str = "/") -> List[str]:
     """musl's system path: /etc/ld-musl-ARCH.path (entries separated by newlines
     or colons) when the file exists, else the built-in default."""
     try:
-        with open(rooted(root, f"/etc/ld-musl-{musl_arch}.path"),
-                  encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
+        text = read_regular(rooted(root, f"/etc/ld-musl-{musl_arch}.path"),
+                            MAX_CONF_BYTES).decode("utf-8", "surrogateescape")
     except OSError:
         return list(MUSL_DEFAULT_PATH)
     return [os.path.normpath(p) for p in re.split(r"[\n:]+", text) if p.strip()
@@ -200,6 +287,18 @@ def system_dirs(*, root: str = "/", libc: str = GLIBC, arch: Optional[str] = Non
                    + glibc_default_dirs(arch, elf_class))
 
 
+def check_object_limits(what: str, needed: Sequence[str], search: Sequence[str]) -> None:
+    """Raise LimitError when the object ``what`` has more than MAX_NEEDED DT_NEEDED
+    entries or a search path (RPATH/RUNPATH entries, or the directories inherited
+    from its loaders) longer than MAX_SEARCH_DIRS."""
+    if len(needed) > MAX_NEEDED:
+        raise LimitError(what, f"{len(needed)} DT_NEEDED entries, more than the limit of "
+                               f"{MAX_NEEDED}")
+    if len(search) > MAX_SEARCH_DIRS:
+        raise LimitError(what, f"a library search path of {len(search)} directories "
+                               f"(RPATH/RUNPATH), more than the limit of {MAX_SEARCH_DIRS}")
+
+
 def _logical(root: str, host: str) -> str:
     """Inverse of :func:`rooted` for a host path inside ``root``."""
     if root in ("", "/"):
@@ -208,8 +307,4 @@ def _logical(root: str, host: str) -> str:
 
 
 def _dedupe(items: Sequence[str]) -> List[str]:
-    out: List[str] = []
-    for x in items:
-        if x not in out:
-            out.append(x)
-    return out
+    return list(dict.fromkeys(items))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from .errors import WheelError
+from .hostfile import open_regular
 from .lddtree import Node, Searcher
 from .ldpaths import split_path
 
@@ -25,11 +27,15 @@ class LibraryFinder:
             top_elf, root=root or "/", ld_library_path=ld_library_path, libc=libc,
             ldpaths=split_path(extra_paths) if extra_paths is not None else None)
         self._data = {}           # host path -> bytes: repair may ask for a library again
+        self._requesters = {}     # member -> Node
 
-    @staticmethod
-    def requester(member: str, elf) -> Node:
-        """The search context of an ELF file inside the wheel."""
-        return Node(None, elf, None, None, [member])
+    def requester(self, member: str, elf) -> Node:
+        """The search context of an ELF file inside the wheel: one Node per member,
+        so its search order is computed once however many libraries it needs."""
+        node = self._requesters.get(member)
+        if node is None:
+            node = self._requesters[member] = Node(None, elf, None, None, [member])
+        return node
 
     def find(self, name: str, node: Node):
         """(host path, bytes, ElfFile, Node) of the library ``name`` that ``node`` needs,
@@ -39,7 +45,10 @@ class LibraryFinder:
             return None
         data = self._data.get(path)
         if data is None:
-            with open(path, "rb") as f:
-                data = self._data[path] = f.read()
+            try:
+                with os.fdopen(open_regular(path), "rb") as f:     # never a FIFO or device
+                    data = self._data[path] = f.read()
+            except OSError as e:       # changed since the search looked at it
+                raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
         return path, data, elf, found

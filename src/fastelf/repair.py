@@ -58,6 +58,8 @@ class RepairResult:
 
 def hashed_name(soname: str, data: bytes) -> str:
     """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file)."""
+    if "/" in soname or soname in ("", ".", ".."):
+        raise RepairError(f"cannot graft {soname!r}: not a plain file name")
     short = hashlib.sha256(data).hexdigest()[:8]
     base, dot, rest = soname.partition(".so")
     return f"{base}-{short}{dot}{rest}" if dot else f"{soname}-{short}"
@@ -245,6 +247,7 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
         if lib in grafts or lib in excluded or lib in target.libraries or pol.is_loader(lib) \
                 or LIBPYTHON_RE.match(lib) or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
             continue
+        _refuse_path_name(path, node, lib)
         found = finder.find(lib, node)
         if found is None:
             missing.setdefault(lib, None)
@@ -257,11 +260,26 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
         grafts[lib] = (host_path, data, elf)
         queue.extend((dep, found_node) for dep in elf.needed)
     if missing:
+        names = sorted(missing)
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         raise RepairError(f"{path}: cannot find external librar"
-                          f"{'y' if len(missing) == 1 else 'ies'} {', '.join(sorted(missing))} "
+                          f"{'y' if len(missing) == 1 else 'ies'} {shown} "
                           "(searched RPATH/RUNPATH, LD_LIBRARY_PATH, ld.so.conf and the default "
                           "directories; use --ldpaths, LD_LIBRARY_PATH or --exclude)")
     return grafts, excluded
+
+
+def _refuse_path_name(path, node, lib: str) -> None:
+    """A DT_NEEDED name with a ``/`` is not searched by ld.so (glibc and musl open
+    it as given, relative to the process's current directory), so no library in
+    ``<name>.libs/`` can stand for it, and a grafted copy would be written under
+    that path (``../../usr/lib/...``), outside the wheel's directories.  Refuse it."""
+    if "/" in lib:
+        who = node.path or node.chain[0]
+        raise RepairError(f"{path}: {who} needs {lib!r} (DT_NEEDED), a path rather than a "
+                          "library name: ld.so opens it relative to the current directory "
+                          "and never searches for it, so it cannot be grafted; relink "
+                          "against the library's SONAME, or --exclude it")
 
 
 def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:

@@ -70,7 +70,10 @@ def retag_wheel(path, out_dir, plats, *, compresslevel=6) -> str:
                                "output directory (-w)")
     _stem, py, abi, _old = split_wheel_name(name)
     tags = [f"{p}-{a}-{pl}" for p in py for a in abi for pl in plats]
-    os.makedirs(out_dir, exist_ok=True)
     with WheelReader(path) as reader:
-        rewrite_wheel(reader, out, wheel_tags=tags, compresslevel=compresslevel)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            rewrite_wheel(reader, out, wheel_tags=tags, compresslevel=compresslevel)
+        except OSError as e:      # -w is a file, the name is a directory, no permission
+            raise WheelError(path, f"cannot write {out}: {e.strerror or e}") from None
     return out

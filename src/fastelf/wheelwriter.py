@@ -10,15 +10,19 @@ so a failure never leaves a half-written wheel and the input is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import os
+import signal
 import struct
 import tempfile
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 from .errors import WheelError
 from .record import b64_digest, record_files
@@ -42,6 +46,51 @@ def reproducible_date_time():
     except ValueError:
         raise WheelError("SOURCE_DATE_EPOCH", f"not an integer: {epoch!r}") from None
     return time.gmtime(t)[:6]
+
+
+class _Terminated(BaseException):
+    """A terminating signal arrived while a ``.whl.part`` file existed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_DYING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _dying_signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise _Terminated instead of ending
+    the process at once, so the temporary file is removed on the way out; then
+    the old handlers are restored and the signal is sent again, and the process
+    dies of it as it would have (same exit status for the parent to see).
+
+    Only signals left at their default action are taken over, and only in the
+    main thread (the only one Python lets set handlers): a program that handles
+    them itself keeps its own handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+
+    def handler(signum, _frame):
+        raise _Terminated(signum)
+
+    for sig in _DYING_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    except _Terminated as e:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        old = {}
+        os.kill(os.getpid(), e.signum)
+        raise                     # only reached if the signal is blocked
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _dos(date_time):
@@ -132,20 +181,21 @@ class WheelWriter:
         self._compress_pending()
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastelf-", suffix=".whl.part", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                self._write_zip(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
+        with _dying_signals_raise():
+            fd, tmp = tempfile.mkstemp(prefix=".fastelf-", suffix=".whl.part", dir=directory)
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+                with os.fdopen(fd, "wb") as f:
+                    self._write_zip(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                raise
 
     def _write_zip(self, f):
         pos = 0
@@ -217,7 +267,11 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     dropped = record_files(info) | remove
     if wheel_tags is not None:
         wheel_name = f"{info}/WHEEL"
-        replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
+        try:
+            replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
+        except UnicodeDecodeError as e:
+            raise WheelError(reader.path, f"{wheel_name} is not UTF-8 text (byte {e.start}); "
+                                          "cannot rewrite its Tag lines") from None
     clash = (set(add) & set(names)) - dropped
     if clash:
         raise WheelError(reader.path, f"cannot add members that exist: {sorted(clash)}")
