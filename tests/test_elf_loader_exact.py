@@ -433,3 +433,34 @@ def test_dynamic_entries_past_p_filesz_are_read(victim, tmp_path, too_new):
     assert err and "GLIBC_9.99" in err
     assert "GLIBC_9.99" in parse_both(bytes(data)).version_needs["libc.so.6"]
     assert manylinux_tags(tmp_path, bytes(data)) == []
+
+
+def test_isa_note_is_read_at_its_address_not_its_offset(tmp_path):
+    """glibc reads PT_GNU_PROPERTY/PT_NOTE at p_vaddr (_dl_process_pt_gnu_property):
+    a decoy note at p_offset saying "baseline" cannot hide an x86-64-v4 need."""
+    lib = eb.need(eb.compile_c(tmp_path, "libisa4.so", _VICTIM_C, libs=["-lm"],
+                               args=["-Wl,-z,x86-64-v4"]), "gcc")
+    assert "x86 ISA needed: x86-64-v4" in _readelf("-n", lib)
+    data = bytearray(lib.read_bytes())
+    phoff, phdrs = program_headers(lib)
+    prop = next(p for p in phdrs if p.type == "GNU_PROPERTY")
+    note = bytes(data[prop.offset:prop.offset + prop.filesz])
+    # namesz, descsz, type, "GNU\0", then the property: type, datasz, value
+    assert note[12:16] == b"GNU\0" and struct.unpack_from("<II", note, 16) == (0xC0008002, 4)
+    decoy = bytearray(note)
+    struct.pack_into("<I", decoy, 24, 1)          # x86-64 baseline
+    while len(data) % 8:
+        data.append(0)
+    at = len(data)
+    data += decoy
+    for p in phdrs:
+        if p.offset == prop.offset and p.type in ("NOTE", "GNU_PROPERTY"):
+            set_phdr(data, phoff, p.index, offset=at)
+    path = write(tmp_path, "isa-decoy.so", data)
+    # the loader treats both files alike (both load on a v4 CPU, both fail on others)
+    assert (dlopen(lib) is None) == (dlopen(path) is None)
+    assert fastelf.parse_elf(lib.read_bytes()).x86_isa_level == 4
+    assert parse_both(bytes(data)).x86_isa_level == 4
+
+    wheel = build_wheel(tmp_path / "wheels", {MEMBER: bytes(data)}, name="victim")
+    assert audit_wheel(wheel).policies[0].isa == {MEMBER: 4}

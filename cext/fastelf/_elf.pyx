@@ -465,21 +465,46 @@ cdef bint _segments(Ctx *c, Parsed *r, uint64_t phoff, uint32_t phnum) noexcept 
     return 1
 
 
+cdef bint _note_place(Ctx *c, Parsed *r, Seg *s, uint64_t *off, uint64_t *size) noexcept nogil:
+    """Where the loader reads note segment ``s``: glibc (_dl_process_pt_note,
+    _dl_process_pt_gnu_property) reads p_memsz bytes at p_vaddr in the mapped
+    image, so the bytes are those a PT_LOAD maps there, up to the end of its
+    file bytes.  A note no PT_LOAD maps (the loader would read unmapped
+    memory) is read at p_offset, for p_filesz bytes.
+    """
+    cdef Seg *t
+    cdef uint64_t room
+    if not _load_at(c, r, s.p_vaddr, &t):
+        return 0
+    if t == NULL:
+        off[0] = s.p_offset
+        size[0] = s.p_filesz
+        return 1
+    off[0] = s.p_vaddr - t.p_vaddr + t.p_offset
+    room = t.p_filesz - (s.p_vaddr - t.p_vaddr)
+    size[0] = s.p_memsz if s.p_memsz < room else room
+    return 1
+
+
 cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
     """Scan one note segment for the x86 ISA_1_NEEDED GNU property.
 
     As in the gABI (and glibc's ELF_NOTE_DESC_OFFSET/ELF_NOTE_NEXT_OFFSET),
     the descriptor and the next note start at offsets aligned relative to the
     start of the note; every step is checked to stay inside the segment.
+    Every property found is or-ed in: glibc reads one note (the last
+    PT_GNU_PROPERTY or PT_NOTE holding one), so the union is never less.
     """
-    cdef uint64_t off = s.p_offset, end, namesz, descsz, ntype, desc, dend, p, step
+    cdef uint64_t off, size, end, namesz, descsz, ntype, desc, dend, p, step
     cdef uint64_t align = 8 if s.p_align == 8 else 4
     cdef uint64_t palign = 8 if c.is64 else 4
     cdef uint32_t prtype, prsz
-    if not _have(c, s.p_offset, s.p_filesz, "note segment"):
+    if not _note_place(c, r, s, &off, &size):
         return 0
-    _touch(r, s.p_offset + s.p_filesz)
-    end = s.p_offset + s.p_filesz
+    if not _have(c, off, size, "note segment"):
+        return 0
+    _touch(r, off + size)
+    end = off + size
     while off < end and end - off >= 12:
         namesz = _u32(c.p + off, c.le)
         descsz = _u32(c.p + off + 4, c.le)
@@ -501,7 +526,7 @@ cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
                     break
                 if prtype == GNU_PROPERTY_X86_ISA_1_NEEDED and prsz == 4:
                     r.has_isa = 1
-                    r.isa_needed = _u32(c.p + p, c.le)
+                    r.isa_needed |= _u32(c.p + p, c.le)
                 step = (prsz + palign - 1) & ~(palign - 1)
                 if step > dend - p:
                     break
@@ -1010,20 +1035,25 @@ cdef bint _request(Ctx *c, Parsed *r, Seg *dyn) noexcept nogil:
     """Ask at once for every segment's bytes that will be read, so a caller
     feeding a prefix learns the full extent in one round trip.
 
-    What is requested counts as used, even a note segment left unread once
-    the ISA property is found: a prefix of bytes_used bytes must parse.  The
-    dynamic entries are asked for where the loader reads them (see
-    _dynamic_place), for p_filesz bytes.
+    What is requested counts as used: a prefix of bytes_used bytes must
+    parse.  Notes and the dynamic entries are asked for where the loader
+    reads them (see _note_place and _dynamic_place).
     """
     cdef uint32_t i
-    cdef uint64_t size
+    cdef uint64_t off, size
     cdef bint ok = 1
     for i in range(r.nsegs):
-        if r.segs[i].p_type in (PT_INTERP, PT_NOTE, PT_GNU_PROPERTY):
-            if _have(c, r.segs[i].p_offset, r.segs[i].p_filesz, "segment"):
-                _touch(r, r.segs[i].p_offset + r.segs[i].p_filesz)
-            else:
-                ok = 0
+        off = r.segs[i].p_offset
+        size = r.segs[i].p_filesz
+        if r.segs[i].p_type == PT_NOTE or r.segs[i].p_type == PT_GNU_PROPERTY:
+            if not _note_place(c, r, &r.segs[i], &off, &size):
+                return 0
+        elif r.segs[i].p_type != PT_INTERP:
+            continue
+        if _have(c, off, size, "segment"):
+            _touch(r, off + size)
+        else:
+            ok = 0
     if r.dyn_mapped:
         size = dyn.p_filesz
         if size > r.dyn_end - r.dyn_off:
@@ -1058,7 +1088,7 @@ cdef bint _program(Ctx *c, Parsed *r) noexcept nogil:
         elif r.segs[i].p_type == PT_GNU_STACK:
             r.exec_stack = 1 if (r.segs[i].p_flags & 1) else 0
         elif r.segs[i].p_type == PT_NOTE or r.segs[i].p_type == PT_GNU_PROPERTY:
-            if not r.has_isa and not _notes(c, r, &r.segs[i]):
+            if not _notes(c, r, &r.segs[i]):
                 return 0
     return 1
 
