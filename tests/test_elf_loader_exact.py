@@ -190,6 +190,12 @@ def set_phdr(data: bytearray, phoff: int, index: int, **fields):
         struct.pack_into("<" + fmt, data, phoff + 56 * index + at, value)
 
 
+def spare_after(phdrs: list[Phdr], index: int) -> Phdr:
+    """A program header after ``index`` that loading does without (to reuse)."""
+    return next(p for p in phdrs if p.index > index
+                and p.type in ("NOTE", "GNU_EH_FRAME", "GNU_RELRO"))
+
+
 def append_decoy_dynamic(data: bytearray, path, size: int) -> int:
     """Append a copy of the dynamic section without DT_VERNEED/DT_VERNEEDNUM
     (turned into DT_DEBUG), padded with DT_NULL to ``size`` bytes: a table
@@ -330,7 +336,7 @@ def test_the_last_pt_dynamic_is_the_one_loaded(victim, tmp_path, too_new):
     data, _need = too_new
     phoff, phdrs = program_headers(victim)
     real = next(p for p in phdrs if p.type == "DYNAMIC")
-    spare = next(p for p in phdrs if p.type == "NOTE" and p.index > real.index)
+    spare = spare_after(phdrs, real.index)
     decoy = append_decoy_dynamic(data, victim, real.filesz)
     set_phdr(data, phoff, real.index, offset=decoy, vaddr=decoy, paddr=decoy)
     set_phdr(data, phoff, spare.index, type=PT_DYNAMIC, flags=6, offset=real.offset,
@@ -473,9 +479,102 @@ def test_later_pt_load_zero_filling_the_dynamic_section_is_refused(victim):
     data = bytearray(victim.read_bytes())
     phoff, phdrs = program_headers(victim)
     real = next(p for p in phdrs if p.type == "DYNAMIC")
-    spare = next(p for p in phdrs if p.type == "NOTE" and p.index > real.index)
+    spare = spare_after(phdrs, real.index)
     page = real.vaddr & ~0xFFF
     set_phdr(data, phoff, spare.index, type=1, flags=6, offset=real.offset & ~0xFFF,
              vaddr=page, paddr=page, filesz=0, memsz=0x1000, align=0x1000)
     with pytest.raises(ElfError, match="inconsistent ELF: two PT_LOAD segments map different"):
         fastelf.parse_elf(bytes(data))
+
+
+# ------------------------------------------------------------- musl's loader
+
+_DLOPEN_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    if (!dlopen(argv[1], RTLD_NOW)) { printf("%s\n", dlerror()); return 3; }
+    return 0;
+}
+"""
+_MUSL_VICTIM_C = r"""
+#include <string.h>
+extern int stub(void);
+void *victim_copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }
+int victim_stub(void) { return stub(); }
+"""
+MUSL_LOADER = "/lib/ld-musl-x86_64.so.1"
+
+
+class MuslKit(NamedTuple):
+    dlopen: Path      # a musl program that dlopens argv[1] with RTLD_NOW
+    stubdir: Path     # holds libstub.so, which the victim needs
+    victim: Path      # NEEDED libstub.so and libc.so; DT_HASH only (--hash-style=sysv)
+
+
+@pytest.fixture(scope="module")
+def musl(tmp_path_factory) -> MuslKit:
+    if not os.path.exists(MUSL_LOADER):
+        pytest.skip("musl's loader is not installed")
+    d = tmp_path_factory.mktemp("loader-exact-musl")
+    exe = eb.need(eb.compile_c(d, "dlopen", _DLOPEN_C, cc="musl", shared=False), "musl-gcc")
+    stub = eb.compile_c(d / "stub", "libstub.so", "int stub(void) { return 1; }\n", cc="musl")
+    victim = eb.compile_c(d, "libmuslvictim.so", _MUSL_VICTIM_C, cc="musl",
+                          args=["-Wl,--hash-style=sysv"], libs=[f"-L{stub.parent}", "-lstub"])
+    return MuslKit(exe, stub.parent, victim)
+
+
+def musl_dlopen(kit: MuslKit, path, with_stub: bool = True) -> str | None:
+    """None when musl's loader loads ``path``; else its error."""
+    env = dict(os.environ, LD_LIBRARY_PATH=str(kit.stubdir) if with_stub else "")
+    proc = subprocess.run([str(kit.dlopen), str(path)], capture_output=True, text=True,
+                          timeout=60, env=env, check=False)
+    assert proc.returncode in (0, 3), proc.stderr
+    return None if proc.returncode == 0 else proc.stdout.strip()
+
+
+def test_musl_reads_the_last_pt_dynamic_at_its_address(musl, tmp_path):
+    """musl's map_library keeps the last PT_DYNAMIC and reads it at p_vaddr: a
+    decoy table without DT_NEEDED libstub.so (first, and at p_offset) hides nothing."""
+    assert musl_dlopen(musl, musl.victim) is None
+    assert "libstub.so" in musl_dlopen(musl, musl.victim, with_stub=False)
+    for variant in ("two-dynamic", "offset"):
+        data = bytearray(musl.victim.read_bytes())
+        phoff, phdrs = program_headers(musl.victim)
+        real = next(p for p in phdrs if p.type == "DYNAMIC")
+        at = dynamic_offset(musl.victim)
+        entries = dynamic_entries(data, at)
+        k = entries.index((1, next(v for t, v in entries if t == 1)))   # the first DT_NEEDED
+        decoy = append_decoy_dynamic(data, musl.victim, real.filesz)
+        struct.pack_into("<qQ", data, decoy + 16 * k, DT_DEBUG, 0)       # drop libstub.so
+        if variant == "offset":
+            set_phdr(data, phoff, real.index, offset=decoy)
+        else:
+            spare = spare_after(phdrs, real.index)
+            set_phdr(data, phoff, real.index, offset=decoy, vaddr=decoy, paddr=decoy)
+            set_phdr(data, phoff, spare.index, type=PT_DYNAMIC, flags=6, offset=real.offset,
+                     vaddr=real.vaddr, paddr=real.vaddr, filesz=real.filesz,
+                     memsz=real.memsz, align=8)
+        path = write(tmp_path, f"musl-{variant}.so", data)
+        err = musl_dlopen(musl, path, with_stub=False)
+        assert err and "libstub.so" in err, variant
+        assert musl_dlopen(musl, path) is None, variant
+        assert "libstub.so" in parse_both(bytes(data)).needed, variant
+
+
+def test_musl_resolves_symbols_past_dt_hash_nchain(musl, tmp_path):
+    """musl's do_relocs looks up the symbol a relocation names by index, past nchain."""
+    data = bytearray(musl.victim.read_bytes())
+    index = _shrink_nchain(musl.victim, data, "memcpy")
+    assert musl_dlopen(musl, write(tmp_path, "musl-nchain.so", data)) is None
+    elf = parse_both(bytes(data))
+    assert elf.symbol_count > index
+    assert {"memcpy", "stub"} <= {i[0] for i in elf.imports}
+
+    name = struct.unpack_from("<I", data, section_offset(musl.victim, ".dynsym") + 24 * index)[0]
+    at = section_offset(musl.victim, ".dynstr") + name
+    assert data[at:at + 7] == b"memcpy\0"
+    data[at:at + 6] = b"memcpz"
+    err = musl_dlopen(musl, write(tmp_path, "musl-nchain-memcpz.so", data))
+    assert err and "memcpz" in err
+    assert "memcpz" in {i[0] for i in parse_both(bytes(data)).imports}
