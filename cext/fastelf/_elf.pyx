@@ -8,6 +8,15 @@ consulted when the dynamic section gives no way to count the symbols, so
 stripped files work.  Every offset and count is checked against the buffer;
 a malformed file raises ``ElfError``.
 
+It reads what glibc's and musl's loaders read, never less: the last
+PT_DYNAMIC, at its address through the PT_LOADs (as are notes), up to
+DT_NULL; version chains by their next links (vn_cnt, DT_VERNEEDNUM and
+DT_VERDEFNUM are not trusted); as many symbols as the largest of the hash
+tables' counts and the highest symbol index a relocation names.  Where the
+readers of a file would disagree (a table tag repeated with another value,
+a later PT_LOAD zero-filling an address) it raises ``ElfError`` with a
+message starting "inconsistent ELF:".
+
 The buffer may be a prefix of the file: pass the real ``file_size`` and the
 parser raises ``ElfNeedMore`` (with ``.needed``, the byte count required)
 when a structure lies past the end of the prefix.  Callers that inflate a
