@@ -214,13 +214,19 @@ def append_decoy_dynamic(data: bytearray, path, size: int) -> int:
 
 # ------------------------------------------------------------- the oracles
 
+def _oracle_env() -> dict:
+    """The environment for a loader oracle: without LD_PRELOAD (tests/sanitize.sh
+    preloads glibc's ASan runtime, which musl's loader cannot load)."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def dlopen(path) -> str | None:
     """None when the host's loader loads ``path`` (ctypes: dlopen with RTLD_NOW); else its error."""
     code = ("import ctypes, sys\n"
             "try:\n    ctypes.CDLL(sys.argv[1])\n"
             "except OSError as e:\n    print(e)\n    sys.exit(3)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120, check=False)
+                          text=True, timeout=120, check=False, env=_oracle_env())
     assert proc.returncode in (0, 3), proc.stderr     # a crash is not an answer
     return None if proc.returncode == 0 else proc.stdout.strip()
 
@@ -526,7 +532,7 @@ def musl(tmp_path_factory) -> MuslKit:
 
 def musl_dlopen(kit: MuslKit, path, with_stub: bool = True) -> str | None:
     """None when musl's loader loads ``path``; else its error."""
-    env = dict(os.environ, LD_LIBRARY_PATH=str(kit.stubdir) if with_stub else "")
+    env = dict(_oracle_env(), LD_LIBRARY_PATH=str(kit.stubdir) if with_stub else "")
     proc = subprocess.run([str(kit.dlopen), str(path)], capture_output=True, text=True,
                           timeout=60, env=env, check=False)
     assert proc.returncode in (0, 3), proc.stderr
