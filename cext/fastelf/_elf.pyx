@@ -8,6 +8,15 @@ consulted when the dynamic section gives no way to count the symbols, so
 stripped files work.  Every offset and count is checked against the buffer;
 a malformed file raises ``ElfError``.
 
+It reads what glibc's and musl's loaders read, never less: the last
+PT_DYNAMIC, at its address through the PT_LOADs (as are notes), up to
+DT_NULL; version chains by their next links (vn_cnt, DT_VERNEEDNUM and
+DT_VERDEFNUM are not trusted); as many symbols as the largest of the hash
+tables' counts and the highest symbol index a relocation names.  Where the
+readers of a file would disagree (a table tag repeated with another value,
+a later PT_LOAD zero-filling an address) it raises ``ElfError`` with a
+message starting "inconsistent ELF:".
+
 The buffer may be a prefix of the file: pass the real ``file_size`` and the
 parser raises ``ElfNeedMore`` (with ``.needed``, the byte count required)
 when a structure lies past the end of the prefix.  Callers that inflate a
@@ -84,6 +93,27 @@ cdef extern from *:
     const uint64_t GNU_PROPERTY_X86_ISA_1_NEEDED "FE_GNU_PROPERTY_X86_ISA_1_NEEDED"
     const uint64_t MAX_PHNUM "FE_MAX_PHNUM"
     const uint64_t MAX_DYN "FE_MAX_DYN"
+
+
+# Relocation tags: the loader looks symbols up by the index a relocation names,
+# so these tables bound the symbol table too (see _reloc_symbols).
+cdef extern from *:
+    """
+    #define FE_DT_PLTRELSZ (2)
+    #define FE_DT_RELA (7)
+    #define FE_DT_RELASZ (8)
+    #define FE_DT_REL (17)
+    #define FE_DT_RELSZ (18)
+    #define FE_DT_PLTREL (20)
+    #define FE_DT_JMPREL (23)
+    """
+    const uint64_t DT_PLTRELSZ "FE_DT_PLTRELSZ"
+    const uint64_t DT_RELA "FE_DT_RELA"
+    const uint64_t DT_RELASZ "FE_DT_RELASZ"
+    const uint64_t DT_REL "FE_DT_REL"
+    const uint64_t DT_RELSZ "FE_DT_RELSZ"
+    const uint64_t DT_PLTREL "FE_DT_PLTREL"
+    const uint64_t DT_JMPREL "FE_DT_JMPREL"
 
 
 
@@ -197,14 +227,20 @@ cdef struct Parsed:
     int64_t interp_off
     uint64_t interp_len
     bint has_dynamic
+    bint dyn_mapped      # the dynamic entries lie in the file, from dyn_off
+    bint dyn_zero_tail   # ... and the PT_LOAD holding them zero-fills past dyn_end
+    uint64_t dyn_off
+    uint64_t dyn_end     # where that PT_LOAD's file bytes end
     bint has_strtab
     uint64_t strtab
     uint64_t strsz
     bint has_symtab
-    uint64_t symtab
+    uint64_t symtab_a    # DT_SYMTAB (an address)
+    uint64_t symtab      # its file offset, once the symbol count is known
     uint64_t syment
     uint64_t nsyms
     bint has_versym
+    uint64_t versym_a
     uint64_t versym
     Ver *vers
     uint64_t nvers
@@ -224,16 +260,83 @@ cdef inline void _touch(Parsed *r, uint64_t end) noexcept nogil:
         r.used = end
 
 
+cdef inline bint _covers(Seg *t, uint64_t addr) noexcept nogil:
+    """True when PT_LOAD ``t`` occupies ``addr`` in memory (p_vaddr up to
+    p_vaddr + p_memsz, its file bytes then its zero-filled tail)."""
+    cdef uint64_t span = t.p_memsz if t.p_memsz > t.p_filesz else t.p_filesz
+    return t.p_vaddr <= addr and addr - t.p_vaddr < span
+
+
+cdef bint _load_at(Ctx *c, Parsed *r, uint64_t addr, Seg **out) noexcept nogil:
+    """The PT_LOAD whose file bytes the loader maps at ``addr`` (``out``; NULL
+    when none covers it).
+
+    glibc (_dl_map_segments) and musl (map_library) map the PT_LOADs in
+    program header order, each over the ones before it, and zero-fill each
+    one's p_memsz past its p_filesz.  So the last PT_LOAD whose file bytes
+    hold ``addr`` provides them, unless a later one's zero-filled tail covers
+    ``addr``: False then (an error).  Only the segments' own extents are
+    compared, not the whole pages the loader maps them in: the page size is
+    the kernel's (4 to 64 KiB), and files whose first PT_LOAD was stretched
+    over a later segment's first page (as the hostile-input tests craft) stay
+    readable.
+    """
+    cdef uint32_t i, k = 0
+    cdef Seg *s = NULL
+    cdef Seg *t
+    out[0] = NULL
+    for i in range(r.nsegs):
+        t = &r.segs[i]
+        if t.p_type == PT_LOAD and t.p_vaddr <= addr and addr - t.p_vaddr < t.p_filesz:
+            s = t
+            k = i
+    if s == NULL:
+        return 1
+    for i in range(k + 1, r.nsegs):
+        # a later PT_LOAD reaching addr does so with its zero-filled tail
+        if r.segs[i].p_type == PT_LOAD and _covers(&r.segs[i], addr):
+            return _fail(c, E_FORMAT, "inconsistent ELF: two PT_LOAD segments map different "
+                         "bytes at one address (a later one zero-fills it)", addr)
+    out[0] = s
+    return 1
+
+
+cdef Seg *_load_for(Ctx *c, Parsed *r, uint64_t addr) noexcept nogil:
+    """The PT_LOAD mapping ``addr``, or NULL with the error recorded."""
+    cdef Seg *s
+    if not _load_at(c, r, addr, &s):
+        return NULL
+    if s == NULL:
+        _fail(c, E_FORMAT, "address not covered by any PT_LOAD segment", addr)
+    return s
+
+
 cdef bint _vaddr_to_off(Ctx *c, Parsed *r, uint64_t addr, uint64_t *off) noexcept nogil:
     """Map a virtual address to a file offset through the PT_LOAD segments."""
-    cdef uint32_t i
-    cdef Seg *s
-    for i in range(r.nsegs):
-        s = &r.segs[i]
-        if s.p_type == PT_LOAD and s.p_vaddr <= addr and addr - s.p_vaddr < s.p_filesz:
-            off[0] = addr - s.p_vaddr + s.p_offset
-            return 1
-    return _fail(c, E_FORMAT, "address not covered by any PT_LOAD segment", addr)
+    cdef Seg *s = _load_for(c, r, addr)
+    if s == NULL:
+        return 0
+    off[0] = addr - s.p_vaddr + s.p_offset
+    return 1
+
+
+cdef bint _map(Ctx *c, Parsed *r, uint64_t addr, uint64_t size, const char *past,
+               uint64_t *off, uint64_t *end) noexcept nogil:
+    """File offset of the ``size`` bytes the loader reads at ``addr``.
+
+    They must all be file bytes of one PT_LOAD (``past`` is the error when
+    they are not: the loader would read other memory than the file's next
+    bytes).  ``end`` receives where that segment's file bytes end, for chains
+    of entries that must stay inside it.
+    """
+    cdef Seg *s = _load_for(c, r, addr)
+    if s == NULL:
+        return 0
+    if size > s.p_filesz - (addr - s.p_vaddr):
+        return _fail(c, E_FORMAT, past, addr)
+    off[0] = addr - s.p_vaddr + s.p_offset
+    end[0] = s.p_offset + s.p_filesz
+    return 1
 
 
 cdef bint _cstr(Ctx *c, Parsed *r, uint64_t idx, const char **out, Py_ssize_t *length) noexcept nogil:
@@ -373,21 +476,46 @@ cdef bint _segments(Ctx *c, Parsed *r, uint64_t phoff, uint32_t phnum) noexcept 
     return 1
 
 
+cdef bint _note_place(Ctx *c, Parsed *r, Seg *s, uint64_t *off, uint64_t *size) noexcept nogil:
+    """Where the loader reads note segment ``s``: glibc (_dl_process_pt_note,
+    _dl_process_pt_gnu_property) reads p_memsz bytes at p_vaddr in the mapped
+    image, so the bytes are those a PT_LOAD maps there, up to the end of its
+    file bytes.  A note no PT_LOAD maps (the loader would read unmapped
+    memory) is read at p_offset, for p_filesz bytes.
+    """
+    cdef Seg *t
+    cdef uint64_t room
+    if not _load_at(c, r, s.p_vaddr, &t):
+        return 0
+    if t == NULL:
+        off[0] = s.p_offset
+        size[0] = s.p_filesz
+        return 1
+    off[0] = s.p_vaddr - t.p_vaddr + t.p_offset
+    room = t.p_filesz - (s.p_vaddr - t.p_vaddr)
+    size[0] = s.p_memsz if s.p_memsz < room else room
+    return 1
+
+
 cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
     """Scan one note segment for the x86 ISA_1_NEEDED GNU property.
 
     As in the gABI (and glibc's ELF_NOTE_DESC_OFFSET/ELF_NOTE_NEXT_OFFSET),
     the descriptor and the next note start at offsets aligned relative to the
     start of the note; every step is checked to stay inside the segment.
+    Every property found is or-ed in: glibc reads one note (the last
+    PT_GNU_PROPERTY or PT_NOTE holding one), so the union is never less.
     """
-    cdef uint64_t off = s.p_offset, end, namesz, descsz, ntype, desc, dend, p, step
+    cdef uint64_t off, size, end, namesz, descsz, ntype, desc, dend, p, step
     cdef uint64_t align = 8 if s.p_align == 8 else 4
     cdef uint64_t palign = 8 if c.is64 else 4
     cdef uint32_t prtype, prsz
-    if not _have(c, s.p_offset, s.p_filesz, "note segment"):
+    if not _note_place(c, r, s, &off, &size):
         return 0
-    _touch(r, s.p_offset + s.p_filesz)
-    end = s.p_offset + s.p_filesz
+    if not _have(c, off, size, "note segment"):
+        return 0
+    _touch(r, off + size)
+    end = off + size
     while off < end and end - off >= 12:
         namesz = _u32(c.p + off, c.le)
         descsz = _u32(c.p + off + 4, c.le)
@@ -409,7 +537,7 @@ cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
                     break
                 if prtype == GNU_PROPERTY_X86_ISA_1_NEEDED and prsz == 4:
                     r.has_isa = 1
-                    r.isa_needed = _u32(c.p + p, c.le)
+                    r.isa_needed |= _u32(c.p + p, c.le)
                 step = (prsz + palign - 1) & ~(palign - 1)
                 if step > dend - p:
                     break
@@ -418,28 +546,64 @@ cdef bint _notes(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
     return 1
 
 
-cdef bint _dynamic(Ctx *c, Parsed *r, Seg *s) noexcept nogil:
-    cdef uint64_t entsz = 16 if c.is64 else 8
-    cdef uint64_t count = s.p_filesz // entsz
-    cdef uint64_t i, tag
-    cdef const uint8_t *q
-    if count > MAX_DYN:
-        return _fail(c, E_LIMIT, "dynamic section has too many entries", s.p_offset)
-    if not _have(c, s.p_offset, count * entsz, "dynamic section"):
+cdef bint _dynamic_place(Ctx *c, Parsed *r, Seg *d) noexcept nogil:
+    """Find where the loader reads the entries of PT_DYNAMIC ``d``.
+
+    glibc (_dl_map_object_from_fd) and musl (map_library) read them at
+    p_vaddr in the mapped image, never at p_offset.  A PT_DYNAMIC with
+    p_filesz 0 (as objcopy --only-keep-debug leaves) whose address no
+    PT_LOAD maps has no entries.
+    """
+    cdef Seg *s
+    if not _load_at(c, r, d.p_vaddr, &s):
         return 0
-    _touch(r, s.p_offset + count * entsz)
+    if s == NULL:
+        if d.p_filesz == 0:
+            return 1
+        return _fail(c, E_FORMAT, "PT_DYNAMIC address not covered by any PT_LOAD segment",
+                     d.p_vaddr)
+    r.dyn_mapped = 1
+    r.dyn_off = d.p_vaddr - s.p_vaddr + s.p_offset
+    r.dyn_end = s.p_offset + s.p_filesz
+    r.dyn_zero_tail = s.p_memsz > s.p_filesz
+    return 1
+
+
+cdef bint _dynamic(Ctx *c, Parsed *r) noexcept nogil:
+    """Read the dynamic entries up to DT_NULL, as both loaders do.
+
+    p_filesz does not bound them: the loaders stop at DT_NULL only.  Past the
+    end of the PT_LOAD's file bytes lies its zero-filled tail (which ends the
+    table) or memory the file does not describe (refused).
+    """
+    cdef uint64_t entsz = 16 if c.is64 else 8
+    cdef uint64_t off = r.dyn_off, count = 0, i
+    cdef bint ended = 0
+    cdef const uint8_t *q
+    r.has_dynamic = 1
+    if r.dyn_mapped:
+        while r.dyn_end - off >= entsz:
+            if not _have(c, off, entsz, "dynamic section"):
+                return 0
+            if _word(c, c.p + off) == DT_NULL:
+                ended = 1
+                break
+            count += 1
+            if count > MAX_DYN:
+                return _fail(c, E_LIMIT, "dynamic section has too many entries", r.dyn_off)
+            off += entsz
+        if not ended and not (r.dyn_zero_tail and off == r.dyn_end):
+            return _fail(c, E_FORMAT, "inconsistent ELF: the dynamic section has no DT_NULL "
+                         "inside its PT_LOAD segment", r.dyn_off)
+        _touch(r, off + entsz if ended else off)
     r.dyn = <uint64_t *>malloc((count + 1) * 2 * sizeof(uint64_t))
     if r.dyn == NULL:
-        return _fail(c, E_LIMIT, "out of memory for dynamic section", s.p_offset)
-    r.has_dynamic = 1
+        return _fail(c, E_LIMIT, "out of memory for dynamic section", r.dyn_off)
     for i in range(count):
-        q = c.p + s.p_offset + i * entsz
-        tag = _word(c, q)
-        if tag == DT_NULL:
-            break
-        r.dyn[2 * r.ndyn] = tag
-        r.dyn[2 * r.ndyn + 1] = _word(c, q + entsz // 2)
-        r.ndyn += 1
+        q = c.p + r.dyn_off + i * entsz
+        r.dyn[2 * i] = _word(c, q)
+        r.dyn[2 * i + 1] = _word(c, q + entsz // 2)
+    r.ndyn = count
     return 1
 
 
@@ -546,23 +710,38 @@ cdef bint _too_long(Ctx *c, const char *msg, uint64_t off, uint64_t want) noexce
     return _fail(c, E_FORMAT, msg, off)
 
 
-cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
-    cdef uint64_t steps = 0, budget = c.n // 16 + 1, aux, k
-    cdef uint32_t cnt, next_, anext
+cdef inline bint _inside(Ctx *c, uint64_t off, uint64_t size, uint64_t end,
+                         const char *past, const char *what) noexcept nogil:
+    """[off, off+size) ends by ``end`` (the file bytes of the PT_LOAD a chain
+    started in: beyond them the loader reads other memory), and is in the buffer."""
+    if off > end or end - off < size:
+        return _fail(c, E_FORMAT, past, off)
+    return _have(c, off, size, what)
+
+
+cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t end) noexcept nogil:
+    """Every version need, found as glibc's _dl_check_map_versions finds them.
+
+    glibc follows vn_next and vna_next until they are 0 and reads at least
+    the first vernaux of each entry; it ignores DT_VERNEEDNUM and vn_cnt, so
+    they are ignored here too (a smaller count must not hide a need).
+    """
+    cdef uint64_t steps = 0, budget = c.n // 16 + 1, aux
+    cdef uint32_t next_, anext
     cdef uint64_t vn_file
-    for k in range(num):
-        if not _have(c, off, 16, "verneed entry"):
+    cdef const char *past = "inconsistent ELF: the version needs run past their PT_LOAD segment"
+    while True:
+        if not _inside(c, off, 16, end, past, "verneed entry"):
             return 0
         _touch(r, off + 16)
-        cnt = _u16(c.p + off + 2, c.le)
         vn_file = _u32(c.p + off + 4, c.le)
         aux = off + _u32(c.p + off + 8, c.le)
         next_ = _u32(c.p + off + 12, c.le)
-        for _ in range(cnt):
+        while True:
             steps += 1
             if steps > budget:
                 return _too_long(c, "verneed chain loops", off, 16 * steps)
-            if not _have(c, aux, 16, "vernaux entry"):
+            if not _inside(c, aux, 16, end, past, "vernaux entry"):
                 return 0
             _touch(r, aux + 16)
             if not _push_ver(c, r, _u16(c.p + aux + 6, c.le) & 0x7fff,
@@ -584,23 +763,26 @@ cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil
     return 1
 
 
-cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
-    cdef uint64_t steps = 0, budget = c.n // 20 + 1, k
+cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t end) noexcept nogil:
+    """Every version definition, following vd_next until 0 as glibc does
+    (DT_VERDEFNUM is ignored, like the loader); the name is the first verdaux."""
+    cdef uint64_t steps = 0, budget = c.n // 20 + 1, aux
     cdef uint32_t next_
     cdef uint16_t flags, ndx, cnt
-    for k in range(num):
-        if not _have(c, off, 20, "verdef entry"):
+    cdef const char *past = "inconsistent ELF: the version definitions run past their PT_LOAD segment"
+    while True:
+        if not _inside(c, off, 20, end, past, "verdef entry"):
             return 0
         _touch(r, off + 20)
         flags = _u16(c.p + off + 2, c.le)
         ndx = _u16(c.p + off + 4, c.le)
         cnt = _u16(c.p + off + 6, c.le)
-        if cnt:
-            if not _have(c, off + _u32(c.p + off + 12, c.le), 8, "verdaux entry"):
+        if cnt or not (flags & 1):   # glibc names every non-base version by its verdaux
+            aux = off + _u32(c.p + off + 12, c.le)
+            if not _inside(c, aux, 8, end, past, "verdaux entry"):
                 return 0
-            _touch(r, off + _u32(c.p + off + 12, c.le) + 8)
-            if not _push_ver(c, r, ndx & 0x7fff,
-                             _u32(c.p + off + _u32(c.p + off + 12, c.le), c.le), -1,
+            _touch(r, aux + 8)
+            if not _push_ver(c, r, ndx & 0x7fff, _u32(c.p + aux, c.le), -1,
                              flags & 1):   # VER_FLG_BASE marks the file's own name
                 return 0
         next_ = _u32(c.p + off + 16, c.le)
@@ -617,24 +799,34 @@ cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t num) noexcept nogil:
 
 cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
                    Py_ssize_t nprefix, bint all_exports) noexcept nogil:
-    cdef uint64_t i, base, name
+    cdef uint64_t i, base, name, end
     cdef const uint8_t *q
     cdef uint16_t shndx
     cdef uint8_t info
     cdef Py_ssize_t j, slen
     cdef const char *s
-    if r.nsyms > c.max_symbols:
-        return _fail(c, E_LIMIT, "more dynamic symbols than the limit", r.symtab)
     if r.nsyms == 0:
         return 1
+    if not _vaddr_to_off(c, r, r.symtab_a, &r.symtab):
+        return 0
+    if r.nsyms > c.max_symbols:
+        return _fail(c, E_LIMIT, "more dynamic symbols than the limit", r.symtab)
     if r.syment < (24 if c.is64 else 16):
         return _fail(c, E_FORMAT, "bad DT_SYMENT", r.symtab)
     if r.nsyms > (c.fsize // r.syment) + 1:
         return _fail(c, E_FORMAT, "symbol table larger than the file", r.symtab)
+    if not _map(c, r, r.symtab_a, r.nsyms * r.syment,
+                "inconsistent ELF: the dynamic symbol table (as long as the hash tables "
+                "and relocations need) runs past its PT_LOAD segment", &r.symtab, &end):
+        return 0
     if not _have(c, r.symtab, r.nsyms * r.syment, "dynamic symbol table"):
         return 0
     _touch(r, r.symtab + r.nsyms * r.syment)
     if r.has_versym:
+        if not _map(c, r, r.versym_a, r.nsyms * 2,
+                    "inconsistent ELF: the version symbol table (an entry per dynamic "
+                    "symbol) runs past its PT_LOAD segment", &r.versym, &end):
+            return 0
         if not _have(c, r.versym, r.nsyms * 2, "version symbol table"):
             return 0
         _touch(r, r.versym + r.nsyms * 2)
@@ -674,131 +866,300 @@ cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
     return 1
 
 
-cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
-                 Py_ssize_t nprefix, bint all_exports) noexcept nogil:
-    cdef uint64_t phoff = 0, shoff = 0
-    cdef uint32_t phnum = 0, shnum = 0, shentsize = 0, i
-    cdef Seg *dyn = NULL
-    cdef uint64_t k, tag, val
-    cdef bint has_hash = 0, has_gnu_hash = 0, has_verneed = 0, has_verdef = 0
-    cdef uint64_t hash_a = 0, gnu_a = 0, verneed_a = 0, verdef_a = 0
-    cdef uint64_t verneednum = 0, verdefnum = 0, strtab_a = 0, symtab_a = 0, versym_a = 0
-    cdef uint64_t off
-    cdef bint ok = 1, hashed = 0, found = 0
-    cdef uint64_t starts[6]
+cdef enum:
+    T_STRTAB, T_STRSZ, T_SYMTAB, T_SYMENT, T_HASH, T_GNU_HASH, T_VERSYM, T_VERNEED,
+    T_VERDEF, T_RELA, T_RELASZ, T_REL, T_RELSZ, T_JMPREL, T_PLTRELSZ, T_PLTREL, T_NTAGS
 
-    if not _header(c, r, &phoff, &phnum, &shoff, &shnum, &shentsize):
+
+# The dynamic entries the reader uses, by T_* slot.
+cdef struct Tags:
+    uint64_t val[T_NTAGS]
+    bint seen[T_NTAGS]
+
+
+cdef int _slot(uint64_t tag) noexcept nogil:
+    if tag == DT_STRTAB: return T_STRTAB
+    if tag == DT_STRSZ: return T_STRSZ
+    if tag == DT_SYMTAB: return T_SYMTAB
+    if tag == DT_SYMENT: return T_SYMENT
+    if tag == DT_HASH: return T_HASH
+    if tag == DT_GNU_HASH: return T_GNU_HASH
+    if tag == DT_VERSYM: return T_VERSYM
+    if tag == DT_VERNEED: return T_VERNEED
+    if tag == DT_VERDEF: return T_VERDEF
+    if tag == DT_RELA: return T_RELA
+    if tag == DT_RELASZ: return T_RELASZ
+    if tag == DT_REL: return T_REL
+    if tag == DT_RELSZ: return T_RELSZ
+    if tag == DT_JMPREL: return T_JMPREL
+    if tag == DT_PLTRELSZ: return T_PLTRELSZ
+    if tag == DT_PLTREL: return T_PLTREL
+    return -1
+
+
+cdef const char *_twice(int slot) noexcept nogil:
+    if slot == T_STRTAB: return "inconsistent ELF: two DT_STRTAB entries differ"
+    if slot == T_STRSZ: return "inconsistent ELF: two DT_STRSZ entries differ"
+    if slot == T_SYMTAB: return "inconsistent ELF: two DT_SYMTAB entries differ"
+    if slot == T_SYMENT: return "inconsistent ELF: two DT_SYMENT entries differ"
+    if slot == T_HASH: return "inconsistent ELF: two DT_HASH entries differ"
+    if slot == T_GNU_HASH: return "inconsistent ELF: two DT_GNU_HASH entries differ"
+    if slot == T_VERSYM: return "inconsistent ELF: two DT_VERSYM entries differ"
+    if slot == T_VERNEED: return "inconsistent ELF: two DT_VERNEED entries differ"
+    if slot == T_VERDEF: return "inconsistent ELF: two DT_VERDEF entries differ"
+    if slot == T_RELA: return "inconsistent ELF: two DT_RELA entries differ"
+    if slot == T_RELASZ: return "inconsistent ELF: two DT_RELASZ entries differ"
+    if slot == T_REL: return "inconsistent ELF: two DT_REL entries differ"
+    if slot == T_RELSZ: return "inconsistent ELF: two DT_RELSZ entries differ"
+    if slot == T_JMPREL: return "inconsistent ELF: two DT_JMPREL entries differ"
+    if slot == T_PLTRELSZ: return "inconsistent ELF: two DT_PLTRELSZ entries differ"
+    return "inconsistent ELF: two DT_PLTREL entries differ"
+
+
+cdef bint _read_tags(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
+    """Collect the entries in ``Tags``, each tag at most once.
+
+    A tag repeated with another value is read differently by each reader:
+    glibc keeps the last, musl the last or (DT_GNU_HASH, DT_VERSYM) the
+    first, readelf and patchelf the first.  Such a file is refused.
+    """
+    cdef uint64_t k, tag, val
+    cdef int j
+    memset(t, 0, sizeof(Tags))
+    for k in range(r.ndyn):
+        tag = r.dyn[2 * k]
+        val = r.dyn[2 * k + 1]
+        j = _slot(tag)
+        if j < 0:
+            continue
+        if t.seen[j] and t.val[j] != val:
+            return _fail(c, E_FORMAT, _twice(j), r.dyn_off + k * (16 if c.is64 else 8))
+        t.seen[j] = 1
+        t.val[j] = val
+    return 1
+
+
+cdef bint _reloc_table(Ctx *c, Parsed *r, uint64_t addr, uint64_t size, bint rela,
+                       const char *past, uint64_t *maxsym) noexcept nogil:
+    """Raise ``maxsym`` to the highest symbol index named in one relocation table."""
+    cdef uint64_t w = 8 if c.is64 else 4
+    cdef uint64_t entsz = w * (3 if rela else 2)
+    cdef uint64_t n = size // entsz, off, end, i, sym
+    if n == 0:
+        return 1
+    if not _map(c, r, addr, n * entsz, past, &off, &end):
         return 0
-    if not _segments(c, r, phoff, phnum):
+    if not _have(c, off, n * entsz, "relocation table"):
         return 0
-    # First pass over the segments: request every range we will read at once,
-    # so a caller feeding a prefix learns the full extent in one round trip.
-    # What is requested counts as used, even a note segment left unread once
-    # the ISA property is found: a prefix of bytes_used bytes must parse.
+    _touch(r, off + n * entsz)
+    for i in range(n):
+        sym = _word(c, c.p + off + i * entsz + w)
+        sym = (sym >> 32) if c.is64 else (sym >> 8)
+        if sym > maxsym[0]:
+            maxsym[0] = sym
+    return 1
+
+
+cdef bint _reloc_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t *maxsym) noexcept nogil:
+    """The highest symbol index any relocation names (0 when none does).
+
+    glibc and musl apply DT_RELA/DT_RELASZ, DT_REL/DT_RELSZ and
+    DT_JMPREL/DT_PLTRELSZ (in the format DT_PLTREL names) and look up each
+    symbol a relocation names by its index, however many symbols the hash
+    tables count.  The entry sizes are the ELF ones, as the loaders assume;
+    DT_RELAENT/DT_RELENT are not consulted.
+    """
+    cdef bint rela
+    if t.seen[T_RELA] and t.val[T_RELASZ]:
+        if not _reloc_table(c, r, t.val[T_RELA], t.val[T_RELASZ], 1,
+                            "inconsistent ELF: DT_RELASZ runs past the PT_LOAD segment of "
+                            "DT_RELA", maxsym):
+            return 0
+    if t.seen[T_REL] and t.val[T_RELSZ]:
+        if not _reloc_table(c, r, t.val[T_REL], t.val[T_RELSZ], 0,
+                            "inconsistent ELF: DT_RELSZ runs past the PT_LOAD segment of "
+                            "DT_REL", maxsym):
+            return 0
+    if t.seen[T_JMPREL] and t.val[T_PLTRELSZ]:
+        if not t.seen[T_PLTREL]:
+            return _fail(c, E_FORMAT, "inconsistent ELF: DT_JMPREL without DT_PLTREL "
+                         "(glibc skips the table, musl reads it)", t.val[T_JMPREL])
+        if t.val[T_PLTREL] != DT_RELA and t.val[T_PLTREL] != DT_REL:
+            return _fail(c, E_FORMAT, "inconsistent ELF: DT_PLTREL is neither DT_REL nor "
+                         "DT_RELA", t.val[T_PLTREL])
+        rela = t.val[T_PLTREL] == DT_RELA
+        if not _reloc_table(c, r, t.val[T_JMPREL], t.val[T_PLTRELSZ], rela,
+                            "inconsistent ELF: DT_PLTRELSZ runs past the PT_LOAD segment of "
+                            "DT_JMPREL", maxsym):
+            return 0
+    return 1
+
+
+cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t shoff, uint32_t shnum,
+                         uint32_t shentsize) noexcept nogil:
+    """How many dynamic symbols to read: the most that any source implies.
+
+    The loaders never count the symbols: they find definitions through a hash
+    table and imports through the indexes that relocations name.  So the count
+    is the largest of what DT_GNU_HASH's chains, DT_HASH's nchain and the
+    highest relocation symbol index imply; the section headers or the table
+    layout stand in for the hash tables only when neither counts.
+    """
+    cdef bint hashed = 0, found = 0
+    cdef uint64_t off, k, nchain, maxsym = 0
+    cdef uint64_t starts[6]
+    if t.seen[T_GNU_HASH]:
+        if not _vaddr_to_off(c, r, t.val[T_GNU_HASH], &off) or not _count_gnu_hash(c, r, off, &hashed):
+            return 0
+    if t.seen[T_HASH]:
+        if not _vaddr_to_off(c, r, t.val[T_HASH], &off) or not _have(c, off, 8, "DT_HASH"):
+            return 0
+        _touch(r, off + 8)
+        nchain = _u32(c.p + off + 4, c.le)
+        if nchain > r.nsyms:
+            r.nsyms = nchain
+        hashed = 1
+    if not hashed:
+        # no hash table that counts the symbols: the section header, else the layout
+        if not _count_from_sections(c, r, shoff, shnum, shentsize, &found):
+            return 0
+        if not found:
+            for k in range(6):
+                starts[k] = 0
+            if t.seen[T_STRTAB]: starts[0] = t.val[T_STRTAB]
+            if t.seen[T_VERSYM]: starts[1] = t.val[T_VERSYM]
+            if t.seen[T_VERNEED]: starts[2] = t.val[T_VERNEED]
+            if t.seen[T_VERDEF]: starts[3] = t.val[T_VERDEF]
+            if t.seen[T_GNU_HASH]: starts[4] = t.val[T_GNU_HASH]
+            if t.seen[T_HASH]: starts[5] = t.val[T_HASH]
+            k = _count_from_layout(r, r.symtab_a, starts, 6)
+            if k > r.nsyms:
+                r.nsyms = k
+    if not _reloc_symbols(c, r, t, &maxsym):
+        return 0
+    if maxsym and maxsym >= r.nsyms:
+        r.nsyms = maxsym + 1
+    return 1
+
+
+cdef bint _request(Ctx *c, Parsed *r, Seg *dyn) noexcept nogil:
+    """Ask at once for every segment's bytes that will be read, so a caller
+    feeding a prefix learns the full extent in one round trip.
+
+    What is requested counts as used: a prefix of bytes_used bytes must
+    parse.  Notes and the dynamic entries are asked for where the loader
+    reads them (see _note_place and _dynamic_place).
+    """
+    cdef uint32_t i
+    cdef uint64_t off, size
+    cdef bint ok = 1
     for i in range(r.nsegs):
-        if r.segs[i].p_type in (PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_GNU_PROPERTY):
-            if _have(c, r.segs[i].p_offset, r.segs[i].p_filesz, "segment"):
-                _touch(r, r.segs[i].p_offset + r.segs[i].p_filesz)
-            else:
-                ok = 0
-    if not ok:
-        return 0
+        off = r.segs[i].p_offset
+        size = r.segs[i].p_filesz
+        if r.segs[i].p_type == PT_NOTE or r.segs[i].p_type == PT_GNU_PROPERTY:
+            if not _note_place(c, r, &r.segs[i], &off, &size):
+                return 0
+        elif r.segs[i].p_type != PT_INTERP:
+            continue
+        if _have(c, off, size, "segment"):
+            _touch(r, off + size)
+        else:
+            ok = 0
+    if r.dyn_mapped:
+        size = dyn.p_filesz
+        if size > r.dyn_end - r.dyn_off:
+            size = r.dyn_end - r.dyn_off
+        if _have(c, r.dyn_off, size, "segment"):
+            _touch(r, r.dyn_off + size)
+        else:
+            ok = 0
+    return ok
+
+
+cdef Seg *_last_dynamic(Parsed *r) noexcept nogil:
+    """The PT_DYNAMIC the loaders use: the last one (glibc's
+    _dl_map_object_from_fd and musl's map_library each keep overwriting)."""
+    cdef Seg *dyn = NULL
+    cdef uint32_t i
+    for i in range(r.nsegs):
+        if r.segs[i].p_type == PT_DYNAMIC:
+            dyn = &r.segs[i]
+    return dyn
+
+
+cdef bint _program(Ctx *c, Parsed *r) noexcept nogil:
+    """PT_INTERP, PT_GNU_STACK and the ISA property of the note segments."""
+    cdef uint32_t i
     r.exec_stack = -1
     for i in range(r.nsegs):
         if r.segs[i].p_type == PT_INTERP:
             r.interp_off = r.segs[i].p_offset
             r.interp_len = r.segs[i].p_filesz
             _touch(r, r.interp_off + r.interp_len)
-        elif r.segs[i].p_type == PT_DYNAMIC and dyn == NULL:
-            dyn = &r.segs[i]
         elif r.segs[i].p_type == PT_GNU_STACK:
             r.exec_stack = 1 if (r.segs[i].p_flags & 1) else 0
         elif r.segs[i].p_type == PT_NOTE or r.segs[i].p_type == PT_GNU_PROPERTY:
-            if not r.has_isa and not _notes(c, r, &r.segs[i]):
+            if not _notes(c, r, &r.segs[i]):
                 return 0
-    if dyn == NULL:
-        return 1
-    if not _dynamic(c, r, dyn):
-        return 0
-    r.syment = 24 if c.is64 else 16
-    for k in range(r.ndyn):
-        tag = r.dyn[2 * k]
-        val = r.dyn[2 * k + 1]
-        if tag == DT_STRTAB:
-            strtab_a = val
-            r.has_strtab = 1
-        elif tag == DT_STRSZ:
-            r.strsz = val
-        elif tag == DT_SYMTAB:
-            symtab_a = val
-            r.has_symtab = 1
-        elif tag == DT_SYMENT:
-            r.syment = val
-        elif tag == DT_HASH:
-            hash_a = val
-            has_hash = 1
-        elif tag == DT_GNU_HASH:
-            gnu_a = val
-            has_gnu_hash = 1
-        elif tag == DT_VERSYM:
-            versym_a = val
-            r.has_versym = 1
-        elif tag == DT_VERNEED:
-            verneed_a = val
-            has_verneed = 1
-        elif tag == DT_VERNEEDNUM:
-            verneednum = val
-        elif tag == DT_VERDEF:
-            verdef_a = val
-            has_verdef = 1
-        elif tag == DT_VERDEFNUM:
-            verdefnum = val
-    if r.has_strtab:
-        if not _vaddr_to_off(c, r, strtab_a, &r.strtab):
+    return 1
+
+
+cdef bint _tables(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
+    """Locate .dynstr and the version tables; DT_VERNEEDNUM/DT_VERDEFNUM are not read."""
+    cdef uint64_t off, end
+    if t.seen[T_STRTAB]:
+        r.has_strtab = 1
+        r.strsz = t.val[T_STRSZ]
+        if not _map(c, r, t.val[T_STRTAB], r.strsz,
+                    "inconsistent ELF: .dynstr (DT_STRSZ) runs past its PT_LOAD segment",
+                    &r.strtab, &end):
             return 0
         if not _have(c, r.strtab, r.strsz, ".dynstr"):
             return 0
         _touch(r, r.strtab + r.strsz)
-    if r.has_symtab:
-        if r.syment < (24 if c.is64 else 16):
-            return _fail(c, E_FORMAT, "bad DT_SYMENT", symtab_a)
-        if not _vaddr_to_off(c, r, symtab_a, &r.symtab):
+    if t.seen[T_VERNEED]:
+        if not _map(c, r, t.val[T_VERNEED], 0, "", &off, &end) or not _verneed(c, r, off, end):
             return 0
-        if has_gnu_hash:
-            if not _vaddr_to_off(c, r, gnu_a, &off) or not _count_gnu_hash(c, r, off, &hashed):
-                return 0
-        if hashed:
-            pass
-        elif has_hash:
-            if not _vaddr_to_off(c, r, hash_a, &off) or not _have(c, off, 8, "DT_HASH"):
-                return 0
-            _touch(r, off + 8)
-            r.nsyms = _u32(c.p + off + 4, c.le)
-        else:
-            # no hash table that counts the symbols: the section header, else the layout
-            if not _count_from_sections(c, r, shoff, shnum, shentsize, &found):
-                return 0
-            if not found:
-                starts[0] = strtab_a if r.has_strtab else 0
-                starts[1] = versym_a if r.has_versym else 0
-                starts[2] = verneed_a if has_verneed else 0
-                starts[3] = verdef_a if has_verdef else 0
-                starts[4] = gnu_a if has_gnu_hash else 0
-                starts[5] = hash_a if has_hash else 0
-                k = _count_from_layout(r, symtab_a, starts, 6)
-                if k > r.nsyms:
-                    r.nsyms = k
-    if r.has_versym and not _vaddr_to_off(c, r, versym_a, &r.versym):
-        return 0
-    if has_verneed:
-        if not _vaddr_to_off(c, r, verneed_a, &off) or not _verneed(c, r, off, verneednum):
+    if t.seen[T_VERDEF]:
+        if not _map(c, r, t.val[T_VERDEF], 0, "", &off, &end) or not _verdef(c, r, off, end):
             return 0
-    if has_verdef:
-        if not _vaddr_to_off(c, r, verdef_a, &off) or not _verdef(c, r, off, verdefnum):
-            return 0
-    if r.has_symtab:
-        return _symbols(c, r, prefixes, plens, nprefix, all_exports)
     return 1
+
+
+cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
+                 Py_ssize_t nprefix, bint all_exports) noexcept nogil:
+    cdef uint64_t phoff = 0, shoff = 0
+    cdef uint32_t phnum = 0, shnum = 0, shentsize = 0
+    cdef Seg *dyn
+    cdef Tags t
+
+    if not _header(c, r, &phoff, &phnum, &shoff, &shnum, &shentsize):
+        return 0
+    if not _segments(c, r, phoff, phnum):
+        return 0
+    dyn = _last_dynamic(r)
+    if dyn != NULL and not _dynamic_place(c, r, dyn):
+        return 0
+    if not _request(c, r, dyn) or not _program(c, r):
+        return 0
+    if dyn == NULL:
+        return 1
+    if not _dynamic(c, r) or not _read_tags(c, r, &t):
+        return 0
+    r.syment = t.val[T_SYMENT] if t.seen[T_SYMENT] else (24 if c.is64 else 16)
+    r.has_versym = t.seen[T_VERSYM]
+    r.versym_a = t.val[T_VERSYM]
+    r.has_symtab = t.seen[T_SYMTAB]
+    r.symtab_a = t.val[T_SYMTAB]
+    if not _tables(c, r, &t):
+        return 0
+    if not r.has_symtab:
+        return 1
+    if r.syment < (24 if c.is64 else 16):
+        return _fail(c, E_FORMAT, "bad DT_SYMENT", r.symtab_a)
+    if not _count_symbols(c, r, &t, shoff, shnum, shentsize):
+        return 0
+    return _symbols(c, r, prefixes, plens, nprefix, all_exports)
 
 
 # --------------------------------------------------------- Python results
