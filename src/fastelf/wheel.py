@@ -4,9 +4,23 @@ The central directory is parsed here rather than by :mod:`zipfile` so that
 every hostile shape is refused with a clear reason before any byte is
 inflated: unsafe member names, duplicates, overlapping members, symlinks and
 other special files, encryption, unknown compression, sizes past the
-configured limits, sizes that deflate cannot produce.  Local headers are
-checked when a member is first read (same name, no encryption, data that
-stays inside the member's own span).
+configured limits, sizes that deflate cannot produce.
+
+The contract: fastelf sees exactly the members, in the same order, and the
+same bytes that :mod:`zipfile` (what pip and ``installer`` extract with)
+sees, or it refuses the wheel.  The end record is found as zipfile finds
+it; everything a second reader could resolve differently is refused --
+bytes before the first member (zipfile silently shifts every offset past
+them), between members, or after the end record; a second end record; a
+zip64 locator or record that disagrees with the plain end record; an entry
+count that disagrees with the directory's size; a local header that
+disagrees with its central entry (name, flags, method, CRC-32, sizes, data
+descriptor); names zipfile decodes differently from other tools.  Each of
+these is something no legitimate wheel writer produces (PyPI rejects
+trailing data and local/central mismatches).  All local headers are
+checked when the wheel is opened, so every byte before the central
+directory is accounted for once.  ``tests/test_zip_differential.py`` holds
+fastelf to zipfile over crafted, corpus and mutated archives.
 
 Stored members are returned as zero-copy views over the memory-mapped file;
 deflated members can be inflated only as far as a caller needs
@@ -106,16 +120,23 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class _LocalSpan(NamedTuple):
+    """Where a member's data starts and where the member (with any data descriptor) ends."""
+
+    data_start: int
+    end: int
+
+
 class _EndRecord(NamedTuple):
     """The central directory as the end records (plain, or zip64) describe it."""
 
-    count: int
+    entries: int
     cd_size: int
     cd_offset: int
     cd_end: int         # where the directory must end: the first end record
 
 
-def _extra_fields(extra) -> list | None:
+def _extra_fields(extra: memoryview) -> list | None:
     """(tag, body) pairs of an extra field, or None if a field overruns it.
 
     zipfile refuses a central extra field whose declared length runs past
@@ -382,7 +403,7 @@ class WheelReader:
         if disk != 0 or cd_disk != 0 or count_disk != count:
             raise self._error("multi-disk zip archives are not supported")
         for what, small, big, saturated in (
-                ("entry count", plain.count, count, 0xFFFF),
+                ("entry count", plain.entries, count, 0xFFFF),
                 ("central directory size", plain.cd_size, cd_size, 0xFFFFFFFF),
                 ("central directory offset", plain.cd_offset, cd_off, 0xFFFFFFFF)):
             if small != big and small != saturated:
@@ -394,7 +415,7 @@ class WheelReader:
         buf = self._buf
         lim = self.limits
         end = self._read_end_record()
-        count, cd_size, cd_off = end.count, end.cd_size, end.cd_offset
+        count, cd_size, cd_off = end.entries, end.cd_size, end.cd_offset
         if count > lim.max_members:
             raise self._limit(f"{count} members exceed the limit of {lim.max_members}")
         if count * 46 > cd_size:
@@ -403,8 +424,8 @@ class WheelReader:
         if bytes(buf[cd_off:end.cd_end]).find(_EOCD) >= 0:
             raise self._error("end of central directory signature inside the central "
                               "directory (an embedded archive?)")
-        members = []
-        seen = set()
+        members: list[Member] = []
+        seen: set[str] = set()
         pos = cd_off
         total = 0
         # zipfile reads entries until the directory's size is used up, whatever
@@ -429,7 +450,7 @@ class WheelReader:
         self._check_layout(members, cd_off)
         return members
 
-    def _central_entry(self, pos: int, end: int) -> tuple:
+    def _central_entry(self, pos: int, end: int) -> tuple[Member, int]:
         """(Member, position of the next entry) for the central entry at ``pos``."""
         buf = self._buf
         lim = self.limits
@@ -517,7 +538,7 @@ class WheelReader:
             raise self._error(f"member {name!r} declares {usize} bytes, more than its "
                               f"{csize} deflated bytes can hold (corrupt or hostile)")
 
-    def _zip64_values(self, body, values: tuple, name: str) -> tuple:
+    def _zip64_values(self, body: memoryview, values: tuple, name: str) -> tuple:
         """Replace the saturated (0xFFFFFFFF) values, in order, from a zip64 extra body.
 
         The order is zipfile's: uncompressed size, compressed size, header offset.
@@ -545,10 +566,11 @@ class WheelReader:
         local header is checked against its central entry here, once, and
         where each member's data starts is remembered for :meth:`raw`.
         """
-        expected, prev = 0, None
+        expected = 0
+        prev: Member | None = None
         for m in sorted(members, key=_FILE_ORDER):
             off = m.header_offset
-            if off < expected:
+            if off < expected and prev is not None:     # (expected is 0 before the first)
                 raise self._error(f"member {prev.name!r} overlaps the next member {m.name!r} "
                                   "(local header lengths disagree with the central directory)")
             if off > expected:
@@ -557,16 +579,17 @@ class WheelReader:
                 raise self._error(f"{off - expected} bytes of unaccounted data {where}")
             if off >= cd_off:
                 raise self._error(f"member {m.name!r} overlaps the central directory")
-            start, expected = self._local_header(m, cd_off)
-            self._data_at[m.name] = start
+            span = self._local_header(m, cd_off)
+            self._data_at[m.name] = span.data_start
+            expected = span.end
             prev = m
         if expected != cd_off:
             where = f"after {prev.name!r}" if prev is not None else "before the first local header"
             raise self._error(f"{cd_off - expected} bytes of unaccounted data {where} "
                               "(before the central directory)")
 
-    def _local_header(self, m: Member, cd_off: int) -> tuple:
-        """(data start, member end) of ``m``'s local record, checked against its central entry.
+    def _local_header(self, m: Member, cd_off: int) -> _LocalSpan:
+        """Where ``m``'s data lies, its local record checked against its central entry.
 
         zipfile reads the data with the central entry's method and sizes and
         ignores the local ones; a streaming reader uses the local ones.  So
@@ -621,7 +644,7 @@ class WheelReader:
             data_end += self._data_descriptor(m, data_end, zip64 is not None)
         if data_end > cd_off:
             raise self._error(f"member {m.name!r} overlaps the central directory")
-        return start, data_end
+        return _LocalSpan(start, data_end)
 
     def _data_descriptor(self, m: Member, at: int, zip64: bool) -> int:
         """Length of the data descriptor at ``at``; it must repeat the central values."""
@@ -643,7 +666,7 @@ class WheelReader:
     def __contains__(self, name):
         return name in self._by_name
 
-    def member(self, name):
+    def member(self, name: str) -> Member:
         try:
             return self._by_name[name]
         except KeyError:
