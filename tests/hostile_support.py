@@ -699,6 +699,47 @@ def _set_local(data: bytes, index: int, field_off: int, fmt: str, value: int) ->
     return bytes(out)
 
 
+def _central_offset(data: bytes, index: int) -> int:
+    _n, _size, pos, _e = _end(data)
+    for _ in range(index):
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, pos + 28)
+        pos += 46 + nlen + xlen + clen
+    return pos
+
+
+def _set_central(data: bytes, index: int, field_off: int, fmt: str, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, _central_offset(data, index) + field_off, value)
+    return bytes(out)
+
+
+def zip64_with_extensible_data(data: bytes) -> bytes:
+    """A zip64 end record carrying 8 bytes of extensible data: zipfile looks
+    for it 56 bytes before the locator only, misses it, and falls back on the
+    saturated plain values; readers following the locator find it."""
+    n, size, off, eocd = _end(data)
+    out = bytearray(data[:eocd])
+    rec = len(out)
+    out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 52, 45, 45, 0, 0, n, n, size, off)
+    out += bytes(8)
+    out += struct.pack("<4sIQI", b"PK\x06\x07", 0, rec, 1)
+    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                       0xFFFFFFFF, 0)
+    return bytes(out)
+
+
+def _descriptor_tampered(data: bytes) -> bytes:
+    """``data`` (whose first member has a signed data descriptor) with the
+    descriptor's compressed size off by one: zipfile never reads it."""
+    out = bytearray(data)
+    nlen, xlen = struct.unpack_from("<HH", data, 26)
+    csize, = struct.unpack_from("<I", data, _central_offset(data, 0) + 20)
+    at = 30 + nlen + xlen + csize
+    assert data[at:at + 4] == b"PK\x07\x08"
+    struct.pack_into("<I", out, at + 8, csize + 1)
+    return bytes(out)
+
+
 def ambiguous_zips() -> dict:
     """name -> archive that zipfile and some other reader (or a second end
     record) read differently, or that no legitimate wheel writer produces.
@@ -730,8 +771,38 @@ def ambiguous_zips() -> dict:
         "non-ascii-name-without-utf8-flag": build_zip(
             [Entry("demo/caf\xe9.py".encode("latin-1"), b"x = 1\n")]),
         "invalid-utf8-name": build_zip([Entry(b"demo/\xff.py", b"x = 1\n", flags=0x800)]),
+        "eocd-signature-in-central-directory": build_zip(
+            [Entry(b"demo/PK\x05\x06.py", b"x = 1\n")]),
+        "zip64-extensible-data": zip64_with_extensible_data(real),
+        "zip64-locator-points-elsewhere": zip64_consistent(real)[:-34]
+        + struct.pack("<Q", 0) + zip64_consistent(real)[-26:],
+        "malformed-central-extra": _set_central(build_zip([Entry("demo/x.bin", b"tiny",
+                                                                 zip64=True)]),
+                                                0, 46 + len("demo/x.bin") + 2, "<H", 17),
+        "two-zip64-extras": _two_zip64_extras(),
+        "extract-version-6.4": _set_central(real, 0, 6, "<H", 64),
+        "compressed-patched-data": build_zip([Entry("demo/x.py", b"x = 1\n", flags=0x20)]),
     }
     return cases
+
+
+def _two_zip64_extras() -> bytes:
+    """A central entry with two zip64 extra fields (zipfile applies them in turn)."""
+    z = build_zip([Entry("demo/x.bin", b"tiny", zip64=True)])
+    pos = _central_offset(z, 0)
+    nlen, xlen = struct.unpack_from("<HH", z, pos + 28)
+    extra_end = pos + 46 + nlen + xlen
+    dup = z[pos + 46 + nlen:extra_end]
+    out = bytearray(z[:extra_end] + dup + z[extra_end:])
+    struct.pack_into("<H", out, pos + 30, 2 * xlen)
+    n, size, off, eocd = _end(bytes(out))
+    struct.pack_into("<I", out, eocd + 12, size + xlen)
+    return bytes(out)
+
+
+def descriptor_cases(wheel_with_descriptors: bytes) -> dict:
+    """Ambiguous variants of a wheel whose members have data descriptors."""
+    return {"data-descriptor-disagrees": _descriptor_tampered(wheel_with_descriptors)}
 
 
 # ------------------------------------------------------------------ crafted corpus files
