@@ -770,8 +770,12 @@ class MemberStream:
     several times).  Everything else costs little: a stored member needs
     one CRC pass and no inflate, a member under ``_WHOLE`` bytes or more
     than half needed is inflated whole by libdeflate anyway, and with zlib
-    streaming the unneeded tail of a stripped ELF is 6-16% of it.  A member
-    skipped that way is judged on bytes pip would install only if its CRC
+    streaming the unneeded tail of a stripped ELF is 6-16% of it.  Measured
+    on the benchmark corpus (26 wheels, 498 ELF members, 579 MB): with
+    libdeflate the bytes inflated did not change (589 MB), the cost is one
+    CRC pass (ISA-L/libdeflate ~10 GB/s, a few % of the audit); with zlib
+    streaming 6.6% more was inflated (534 -> 569 MB); 6 members kept the
+    early stop.  A member skipped that way is judged on bytes pip would install only if its CRC
     matches; pip checks the CRC, so a corrupt member can be installed
     nowhere, and ``--verify-record`` (which reads every member whole)
     reports it.
