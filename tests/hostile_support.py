@@ -558,6 +558,255 @@ def dist_info(files: dict, dist="demo", version="1.0") -> list:
     return files
 
 
+# ------------------------------------------------------------------ ambiguous zips
+# Archives that Python's zipfile (what pip and installer use) reads one way and
+# a reader trusting other fields reads another way.  fastelf must refuse each.
+
+EXT_NAME = "demo/ext.cpython-311-x86_64-linux-gnu.so"
+MISSING_LIB = "libmissing.so.1"
+
+
+def attack_extensions() -> tuple:
+    """(decoy, real): the seed extension (libc and libm only) and the same
+    extension renamed to need ``MISSING_LIB`` instead of libm (a library no
+    policy allows and no system has)."""
+    from fastelf.patch import patch_elf
+
+    decoy = (SEEDS / "x86_64-sysv-hash.so").read_bytes()
+    real = patch_elf(decoy, replace_needed={"libm.so.6": MISSING_LIB})
+    return decoy, real
+
+
+def _stored_wheel(ext: bytes, pad_to: int = 0) -> bytes:
+    """A stored wheel holding ``ext`` (zero-padded to ``pad_to`` bytes) with its RECORD."""
+    files = dist_info({EXT_NAME: ext + bytes(max(0, pad_to - len(ext)))})
+    return build_zip([Entry(n, d) for n, d in files.items()])
+
+
+def _end(data: bytes) -> tuple:
+    """(entry count, central directory size, offset, end record position)."""
+    eocd = data.rfind(b"PK\x05\x06")
+    count, size, off = struct.unpack_from("<HII", data, eocd + 10)
+    return count, size, off, eocd
+
+
+def _shift_central(cd: bytes, delta: int) -> bytes:
+    """A central directory whose local header offsets are moved by ``delta``."""
+    out = bytearray(cd)
+    pos = 0
+    while pos < len(out):
+        nlen, xlen, clen = struct.unpack_from("<HHH", out, pos + 28)
+        hoff, = struct.unpack_from("<I", out, pos + 42)
+        struct.pack_into("<I", out, pos + 42, hoff + delta)
+        pos += 46 + nlen + xlen + clen
+    return bytes(out)
+
+
+def _pair() -> tuple:
+    """(decoy wheel, real wheel): same member names, so same-sized central
+    directories, the real one's members padded to be at least as long."""
+    decoy_ext, real_ext = attack_extensions()
+    return (_stored_wheel(decoy_ext),
+            _stored_wheel(real_ext, pad_to=max(len(decoy_ext), len(real_ext))))
+
+
+def zip_prepended_decoy() -> bytes:
+    """The real wheel with a prefix holding the decoy's members and central
+    directory, placed where the real end record's (unshifted) offset points.
+
+    zipfile sees the prefix (end record position - size - offset = prefix
+    length), shifts every offset by it and extracts the real extension; a
+    reader taking the offsets as they are reads the decoy.
+    """
+    decoy, real = _pair()
+    _n, d_size, d_off, _e = _end(decoy)
+    _n, r_size, r_off, _e = _end(real)
+    assert d_size == r_size and d_off <= r_off
+    prefix = decoy[:d_off] + bytes(r_off - d_off) + decoy[d_off:d_off + d_size]
+    return prefix + real
+
+
+def zip64_locator_decoy() -> bytes:
+    """A plain end record naming the decoy's central directory, preceded by a
+    zip64 end record and locator naming the real one.  zipfile reads the
+    zip64 record whenever a locator sits before the end record and ignores
+    the plain values; a reader that consults zip64 only for saturated fields
+    reads the decoy."""
+    decoy, real = _pair()
+    n, d_size, d_off, _e = _end(decoy)
+    _n, r_size, r_off, _e = _end(real)
+    locals_ = decoy[:d_off] + real[:r_off]
+    decoy_cd = decoy[d_off:d_off + d_size]
+    real_cd = _shift_central(real[r_off:r_off + r_size], d_off)
+    out = bytearray(locals_)
+    decoy_cd_off = len(out)
+    out += decoy_cd
+    real_cd_off = len(out)
+    out += real_cd
+    rec = len(out)
+    out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n,
+                       len(real_cd), real_cd_off)
+    out += struct.pack("<4sIQI", b"PK\x06\x07", 0, rec, 1)
+    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n, len(decoy_cd), decoy_cd_off, 0)
+    return bytes(out)
+
+
+def zip64_consistent(data: bytes) -> bytes:
+    """``data`` rewritten with a zip64 end record and locator that agree with
+    a saturated plain end record: a legitimate zip64 layout both read alike."""
+    n, size, off, eocd = _end(data)
+    out = bytearray(data[:eocd])
+    rec = len(out)
+    out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size, off)
+    out += struct.pack("<4sIQI", b"PK\x06\x07", 0, rec, 1)
+    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                       0xFFFFFFFF, 0)
+    return bytes(out)
+
+
+def insert_bytes(data: bytes, at: int, blob: bytes) -> bytes:
+    """``blob`` inserted at offset ``at`` (before the central directory) with
+    every offset fixed up, so the archive stays self-consistent for zipfile."""
+    n, size, off, eocd = _end(data)
+    assert at <= off
+    out = bytearray()
+    out += data[:at] + blob + data[at:off]
+    cd = bytearray(data[off:off + size])
+    pos = 0
+    while pos < len(cd):
+        nlen, xlen, clen = struct.unpack_from("<HHH", cd, pos + 28)
+        hoff, = struct.unpack_from("<I", cd, pos + 42)
+        if hoff >= at:
+            struct.pack_into("<I", cd, pos + 42, hoff + len(blob))
+        pos += 46 + nlen + xlen + clen
+    new_off = len(out)
+    out += cd + data[off + size:eocd]
+    end = bytearray(data[eocd:])
+    struct.pack_into("<I", end, 16, new_off)
+    return bytes(out + end)
+
+
+def _local_offset(data: bytes, index: int) -> int:
+    _n, _size, off, _e = _end(data)
+    pos = off
+    for _ in range(index):
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, pos + 28)
+        pos += 46 + nlen + xlen + clen
+    return struct.unpack_from("<I", data, pos + 42)[0]
+
+
+def _set_local(data: bytes, index: int, field_off: int, fmt: str, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, _local_offset(data, index) + field_off, value)
+    return bytes(out)
+
+
+def _central_offset(data: bytes, index: int) -> int:
+    _n, _size, pos, _e = _end(data)
+    for _ in range(index):
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, pos + 28)
+        pos += 46 + nlen + xlen + clen
+    return pos
+
+
+def _set_central(data: bytes, index: int, field_off: int, fmt: str, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, _central_offset(data, index) + field_off, value)
+    return bytes(out)
+
+
+def zip64_with_extensible_data(data: bytes) -> bytes:
+    """A zip64 end record carrying 8 bytes of extensible data: zipfile looks
+    for it 56 bytes before the locator only, misses it, and falls back on the
+    saturated plain values; readers following the locator find it."""
+    n, size, off, eocd = _end(data)
+    out = bytearray(data[:eocd])
+    rec = len(out)
+    out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 52, 45, 45, 0, 0, n, n, size, off)
+    out += bytes(8)
+    out += struct.pack("<4sIQI", b"PK\x06\x07", 0, rec, 1)
+    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                       0xFFFFFFFF, 0)
+    return bytes(out)
+
+
+def _descriptor_tampered(data: bytes) -> bytes:
+    """``data`` (whose first member has a signed data descriptor) with the
+    descriptor's compressed size off by one: zipfile never reads it."""
+    out = bytearray(data)
+    nlen, xlen = struct.unpack_from("<HH", data, 26)
+    csize, = struct.unpack_from("<I", data, _central_offset(data, 0) + 20)
+    at = 30 + nlen + xlen + csize
+    assert data[at:at + 4] == b"PK\x07\x08"
+    struct.pack_into("<I", out, at + 8, csize + 1)
+    return bytes(out)
+
+
+def ambiguous_zips() -> dict:
+    """name -> archive that zipfile and some other reader (or a second end
+    record) read differently, or that no legitimate wheel writer produces.
+    Every one must be refused by fastelf."""
+    decoy, real = _pair()
+    n, size, off, eocd = _end(real)
+    hidden = bytes(real[:_local_offset(real, 1)])    # a whole local record as junk
+    cases = {
+        "prepended-decoy": zip_prepended_decoy(),
+        "zip64-locator-decoy": zip64_locator_decoy(),
+        "prefix-junk": b"MZ" + bytes(510) + real,             # a self-extractor stub
+        "prefix-with-fixed-offsets": insert_bytes(real, 0, b"#!/bin/sh\nexit 0\n"),
+        "gap-between-members": insert_bytes(real, _local_offset(real, 1), hidden),
+        "gap-before-central-directory": insert_bytes(real, off, b"\0" * 16),
+        "trailing-data": real + b"trailing",
+        "appended-archive": real + decoy,
+        "eocd-in-comment": real[:eocd + 20] + struct.pack("<H", len(decoy)) + decoy,
+        "count-below-entries": real[:eocd + 8] + struct.pack("<HH", n - 1, n - 1)
+        + real[eocd + 12:],
+        "zip64-locator-without-record": real[:eocd] + struct.pack("<4sIQI", b"PK\x06\x07", 0,
+                                                                   off + size, 1)
+        + real[eocd:eocd + 16] + struct.pack("<IH", off, 0),
+        "local-method": _set_local(real, 0, 8, "<H", 8),
+        "local-crc": _set_local(real, 0, 14, "<I", 0xDEADBEEF),
+        "local-csize": _set_local(real, 0, 18, "<I", 1000),
+        "local-usize": _set_local(real, 0, 22, "<I", 1000),
+        "local-flags": _set_local(real, 0, 6, "<H", 0x800),
+        "local-name": zip_local_name_mismatch(),
+        "non-ascii-name-without-utf8-flag": build_zip(
+            [Entry("demo/caf\xe9.py".encode("latin-1"), b"x = 1\n")]),
+        "invalid-utf8-name": build_zip([Entry(b"demo/\xff.py", b"x = 1\n", flags=0x800)]),
+        "eocd-signature-in-central-directory": build_zip(
+            [Entry(b"demo/PK\x05\x06.py", b"x = 1\n")]),
+        "zip64-extensible-data": zip64_with_extensible_data(real),
+        "zip64-locator-points-elsewhere": zip64_consistent(real)[:-34]
+        + struct.pack("<Q", 0) + zip64_consistent(real)[-26:],
+        "malformed-central-extra": _set_central(build_zip([Entry("demo/x.bin", b"tiny",
+                                                                 zip64=True)]),
+                                                0, 46 + len("demo/x.bin") + 2, "<H", 17),
+        "two-zip64-extras": _two_zip64_extras(),
+        "extract-version-6.4": _set_central(real, 0, 6, "<H", 64),
+        "compressed-patched-data": build_zip([Entry("demo/x.py", b"x = 1\n", flags=0x20)]),
+    }
+    return cases
+
+
+def _two_zip64_extras() -> bytes:
+    """A central entry with two zip64 extra fields (zipfile applies them in turn)."""
+    z = build_zip([Entry("demo/x.bin", b"tiny", zip64=True)])
+    pos = _central_offset(z, 0)
+    nlen, xlen = struct.unpack_from("<HH", z, pos + 28)
+    extra_end = pos + 46 + nlen + xlen
+    dup = z[pos + 46 + nlen:extra_end]
+    out = bytearray(z[:extra_end] + dup + z[extra_end:])
+    struct.pack_into("<H", out, pos + 30, 2 * xlen)
+    n, size, off, eocd = _end(bytes(out))
+    struct.pack_into("<I", out, eocd + 12, size + xlen)
+    return bytes(out)
+
+
+def descriptor_cases(wheel_with_descriptors: bytes) -> dict:
+    """Ambiguous variants of a wheel whose members have data descriptors."""
+    return {"data-descriptor-disagrees": _descriptor_tampered(wheel_with_descriptors)}
+
+
 # ------------------------------------------------------------------ crafted corpus files
 
 def zip_deflate_empty_blocks() -> bytes:

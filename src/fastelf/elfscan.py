@@ -42,7 +42,11 @@ def iter_elf_members(reader: WheelReader):
 
 
 def parse_member(stream, exports=()):
-    """Parse an ELF member from a MemberStream, growing the inflated prefix on demand."""
+    """Parse an ELF member from a MemberStream, growing the inflated prefix on demand.
+
+    The member is then completed and its CRC-32 checked (a WheelError if it
+    differs), unless it is large and the parser used less than half of it.
+    """
     size = stream.member.size
     lim = stream.reader.limits
     if stream.member.method != STORED:
@@ -50,12 +54,18 @@ def parse_member(stream, exports=()):
     while True:
         with stream.data() as buf:
             try:
-                return parse(buf, size, exports=exports, max_symbols=lim.max_symbols,
-                             max_strlen=lim.max_strlen, max_strbytes=lim.max_strbytes)
+                elf = parse(buf, size, exports=exports, max_symbols=lim.max_symbols,
+                            max_strlen=lim.max_strlen, max_strbytes=lim.max_strbytes)
             except ElfNeedMore as more:
                 want = more.needed
             except ElfError as e:
                 raise MemberElfError(stream.member.name, str(e),
                                      isinstance(e, ElfLimitError)) from None
+            else:
+                break
         # grow geometrically so a file needing many small steps stays linear
         stream.ensure(max(want, min(size, 2 * stream.available)))
+    # the judged bytes must be the bytes pip installs: finish the member and
+    # check its CRC-32, unless that costs much more than the parse (see MemberStream)
+    stream.verify_after_parse(elf.bytes_used)
+    return elf
