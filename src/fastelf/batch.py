@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -35,7 +35,6 @@ _WATCHDOG_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 _WORKER_DIED = ("the worker process auditing this wheel died "
                 "(crashed or was killed, e.g. for lack of memory)")
-
 
 
 def find_wheels(paths) -> Iterator[str]:
@@ -159,7 +158,9 @@ class _Batch:
                 path, future = pending[0]
                 try:
                     result = future.result()
-                except BrokenProcessPool:
+                except (BrokenProcessPool, CancelledError):
+                    # the pool broke; or it was shut down by _submit after a broken
+                    # submission, cancelling the wheels that had not started yet
                     results = self._recover(list(pending))
                     pending.clear()
                     yield from results
