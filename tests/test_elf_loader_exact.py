@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import pytest
 
+from fastelf.patch import ElfPatchError, patch_elf
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for elfbuild, wheelbuild
 import elfbuild as eb
 from fastelf._elf import ElfError, ElfNeedMore
@@ -348,6 +350,8 @@ def test_the_last_pt_dynamic_is_the_one_loaded(victim, tmp_path, too_new):
     set_phdr(data, phoff, spare.index, type=PT_DYNAMIC, flags=6, offset=real.offset,
              vaddr=real.vaddr, paddr=real.vaddr, filesz=real.filesz, memsz=real.memsz, align=8)
     path = write(tmp_path, "two-dynamic.so", data)
+    with pytest.raises(ElfPatchError, match="inconsistent ELF"):    # repair won't patch a decoy
+        patch_elf(bytes(data), set_rpath="$ORIGIN")
     assert [p.type for p in program_headers(path)[1]].count("DYNAMIC") == 2
     err = dlopen(path)
     assert err and "GLIBC_9.99" in err
@@ -364,6 +368,8 @@ def test_pt_dynamic_is_read_at_its_address_not_its_offset(victim, tmp_path, too_
     decoy = append_decoy_dynamic(data, victim, real.filesz)
     set_phdr(data, phoff, real.index, offset=decoy)
     path = write(tmp_path, "dynamic-offset.so", data)
+    with pytest.raises(ElfPatchError, match="inconsistent ELF"):    # repair won't patch a decoy
+        patch_elf(bytes(data), set_rpath="$ORIGIN")
     err = dlopen(path)
     assert err and "GLIBC_9.99" in err
     elf = parse_both(bytes(data))

@@ -247,9 +247,18 @@ class _Plan:
         dyns = [s for s in img.segs if s.type == PT_DYNAMIC]
         if not dyns:
             raise ElfPatchError("no PT_DYNAMIC segment: the file is not dynamically linked")
+        # The loaders use the last PT_DYNAMIC, read at its p_vaddr (see the core's
+        # docstring); a patch must edit the table they read, so anything else is refused.
+        if len(dyns) > 1:
+            raise ElfPatchError(f"inconsistent ELF: {len(dyns)} PT_DYNAMIC segments "
+                                "(the loaders use the last one); refusing to patch")
         self.dynseg = dyns[0]
         esz = img.dyn_st.size
         img._check(self.dynseg.offset, self.dynseg.filesz, "PT_DYNAMIC segment")
+        if img.vaddr_to_off(self.dynseg.vaddr, self.dynseg.filesz,
+                            "PT_DYNAMIC") != self.dynseg.offset:
+            raise ElfPatchError("inconsistent ELF: PT_DYNAMIC's p_offset is not where its "
+                                "p_vaddr is loaded from; refusing to patch")
         self.capacity = self.dynseg.filesz // esz
         self.entries: List[list] = []
         for i in range(self.capacity):
