@@ -309,6 +309,11 @@ def audit_path(path, **kw) -> AuditResult:
     except (FastElfError, OSError) as e:
         return AuditResult(wheel=os.path.basename(str(path)), path=str(path),
                            error=str(e), claimed_tags=platform_tags_of(str(path)))
+    except MemoryError:     # one wheel too big for this process must not stop a batch
+        return AuditResult(wheel=os.path.basename(str(path)), path=str(path),
+                           error=f"{path}: out of memory while reading the wheel "
+                                 "(Limits.untrusted() bounds it)",
+                           claimed_tags=platform_tags_of(str(path)))
 
 
 def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
