@@ -35,6 +35,7 @@ from fastelf.errors import LimitError  # noqa: E402
 from fastelf.lddtree import ElfCache, resolve_tree  # noqa: E402
 from fastelf.repair import RepairError, repair_wheel  # noqa: E402
 from fastelf.retag import retag_wheel  # noqa: E402
+from fastelf.wheel import Limits  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not have_compiler("gcc") or shutil.which("readelf") is None,
                                 reason="gcc and readelf are needed")
@@ -149,21 +150,27 @@ def test_chained_members_resolve_once_per_inherited_path(tmp_path, monkeypatch):
 
 
 def test_needed_and_rpath_limits_are_clear(tmp_path, monkeypatch):
-    monkeypatch.setattr(ldpaths, "MAX_NEEDED", 50)
+    """NEEDED entries are capped where the file is parsed (Limits.max_needed, one
+    home for that limit); search paths by the resolver (MAX_SEARCH_DIRS), in audit
+    and lddtree alike."""
     monkeypatch.setattr(ldpaths, "MAX_SEARCH_DIRS", 50)
     many_needed = hs.many_needed_elf(tmp_path / "a", 51, ["$ORIGIN"])
     many_dirs = hs.many_needed_elf(tmp_path / "b", 2, [f"$ORIGIN/r{i}" for i in range(51)])
-    for data, words in ((many_needed, "52 DT_NEEDED entries, more than the limit of 50"),
-                        (many_dirs, "51 directories (RPATH/RUNPATH), more than the limit")):
-        wheel = tmp_path / hs.WHEEL_NAME
-        wheel.write_bytes(hs.make_wheel({EXT: data}))
-        r = audit_path(wheel)
-        assert r.error.startswith(f"{wheel}: member '{EXT}': ") and words in r.error, r.error
-        # lddtree on the file: the same limit
-        f = tmp_path / "x.so"
-        f.write_bytes(data)
-        with pytest.raises(LimitError, match=re.escape(words.split(",")[0])):
-            resolve_tree(f)
+    wheel = tmp_path / hs.WHEEL_NAME
+    wheel.write_bytes(hs.make_wheel({EXT: many_needed}))
+    r = audit_path(wheel, limits=Limits(max_needed=50))
+    assert r.error.startswith(f"{wheel}: member '{EXT}' breaks a limit: ") and \
+        "more DT_NEEDED entries than the limit" in r.error and \
+        "(Limits.max_needed = 50)" in r.error, r.error
+    assert audit_path(wheel, limits=Limits(max_needed=52)).error is None
+    words = "51 directories (RPATH/RUNPATH), more than the limit"
+    wheel.write_bytes(hs.make_wheel({EXT: many_dirs}))
+    r = audit_path(wheel)
+    assert r.error.startswith(f"{wheel}: member '{EXT}': ") and words in r.error, r.error
+    f = tmp_path / "x.so"                   # lddtree on the file: the same limit
+    f.write_bytes(many_dirs)
+    with pytest.raises(LimitError, match=re.escape(words.split(",")[0])):
+        resolve_tree(f)
 
 
 def test_lddtree_with_root_probes_only_names_that_exist(tmp_path, bomb):

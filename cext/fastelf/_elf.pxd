@@ -40,6 +40,15 @@ cdef struct Ctx:
     uint64_t max_strlen
     uint64_t max_strbytes   # all strings decoded from the file, together
     uint64_t strbytes
+    # sparse mode (reader-owned): the buffer spans the whole file but only
+    # these sorted, disjoint [start, end) pairs hold real bytes; _have refuses
+    # the rest and records up to MAX_MISS missing ranges for ElfNeedMore
+    const uint64_t *iv
+    Py_ssize_t niv
+    uint64_t miss[32]       # MAX_MISS (offset, size) pairs
+    int nmiss
+    uint64_t max_needed     # DT_NEEDED entries
+    uint64_t max_versions   # version need/aux and definition entries
 
 
 cdef class ElfFile:
@@ -67,3 +76,4 @@ cdef class ElfFile:
     cdef readonly bint relr         # a DT_RELR entry (packed relative relocations)
     cdef readonly uint64_t symbol_count
     cdef readonly uint64_t bytes_used
+    cdef readonly uint64_t strbytes     # string bytes the result holds (repeats count)

@@ -140,6 +140,10 @@ STT_FUNC = 2
 DEFAULT_MAX_SYMBOLS = 10_000_000
 DEFAULT_MAX_STRLEN = 1 << 18
 DEFAULT_MAX_STRBYTES = 256 << 20     # all strings decoded from one file, together
+DEFAULT_MAX_NEEDED = 4096            # DT_NEEDED entries of one file
+DEFAULT_MAX_VERSIONS = 65536         # version need/aux + definition entries of one file
+cdef enum:
+    MAX_MISS = 16                    # missing ranges one ElfNeedMore reports (sparse mode)
 
 
 class ElfError(ValueError):
@@ -151,11 +155,16 @@ class ElfLimitError(ElfError):
 
 
 class ElfNeedMore(ElfError):
-    """The buffer is a prefix of the file and more bytes are needed."""
+    """The buffer is a prefix of the file and more bytes are needed.
 
-    def __init__(self, needed):
+    ``needed``: the prefix length that would do.  ``ranges``: with
+    ``present`` (sparse mode), the missing ``(offset, size)`` ranges found.
+    """
+
+    def __init__(self, needed, ranges=()):
         super().__init__(f"need the first {needed} bytes of the file")
         self.needed = needed
+        self.ranges = list(ranges)
 
 
 # ------------------------------------------------------------ raw readers
@@ -195,10 +204,34 @@ cdef inline bint _fail(Ctx *c, int code, const char *msg, uint64_t off) noexcept
     return 0
 
 
+cdef bint _covered(Ctx *c, uint64_t off, uint64_t size) noexcept nogil:
+    """True when one present interval holds [off, off+size) (binary search)."""
+    cdef Py_ssize_t lo = 0, hi = c.niv, mid
+    while lo < hi:                       # first interval starting after off
+        mid = (lo + hi) // 2
+        if c.iv[2 * mid] <= off:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo > 0 and off + size <= c.iv[2 * (lo - 1) + 1]
+
+
 cdef inline bint _have(Ctx *c, uint64_t off, uint64_t size, const char *what) noexcept nogil:
-    """True when [off, off+size) lies in the buffer; else records why not."""
+    """True when [off, off+size) lies in the buffer; else records why not.
+
+    In sparse mode the range must also lie in one present interval: the
+    parser never reads a byte the caller did not materialize.
+    """
     if size > c.fsize or off > c.fsize - size:
         return _fail(c, E_RANGE, what, off)
+    if c.niv and size and not _covered(c, off, size):
+        if c.nmiss < MAX_MISS:
+            c.miss[2 * c.nmiss] = off
+            c.miss[2 * c.nmiss + 1] = size
+            c.nmiss += 1
+        if off + size > c.need:
+            c.need = off + size
+        return _fail(c, E_MORE, what, off)
     if off + size > c.n:
         if off + size > c.need:
             c.need = off + size
@@ -363,6 +396,8 @@ cdef bint _cstr(Ctx *c, Parsed *r, uint64_t idx, const char **out, Py_ssize_t *l
 cdef bint _push_ver(Ctx *c, Parsed *r, uint32_t ndx, uint64_t name, int64_t file,
                     bint hidden) noexcept nogil:
     cdef Ver *grown
+    if r.nvers >= c.max_versions:
+        return _fail(c, E_LIMIT, "more version entries than the limit", name)
     if r.nvers == r.cap_vers:
         r.cap_vers = r.cap_vers * 2 + 16
         grown = <Ver *>realloc(r.vers, r.cap_vers * sizeof(Ver))
@@ -577,7 +612,7 @@ cdef bint _dynamic(Ctx *c, Parsed *r) noexcept nogil:
     table) or memory the file does not describe (refused).
     """
     cdef uint64_t entsz = 16 if c.is64 else 8
-    cdef uint64_t off = r.dyn_off, count = 0, i
+    cdef uint64_t off = r.dyn_off, count = 0, i, needed = 0
     cdef bint ended = 0
     cdef const uint8_t *q
     r.has_dynamic = 1
@@ -603,6 +638,10 @@ cdef bint _dynamic(Ctx *c, Parsed *r) noexcept nogil:
         q = c.p + r.dyn_off + i * entsz
         r.dyn[2 * i] = _word(c, q)
         r.dyn[2 * i + 1] = _word(c, q + entsz // 2)
+        if r.dyn[2 * i] == DT_NEEDED:
+            needed += 1
+            if needed > c.max_needed:
+                return _fail(c, E_LIMIT, "more DT_NEEDED entries than the limit", r.dyn_off)
     r.ndyn = count
     return 1
 
@@ -1190,15 +1229,46 @@ cdef object _dynstr(Ctx *c, Parsed *r, dict cache, uint64_t idx):
     return got
 
 
+cdef object _dynstr_entry(Ctx *c, Parsed *r, dict cache, uint64_t idx):
+    """A dynamic entry's string (NEEDED, SONAME, RPATH, RUNPATH): a repeat
+    costs no decoding but its bytes in every output, so it counts again."""
+    cdef bint seen = idx in cache
+    got = _dynstr(c, r, cache, idx)
+    if seen:
+        c.strbytes += <uint64_t>len(<str>got)
+        if c.strbytes > c.max_strbytes:
+            _fail(c, E_LIMIT, "dynamic strings longer in total than the limit", r.strtab + idx)
+            _raise(c)
+    return got
+
+
 cdef _raise(Ctx *c):
+    cdef int k
     if c.err == E_MORE:
-        raise ElfNeedMore(c.need)
+        raise ElfNeedMore(c.need, [(c.miss[2 * k], c.miss[2 * k + 1]) for k in range(c.nmiss)])
     if c.err == E_RANGE:
         raise ElfError(f"{c.msg.decode()} at offset {c.err_off:#x} extends past the end of "
                        f"the file ({c.fsize} bytes)")
     if c.err == E_LIMIT:
         raise ElfLimitError(f"{c.msg.decode()} (at offset {c.err_off:#x})")
     raise ElfError(f"{c.msg.decode()} (at offset {c.err_off:#x})")
+
+
+def _merged(present, uint64_t fsize):
+    """Sorted, disjoint, non-empty ``[start, end)`` pairs clipped to the file."""
+    spans = sorted((max(0, int(a)), min(int(b), fsize)) for a, b in present)
+    out = []
+    last = None
+    for a, b in spans:
+        if a >= b:
+            continue
+        if last is not None and a <= last[1]:
+            if b > last[1]:
+                last[1] = b
+        else:
+            last = [a, b]
+            out.append(last)
+    return out
 
 
 _ARCH = {
@@ -1251,14 +1321,20 @@ cdef class ElfFile:
 
 
 def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
-          max_strlen=DEFAULT_MAX_STRLEN, max_strbytes=DEFAULT_MAX_STRBYTES):
+          max_strlen=DEFAULT_MAX_STRLEN, max_strbytes=DEFAULT_MAX_STRBYTES,
+          max_needed=DEFAULT_MAX_NEEDED, max_versions=DEFAULT_MAX_VERSIONS, present=None):
     """Parse an ELF image held in ``buf`` (any read-only buffer, not copied).
 
     ``file_size``: the size of the whole file when ``buf`` holds only its
     start; ``ElfNeedMore`` is raised if more is needed.  ``exports``: name
     prefixes of the defined symbols to report, or ``None`` for all of them.
     Limits (``ElfLimitError`` when broken): ``max_symbols`` dynamic symbols,
-    ``max_strlen`` bytes in one string, ``max_strbytes`` bytes of strings in all.
+    ``max_strlen`` bytes in one string, ``max_strbytes`` bytes of strings in all
+    (repeats count: they cost as much in any output), ``max_needed`` DT_NEEDED
+    entries, ``max_versions`` version need/aux/definition entries.
+    ``present``: sparse mode, for a ``buf`` spanning the whole file of which
+    only these ``(start, end)`` ranges hold real bytes; every read is checked
+    against them and ``ElfNeedMore.ranges`` lists what is missing.
     """
     cdef const uint8_t[::1] view = buf
     cdef Ctx c
@@ -1275,6 +1351,8 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
     cdef ElfFile out
     cdef list prefix_bytes = [] if all_exports else [p.encode() for p in exports]
     cdef dict strings = {}       # .dynstr offset -> decoded string
+    cdef uint64_t *iv = NULL
+    cdef list spans
 
     c.n = view.shape[0]
     c.fsize = c.n if file_size is None else file_size
@@ -1295,11 +1373,28 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
     c.max_strlen = max_strlen
     c.max_strbytes = max_strbytes
     c.strbytes = 0
+    c.max_needed = max_needed
+    c.max_versions = max_versions
+    c.iv = NULL
+    c.niv = 0
+    c.nmiss = 0
     memset(&r, 0, sizeof(Parsed))
     r.exec_stack = -1
 
     nprefix = len(prefix_bytes)
     try:
+        if present is not None:
+            spans = _merged(present, c.fsize)
+            iv = <uint64_t *>malloc((2 * len(spans) + 2) * sizeof(uint64_t))
+            if iv == NULL:
+                raise MemoryError()
+            for j in range(len(spans)):
+                iv[2 * j] = spans[j][0]
+                iv[2 * j + 1] = spans[j][1]
+            c.iv = iv
+            c.niv = len(spans)
+            if c.niv == 0 or iv[0] != 0 or iv[1] < 4:
+                raise ElfNeedMore(min(c.fsize, 64), [(0, min(c.fsize, 64))])
         if nprefix:
             prefixes = <const char **>malloc(nprefix * sizeof(char *))
             plens = <Py_ssize_t *>malloc(nprefix * sizeof(Py_ssize_t))
@@ -1353,13 +1448,13 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
             out.relr = any(tag == DT_RELR for tag, _val in out.dynamic)
             for k in range(r.ndyn):
                 if r.dyn[2 * k] == DT_NEEDED:
-                    out.needed.append(_dynstr(&c, &r, strings, r.dyn[2 * k + 1]))
+                    out.needed.append(_dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1]))
                 elif r.dyn[2 * k] == DT_SONAME:
-                    out.soname = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
+                    out.soname = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
                 elif r.dyn[2 * k] == DT_RPATH:
-                    out.rpath = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
+                    out.rpath = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
                 elif r.dyn[2 * k] == DT_RUNPATH:
-                    out.runpath = _dynstr(&c, &r, strings, r.dyn[2 * k + 1])
+                    out.runpath = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
 
         # version index -> (name, library)
         versions = {}
@@ -1402,8 +1497,10 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
                     ver = versions.get(vs, (None, None))[0]
             out.exports.append((name, ver, info >> 4, info & 0xf))
         out.bytes_used = r.used
+        out.strbytes = c.strbytes
         return out
     finally:
+        free(iv)
         free(prefixes)
         free(plens)
         free(r.segs)

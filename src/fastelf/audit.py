@@ -375,8 +375,8 @@ class _Resolver:
         if hit is None:
             what = f"{self.wheel}: member {info.path!r}"
             rpath, runpath = split_path(info.rpath), split_path(info.runpath)
-            check_object_limits(what, info.needed, rpath)
-            check_object_limits(what, (), runpath)
+            check_object_limits(what, rpath)
+            check_object_limits(what, runpath)
             origin = posixpath.dirname(install_path(info.path))
             hit = self._own[info.path] = tuple(
                 tuple(d for d in dict.fromkeys(_search_dirs(v, origin)) if d in self._member_dirs)
@@ -419,7 +419,7 @@ class _Resolver:
             order = self.search_order(info, chain)
             own = self._dirs(info)[0] if info.runpath is None else ()
             inherited = tuple(dict.fromkeys(own + chain))
-            check_object_limits(f"{self.wheel}: member {info.path!r}", (), inherited)
+            check_object_limits(f"{self.wheel}: member {info.path!r}", inherited)
             for lib in info.needed:
                 found = self.find(info, lib, order)
                 visit(info, lib, found)
@@ -507,9 +507,11 @@ def audit_path(path, **kw) -> AuditResult:
     """Like audit_wheel, but a broken wheel gives a result with ``error`` set."""
     try:
         return audit_wheel(path, **kw)
-    except FastElfError as e:
+    except (FastElfError, MemoryError) as e:  # one wheel too big must not stop a batch
         where = _display_path(path, kw.get("filename"))
-        return AuditResult(wheel=os.path.basename(where), path=where, error=str(e),
+        error = str(e) if isinstance(e, FastElfError) else (
+            f"{where}: out of memory while reading the wheel (Limits.untrusted() bounds it)")
+        return AuditResult(wheel=os.path.basename(where), path=where, error=error,
                            claimed_tags=platform_tags_of(kw.get("filename") or where))
 
 

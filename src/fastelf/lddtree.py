@@ -279,14 +279,14 @@ class Searcher:
         for an object beyond the limits of :func:`fastelf.ldpaths.check_object_limits`."""
         if node.order is None:
             node.order = self._search_order(node)
-            check_object_limits(node.path or node.chain[0], node.elf.needed,
+            check_object_limits(node.path or node.chain[0],
                                 [d for d, label in node.order if label != self.system_label])
         return node.order
 
     def _search_order(self, node) -> List[Tuple[str, str]]:
         dirs: List[Tuple[str, str]] = []
         for entries in (split_path(node.elf.rpath), split_path(node.elf.runpath)):
-            check_object_limits(node.path or node.chain[0], (), entries)
+            check_object_limits(node.path or node.chain[0], entries)
         if self.flavour == GLIBC:
             if not node.elf.runpath:
                 n = node

@@ -35,7 +35,7 @@ __all__ = [
     "GLIBC", "MUSL", "MULTIARCH", "MUSL_ARCH", "MUSL_DEFAULT_PATH",
     "rooted", "split_path", "expand_dst", "parse_ld_so_conf", "musl_path",
     "glibc_default_dirs", "system_dirs", "default_lib", "default_platform",
-    "MAX_NEEDED", "MAX_SEARCH_DIRS", "check_object_limits",
+    "MAX_SEARCH_DIRS", "check_object_limits",
 ]
 
 # Debian multiarch triplets (the system directories of a Debian-style glibc).
@@ -58,10 +58,10 @@ MAX_CONF_DEPTH = 16
 MAX_CONF_FILES = 1024
 MAX_CONF_DIRS = 4096
 MAX_CONF_BYTES = 1 << 20
-# Bounds on one object's dynamic section as the search sees it: real libraries have
-# tens of DT_NEEDED entries and a few search directories; these let a hostile file
-# cost at most MAX_NEEDED x MAX_SEARCH_DIRS cheap set lookups.
-MAX_NEEDED = 1024
+# Bound on one object's search path as the search sees it: real libraries have a few
+# search directories.  Its DT_NEEDED entries are bounded where the file is parsed
+# (Limits.max_needed, the core's DEFAULT_MAX_NEEDED), so a hostile file costs at most
+# max_needed x MAX_SEARCH_DIRS cheap set lookups.
 MAX_SEARCH_DIRS = 1024
 
 
@@ -287,13 +287,10 @@ def system_dirs(*, root: str = "/", libc: str = GLIBC, arch: Optional[str] = Non
                    + glibc_default_dirs(arch, elf_class))
 
 
-def check_object_limits(what: str, needed: Sequence[str], search: Sequence[str]) -> None:
-    """Raise LimitError when the object ``what`` has more than MAX_NEEDED DT_NEEDED
-    entries or a search path (RPATH/RUNPATH entries, or the directories inherited
-    from its loaders) longer than MAX_SEARCH_DIRS."""
-    if len(needed) > MAX_NEEDED:
-        raise LimitError(what, f"{len(needed)} DT_NEEDED entries, more than the limit of "
-                               f"{MAX_NEEDED}")
+def check_object_limits(what: str, search: Sequence[str]) -> None:
+    """Raise LimitError when the object ``what`` has a search path (RPATH/RUNPATH
+    entries, or the directories inherited from its loaders) longer than
+    MAX_SEARCH_DIRS.  (Its DT_NEEDED entries were capped when it was parsed.)"""
     if len(search) > MAX_SEARCH_DIRS:
         raise LimitError(what, f"a library search path of {len(search)} directories "
                                f"(RPATH/RUNPATH), more than the limit of {MAX_SEARCH_DIRS}")

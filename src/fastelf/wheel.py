@@ -22,24 +22,25 @@ checked when the wheel is opened, so every byte before the central
 directory is accounted for once.  ``tests/test_zip_differential.py`` holds
 fastelf to zipfile over crafted, corpus and mutated archives.
 
-Stored members are returned as zero-copy views over the memory-mapped file;
-deflated members can be inflated only as far as a caller needs
-(:meth:`WheelReader.stream`), or streamed in chunks without keeping them
-(:meth:`WheelReader.iter_chunks`).  The input file is opened read-only and
-never modified.
+A file is read with ``pread`` of the ranges needed, never through a shared
+mapping: another process truncating or rewriting the wheel gives a short read
+(``WheelError`` "changed while being read"), not SIGBUS.  Bytes-like inputs
+are read in place (zero-copy views).  Deflated members can be inflated only
+as far as a caller needs (:meth:`WheelReader.stream`), or streamed in chunks
+without keeping them (:meth:`WheelReader.iter_chunks`).  The input file is
+opened read-only and never modified.
 """
 
 from __future__ import annotations
 
 import io
-import mmap
 import operator
 import os
 import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 from .errors import LimitError, WheelError
 
@@ -100,9 +101,29 @@ _DEFLATE_SLACK = 1024
 class Limits:
     """Safety limits for untrusted wheels.  Each breach raises LimitError.
 
-    Peak memory per wheel is bounded by about ``max_member_size`` (an ELF
-    member is inflated up to the last byte its parser needs) plus the
-    strings of one ELF file; RECORD verification streams members in chunks.
+    Peak memory of one worker auditing one wheel is bounded by the limits,
+    whatever the wheel holds (the file is read by ranges; members are never
+    mapped):
+
+    - an ELF member of at most ``max_elf_contiguous`` inflated bytes is
+      inflated contiguously up to the last byte its parser needs (fastest):
+      compressed input plus output, at most about 2 x ``max_elf_contiguous``;
+    - a bigger ELF member is inflated as a stream of 1 MiB chunks into a
+      sparse image of which only the regions the parser asks for are kept
+      (ELF and program headers, the dynamic tables): at most
+      ``max_elf_resident`` bytes;
+    - the parsed results of all ELF members of the wheel: at most
+      ``max_wheel_strbytes`` bytes of strings and ``max_wheel_symbols``
+      symbols (about 200 bytes of Python objects each);
+    - the member list (about 400 bytes per member), a 1 MiB read window,
+      the RECORD file (``max_record_size``; other members are verified in
+      chunks), and a non-seekable input stream, read into memory up to
+      ``max_stream_size``.
+
+    ``UNTRUSTED_LIMITS`` sets these so that the total stays under
+    ``UNTRUSTED_MEMORY_BOUND`` (256 MiB of peak RSS, interpreter included);
+    the defaults are far above any real wheel and bound memory at about
+    ``DEFAULT_MEMORY_BOUND`` (4 GiB).
     """
 
     max_members: int = 250_000
@@ -115,9 +136,36 @@ class Limits:
     max_strlen: int = 1 << 18               # one string in an ELF file's .dynstr
     max_strbytes: int = 256 << 20           # all strings decoded from one ELF file
     max_record_size: int = 64 << 20         # bytes of the RECORD file
+    max_needed: int = 4096                  # DT_NEEDED entries of one ELF file (real: < 100)
+    max_version_entries: int = 65536        # version need/aux/def entries of one ELF (real: < 2k)
+    max_wheel_symbols: int = 8_000_000      # dynamic symbols of all ELF files of the wheel
+    max_wheel_strbytes: int = 512 << 20     # strings decoded from all ELF files of the wheel
+    max_elf_contiguous: int = 64 << 20      # bigger ELF members are parsed from a sparse image
+    max_elf_resident: int = 256 << 20       # bytes of one big ELF member kept for its parse
+    max_stream_size: int = 256 << 20        # a non-seekable input is read into memory
+
+    @classmethod
+    def untrusted(cls) -> Limits:
+        """Limits for wheels from strangers (uploads): peak RSS of one worker
+        stays under ``UNTRUSTED_MEMORY_BOUND``, still far above real wheels."""
+        return UNTRUSTED_LIMITS
 
 
 DEFAULT_LIMITS = Limits()
+
+# Peak RSS guaranteed by UNTRUSTED_LIMITS (tests/test_memory_bounds.py
+# measures it on hostile wheels): ~40 MiB interpreter and modules
+# + 2 x 16 MiB contiguous inflate, or 64 MiB of sparse regions + chunks
+# + 24 MiB of strings (x2 for str objects) + 300k symbols (~60 MiB)
+# + 50k members (~20 MiB) + 8 MiB RECORD.
+UNTRUSTED_MEMORY_BOUND = 256 << 20
+UNTRUSTED_LIMITS = Limits(
+    max_members=50_000, max_member_size=4 << 30, max_total_size=16 << 30,
+    max_inflated=16 << 30, max_symbols=300_000, max_strbytes=24 << 20,
+    max_record_size=8 << 20, max_needed=1024, max_version_entries=16384,
+    max_wheel_symbols=300_000, max_wheel_strbytes=24 << 20,
+    max_elf_contiguous=16 << 20, max_elf_resident=64 << 20, max_stream_size=32 << 20)
+DEFAULT_MEMORY_BOUND = 4 << 30
 
 
 class _LocalSpan(NamedTuple):
@@ -210,20 +258,19 @@ class WheelReader:
 
     def __init__(self, source, limits: Limits = DEFAULT_LIMITS, name: str | None = None):
         self.limits = limits
-        self._mmap = None
         self._fh = None
-        self._buf = memoryview(b"")
+        self._buf: _Source = _MemorySource(b"")
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.path = "<bytes>"
-            self._buf = memoryview(source).cast("B")
+            self._buf = _MemorySource(source)
         elif hasattr(source, "read"):
             self.path = getattr(source, "name", "<stream>")
-            self._buf = self._map_stream(source)
+            self._buf = self._source_of_stream(source)
         else:
             self.path = os.fspath(source)
             self._fh = self._open(self.path)
             try:
-                self._buf = self._map_fd(self._fh)
+                self._buf = _FileSource(self._fh.fileno(), self.path)
             except BaseException:
                 self.close()
                 raise
@@ -256,17 +303,11 @@ class WheelReader:
             os.close(fd)
             raise
 
-    def _map_fd(self, fh):
-        try:
-            size = os.fstat(fh.fileno()).st_size
-            if size == 0:
-                return memoryview(b"")
-            self._mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as e:
-            raise WheelError(self.path, f"cannot map the file: {e.strerror or e}") from None
-        return memoryview(self._mmap)
-
-    def _map_stream(self, stream):
+    def _source_of_stream(self, stream) -> _Source:
+        """A regular file's descriptor is read by ranges (the caller keeps it
+        open); an in-memory stream is read in place; any other seekable
+        stream by seek+read; a pipe, a device or an unseekable stream is
+        read into memory up to ``max_stream_size`` (``/dev/zero`` never ends)."""
         try:
             fileno = stream.fileno()
         except (OSError, AttributeError, io.UnsupportedOperation):
@@ -277,21 +318,42 @@ class WheelReader:
             except OSError:
                 st = None
             if st is not None and stat.S_ISREG(st.st_mode):
-                return self._map_fd(stream)
-        return memoryview(stream.read()).cast("B")
+                return _FileSource(fileno, self.path)
+            return _MemorySource(self._read_capped(stream))
+        if isinstance(stream, io.BytesIO):
+            return _MemorySource(stream.getbuffer())
+        try:
+            seekable = stream.seekable()
+        except (OSError, AttributeError, ValueError):
+            seekable = False
+        if seekable:
+            return _FileSource(stream, self.path)
+        return _MemorySource(self._read_capped(stream))
+
+    def _read_capped(self, stream) -> bytes:
+        cap = self.limits.max_stream_size
+        parts: list[bytes] = []
+        got = 0
+        while True:
+            try:
+                part = stream.read(min(1 << 20, cap + 1 - got))
+            except OSError as e:
+                raise self._error(f"cannot read the input: {e.strerror or e}") from None
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+            got += len(part)
+            if got > cap:
+                raise self._limit(f"input stream is longer than the limit of {cap} bytes "
+                                  "(a stream that cannot seek is read into memory)")
+
+    def check_unchanged(self) -> None:
+        """Raise WheelError if the file's size or mtime changed since it was opened."""
+        self._buf.check_unchanged()
 
     def close(self):
-        buf, self._buf = self._buf, memoryview(b"")
-        try:
-            buf.release()
-        except (BufferError, ValueError):   # views into it are still alive
-            pass
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:              # closed when the last view goes
-                pass
-            self._mmap = None
+        buf, self._buf = self._buf, _MemorySource(b"")
+        buf.release()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -350,8 +412,8 @@ class WheelReader:
         """
         buf = self._buf
         eocd = self._find_eocd()
-        (_, disk, cd_disk, count_disk, count, cd_size, cd_off, clen) = struct.unpack_from(
-            "<4sHHHHIIH", buf, eocd)
+        (_, disk, cd_disk, count_disk, count, cd_size, cd_off, clen) = buf.unpack_from(
+            "<4sHHHHIIH", eocd)
         after = len(buf) - eocd - 22
         if clen != after:
             if clen < after:
@@ -388,7 +450,7 @@ class WheelReader:
         """
         buf = self._buf
         loc = eocd - 20
-        (_, loc_disk, off, ndisks) = struct.unpack_from("<4sIQI", buf, loc)
+        (_, loc_disk, off, ndisks) = buf.unpack_from("<4sIQI", loc)
         if loc_disk != 0 or ndisks > 1:
             raise self._error("multi-disk zip archives are not supported")
         rec = loc - 56
@@ -399,7 +461,7 @@ class WheelReader:
             raise self._error(f"zip64 end of central directory locator points to offset {off}, "
                               f"the zip64 end record is at {rec}")
         (_, size, _vm, _vn, disk, cd_disk, count_disk, count, cd_size, cd_off) = \
-            struct.unpack_from("<4sQHHIIQQQQ", buf, rec)
+            buf.unpack_from("<4sQHHIIQQQQ", rec)
         if size != 44:
             raise self._error("zip64 end of central directory record with extensible data "
                               "(zipfile would misread it)")
@@ -460,8 +522,8 @@ class WheelReader:
         if pos + 46 > end:
             raise self._error("central directory is truncated")
         (sig, made_by, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen,
-         clen, _disk, _iattr, eattr, hoff) = struct.unpack_from(
-            "<4sHHHHHHIIIHHHHHII", buf, pos)
+         clen, _disk, _iattr, eattr, hoff) = buf.unpack_from(
+            "<4sHHHHHHIIIHHHHHII", pos)
         if sig != _CENTRAL:
             raise self._error(f"bad central directory entry signature at offset {pos}")
         if pos + 46 + nlen + xlen + clen > end:
@@ -605,7 +667,7 @@ class WheelReader:
         if off + 30 > cd_off:
             raise self._error(f"bad local header for {m.name!r}")
         (sig, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen) = \
-            _LOCAL_HEADER.unpack_from(buf, off)
+            buf.unpack_from(_LOCAL_HEADER.format, off)
         if sig != _LOCAL:
             raise self._error(f"bad local header for {m.name!r}")
         start = off + 30 + nlen + xlen
@@ -656,7 +718,7 @@ class WheelReader:
         fmt = "<IQQ" if zip64 else "<III"
         if pos + struct.calcsize(fmt) > len(buf):
             raise self._error(f"data descriptor of {m.name!r} is truncated")
-        crc, csize, usize = struct.unpack_from(fmt, buf, pos)
+        crc, csize, usize = buf.unpack_from(fmt, pos)
         if (crc, csize, usize) != (m.crc, m.compressed_size, m.size):
             raise self._error(f"data descriptor of {m.name!r} disagrees with the central "
                               "directory")
@@ -675,16 +737,20 @@ class WheelReader:
         except KeyError:
             raise self._error(f"no member named {name!r}") from None
 
-    def raw(self, member: Member) -> memoryview:
-        """The member's compressed bytes, as stored (a view, not a copy).
+    def raw(self, member: Member, lazy: bool = False) -> "memoryview | bytes | _Span":
+        """The member's compressed bytes, as stored (a view, not a copy, of
+        a bytes-like input; read from a file).  ``lazy``: a big member of a
+        file comes as a :class:`_Span` that reads its slices on demand.
 
         Its local header was checked against the central directory when the
         wheel was opened (see :meth:`_check_layout`).
         """
         start = self._data_at[member.name]
+        if lazy and member.compressed_size > _EAGER_RAW and isinstance(self._buf, _FileSource):
+            return _Span(self._buf, start, member.compressed_size)
         return self._buf[start:start + member.compressed_size]
 
-    def stream(self, member: Member) -> "MemberStream":
+    def stream(self, member: Member) -> MemberStream:
         return MemberStream(self, member)
 
     def read(self, member: Member | str, verify=True) -> bytes | memoryview:
@@ -700,22 +766,26 @@ class WheelReader:
             s.verify()
         else:
             s.ensure(member.size)
-        return s.data()
+        data = s.data()
+        self.check_unchanged()
+        return data
 
-    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20):
+    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20, verify: bool = True):
         """Yield the member's bytes in chunks, keeping none of them.
 
-        The CRC-32 and the declared size are checked at the end; inflating
-        past the declared size stops at once (LimitError).
+        The CRC-32 (unless ``verify`` is false: a caller that stops early
+        never gets to compare it) and the declared size are checked at the
+        end; inflating past the declared size stops at once (LimitError).
         """
         if isinstance(member, str):
             member = self.member(member)
-        raw = self.raw(member)
+        raw = self.raw(member, lazy=True)
         crc = 0
         if member.method == STORED:
             for i in range(0, len(raw), chunk_size):
                 chunk = raw[i:i + chunk_size]
-                crc = _crc32(chunk, crc)
+                if verify:
+                    crc = _crc32(chunk, crc)
                 yield chunk
             got = len(raw)
         else:
@@ -739,13 +809,15 @@ class WheelReader:
                     raise self._limit(f"member {member.name!r} inflates past its declared "
                                       f"size of {member.size} (zip bomb?)")
                 if chunk:
-                    crc = _crc32(chunk, crc)
+                    if verify:
+                        crc = _crc32(chunk, crc)
                     yield chunk
         if got != member.size:
             raise self._error(f"member {member.name!r} is shorter than its declared size "
                               f"({got} < {member.size})")
-        if crc != member.crc:
+        if verify and crc != member.crc:
             raise self._error(f"CRC-32 mismatch in member {member.name!r}")
+        self.check_unchanged()
 
     def _count_inflated(self, n):
         self.inflated += n
@@ -790,7 +862,7 @@ class MemberStream:
     def __init__(self, reader: WheelReader, member: Member):
         self.reader = reader
         self.member = member
-        self._raw = reader.raw(member)
+        self._raw = reader.raw(member, lazy=True)
         if member.method == STORED:
             self._out = None
             self._have = member.size
@@ -828,6 +900,12 @@ class MemberStream:
     @property
     def available(self):
         return self._have
+
+    @property
+    def in_memory(self) -> bool:
+        """A stored member already in memory (a view of a bytes-like input,
+        or a small one read whole): reading it costs nothing more."""
+        return self._out is None and not isinstance(self._raw, _Span)
 
     def ensure(self, n):
         """Inflate until at least ``n`` bytes (or the whole member) are available."""
@@ -875,8 +953,9 @@ class MemberStream:
         """
         size = self.member.size
         self.reader._count_inflated(size)
+        raw = self._raw.load() if isinstance(self._raw, _Span) else self._raw
         try:
-            out = _inflate_whole(self._raw, size) if size else bytearray()
+            out = _inflate_whole(raw, size) if size else bytearray()
         except _DeflateError:
             self.reader.inflated -= size
             self._whole_failed = True
@@ -928,5 +1007,152 @@ class MemberStream:
         read the member again.
         """
         if self._out is None:
-            return self._raw[:]
+            if isinstance(self._raw, _Span):
+                self._raw = memoryview(self._raw.load())
+            return memoryview(self._raw)
         return memoryview(self._out)[: self._have]
+
+
+# ------------------------------------------------------------- byte sources
+#
+# The zip code reads the wheel through one small interface: len(), slices
+# (bytes-like, clipped to the end like a memoryview's) and unpack_from().
+
+_WINDOW = 1 << 20           # a file is read by windows of this size at least
+_EAGER_RAW = 8 << 20        # bigger members' compressed bytes are read on demand
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    parts = []
+    while size > 0:
+        part = os.pread(fd, size, offset)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _MemorySource:
+    """A bytes-like input: slices are zero-copy views of it."""
+
+    def __init__(self, data) -> None:
+        self._mv = memoryview(data).cast("B")
+
+    def __len__(self) -> int:
+        return len(self._mv)
+
+    def __getitem__(self, key: slice) -> memoryview:
+        return self._mv[key]
+
+    def unpack_from(self, fmt: str, offset: int) -> tuple:
+        return struct.unpack_from(fmt, self._mv, offset)
+
+    def check_unchanged(self) -> None:
+        """Bytes in memory cannot change under the reader."""
+
+    def release(self) -> None:
+        try:
+            self._mv.release()
+        except (BufferError, ValueError):   # views into it are still alive
+            pass
+
+
+class _FileSource:
+    """A regular file (descriptor) or seekable stream, read by ranges.
+
+    Never mapped: a mapping turns another process's truncation into SIGBUS.
+    A read that comes back short, or a size or mtime that differs from the
+    one seen at open, means the file changed under the reader: WheelError.
+    The last window read is kept, so the central directory's many small
+    reads cost one system call per megabyte.
+    """
+
+    def __init__(self, handle, path: str) -> None:
+        self._path = path
+        self._fd: int = handle if isinstance(handle, int) else -1
+        self._stream = None if isinstance(handle, int) else handle
+        self._stamp = self._stat()
+        self._size = self._stamp[0]
+        self._win_off = 0
+        self._win = memoryview(b"")
+
+    def _stat(self) -> tuple:
+        try:
+            if self._stream is None:
+                st = os.fstat(self._fd)
+                return (st.st_size, st.st_mtime_ns)
+            return (self._stream.seek(0, os.SEEK_END), None)
+        except (OSError, ValueError) as e:
+            raise WheelError(self._path, f"cannot read the file: {e}") from None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _changed(self, detail: str) -> WheelError:
+        return WheelError(self._path, f"the file changed while being read ({detail})")
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset`` (inside the size seen at open)."""
+        try:
+            if self._stream is None:
+                data = _pread(self._fd, size, offset)
+            else:
+                self._stream.seek(offset)
+                data = self._stream.read(size)
+        except OSError as e:
+            raise WheelError(self._path, f"cannot read the file: {e.strerror or e}") from None
+        if len(data) != size:
+            raise self._changed(f"{len(data)} of {size} bytes at offset {offset}")
+        return data
+
+    def __getitem__(self, key: slice):
+        start, stop, _ = key.indices(self._size)
+        if stop <= start:
+            return b""
+        w = self._win_off
+        if start >= w and stop <= w + len(self._win):
+            return self._win[start - w:stop - w]
+        if stop - start > _WINDOW:
+            return self.read(start, stop - start)
+        self._win_off = start
+        self._win = memoryview(self.read(start, min(_WINDOW, self._size - start)))
+        return self._win[:stop - start]
+
+    def unpack_from(self, fmt: str, offset: int) -> tuple:
+        return struct.unpack_from(fmt, self[offset:offset + struct.calcsize(fmt)])
+
+    def check_unchanged(self) -> None:
+        now = self._stat()
+        if now != self._stamp:
+            raise self._changed(f"size or mtime differs from when it was opened: "
+                                f"{self._stamp[0]} -> {now[0]} bytes")
+
+    def release(self) -> None:
+        self._win = memoryview(b"")
+
+
+class _Span:
+    """A member's compressed bytes in a file, read slice by slice on demand
+    (so inflating a big member costs a window, not the member)."""
+
+    def __init__(self, source: _FileSource, start: int, size: int) -> None:
+        self._source = source
+        self._start = start
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice):
+        a, b, _ = key.indices(self._size)
+        return self._source[self._start + a:self._start + max(a, b)]
+
+    def load(self) -> bytes:
+        """All of it, for a caller that wants the whole member anyway."""
+        return self._source.read(self._start, self._size)
+
+
+_Source = Union[_MemorySource, _FileSource]
