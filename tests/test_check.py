@@ -22,13 +22,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from elfbuild import compile_c, have_compiler
+from realwheels import WHEELS, fetch
+from wheelbuild import build_wheel
+
 from fastelf import cli
 from fastelf.audit import audit_wheel
 from fastelf.check import Kind, abi3_floor, check_wheel, stable_abi
-from realwheels import WHEELS, fetch
-from wheelbuild import build_wheel
 
 X86_EXT = ".cpython-311-x86_64-linux-gnu.so"
 PY_INCLUDE = sysconfig.get_paths()["include"]
@@ -175,7 +175,8 @@ def abi3audit_report(wheel: Path) -> dict:
     """abi3audit's verdict per extension: {name: result}."""
     if shutil.which("abi3audit") is None:
         pytest.skip("abi3audit not installed")
-    out = subprocess.run(["abi3audit", "-R", str(wheel)], capture_output=True, text=True).stdout
+    out = subprocess.run(["abi3audit", "-R", str(wheel)], check=False, capture_output=True,
+                         text=True).stdout
     spec = json.loads(out)["specs"][str(wheel)]
     return {e["name"]: e["result"] for e in spec["wheel"]}
 
@@ -429,7 +430,8 @@ def test_soname_that_does_not_match_its_file_is_not_found_by_the_loader(tmp_path
     shutil.copy(lib, site / "libfoo.so")
     shutil.copy(ext, site / ext.name)
     probe = subprocess.run([sys.executable, "-c", "import ctypes,sys; ctypes.CDLL(sys.argv[1])",
-                            str(site / ext.name)], capture_output=True, text=True)
+                            str(site / ext.name)], check=False, capture_output=True,
+                           text=True)
     assert probe.returncode != 0 and "libfoo.so.1" in probe.stderr
     report = check_wheel(wheels({"libfoo.so": lib, ext.name: ext}))
     assert [f.file for f in kinds(report, Kind.SONAME)] == ["libfoo.so"]
@@ -455,7 +457,7 @@ def test_musl_extension_named_for_glibc(tmp_path, wheels):
     report = check_wheel(wheels({f"m{X86_EXT}": ext}, tags="musllinux_1_2_x86_64"))
     found = kinds(report, Kind.EXTENSION_LIBC)
     assert [f.file for f in found] == [f"m{X86_EXT}"] and "musl" in found[0].reason
-    good = f"m.cpython-311-x86_64-linux-musl.so"
+    good = "m.cpython-311-x86_64-linux-musl.so"
     assert not kinds(check_wheel(wheels({good: ext}, tags="musllinux_1_2_x86_64")),
                      Kind.EXTENSION_LIBC)
 

@@ -493,8 +493,7 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
         with WheelReader(source, limits, name=path) as reader:
             infos = read_elf_infos(reader)
             record = verify_record_of(reader) if verify_record else None
-            from .check import audit_findings       # check builds on audit: import late
-            checks = audit_findings(source, reader, infos, name)
+            checks = _check_findings(source, reader, infos, name)
     except (FastElfError, MemoryError):
         raise
     except Exception as e:      # I/O of a caller's file object: OSError, IncompleteRead, ...
@@ -507,6 +506,12 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     result.record = record
     result.checks = checks
     return result
+
+
+def _check_findings(source, reader: WheelReader, infos: list, name: str) -> list:
+    """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
+    from .check import audit_findings
+    return audit_findings(source, reader, infos, name)
 
 
 def audit_path(path, **kw) -> AuditResult:

@@ -35,15 +35,19 @@ import os
 import posixpath
 import re
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from packaging.tags import Tag, parse_tag
-from packaging.utils import (InvalidWheelFilename, canonicalize_name,
-                             parse_wheel_filename)
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from ._elf import STB_WEAK
@@ -526,6 +530,8 @@ def _headers(reader: WheelReader, member: str):
         text = bytes(reader.read(m)).decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8"
+    except FastElfError as e:       # corrupt member: a finding here, not an audit error
+        return e.reason if isinstance(e, WheelError) else str(e)
     return email.parser.HeaderParser().parsestr(text)
 
 
