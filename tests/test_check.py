@@ -508,3 +508,32 @@ def test_cli_unreadable_wheel(tmp_path, capsys):
     assert cli.main(["check", str(junk)]) == 3
     out = capsys.readouterr().out
     assert ": unreadable: " in out and ": zip: " in out
+
+
+@needs_gcc
+def test_excluded_library_absent_at_run_time_is_a_platform_tag_problem(tmp_path, wheels):
+    """A library left out by ``repair --exclude`` is neither in the wheel nor in the
+    policy's system libraries: the claimed tag fails, naming it, and the real loader
+    cannot load the extension without it."""
+    lib = compile_c(tmp_path, "libgone.so.1", "int gone(void) { return 3; }\n",
+                    args=["-Wl,-soname,libgone.so.1"])
+    ext = compile_c(tmp_path, f"ex/uses{X86_EXT}", "extern int gone(void);\n"
+                    "void *PyInit_uses(void) { return (void *)(long)gone(); }\n",
+                    libs=[str(lib)])
+    probe = subprocess.run([sys.executable, "-c", "import ctypes,sys; ctypes.CDLL(sys.argv[1])",
+                            str(ext)], check=False, capture_output=True, text=True)
+    assert probe.returncode != 0 and "libgone.so.1" in probe.stderr
+    found = kinds(check_wheel(wheels({f"uses{X86_EXT}": ext})), Kind.PLATFORM_TAG)
+    assert len(found) == 1 and "libgone.so.1" in found[0].reason
+
+
+@needs_gcc
+def test_audit_of_a_file_object_skips_only_the_zip_layout(tmp_path, wheels):
+    lib = compile_c(tmp_path, f"s{X86_EXT}", ext_source("s"), args=["-Wl,-z,execstack"])
+    whl = wheels({f"s{X86_EXT}": lib})
+    with open(whl, "rb") as fh:
+        d = audit_wheel(fh, filename=whl.name).to_dict()
+    assert [c["kind"] for c in d["checks"]] == ["exec-stack"]
+    padded = whl.read_bytes() + b"x"
+    from_bytes = audit_wheel(padded, filename=whl.name).to_dict()
+    assert sorted(c["kind"] for c in from_bytes["checks"]) == ["exec-stack", "zip"]
