@@ -537,3 +537,30 @@ def test_audit_of_a_file_object_skips_only_the_zip_layout(tmp_path, wheels):
     padded = whl.read_bytes() + b"x"
     from_bytes = audit_wheel(padded, filename=whl.name).to_dict()
     assert sorted(c["kind"] for c in from_bytes["checks"]) == ["exec-stack", "zip"]
+
+
+@needs_gcc
+def test_program_with_an_executable_stack_agrees_with_the_kernel(tmp_path, wheels):
+    """A program (PT_INTERP) is not dlopened: the kernel gives it the stack it asks for,
+    which the program itself reads back from /proc/self/maps."""
+    src = """
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char line[512], perms[8];
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "[stack]") && sscanf(line, "%*s %7s", perms) == 1)
+            return perms[2] == 'x' ? 10 : 11;
+    return 12;
+}
+"""
+    flags = {"exec": "-Wl,-z,execstack", "noexec": "-Wl,-z,noexecstack"}
+    for variant, flag in flags.items():
+        exe = compile_c(tmp_path, f"{variant}/tool", src, shared=False, args=[flag])
+        code = subprocess.run([str(exe)], check=False).returncode
+        assert code in (10, 11)
+        found = kinds(check_wheel(wheels({"pkg/tool": exe})), Kind.EXEC_STACK)
+        assert bool(found) == (code == 10) == (variant == "exec")
+        if found:
+            assert "kernel" in found[0].reason

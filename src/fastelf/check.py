@@ -136,9 +136,13 @@ def exec_stack_findings(infos: Iterable[ElfInfo]) -> list[Finding]:
                    "an executable stack")
         else:
             continue
-        out.append(Finding(Kind.EXEC_STACK, i.path, why + ": glibc >= 2.41 refuses to "
-                           "dlopen it, older glibc makes every thread stack executable "
-                           "(link with -Wl,-z,noexecstack)"))
+        if i.interpreter:           # a program: the kernel sets up its stack
+            effect = "the kernel runs the program with an executable stack"
+        else:
+            effect = ("glibc >= 2.41 refuses to dlopen it, older glibc makes every thread "
+                      "stack executable")
+        out.append(Finding(Kind.EXEC_STACK, i.path, f"{why}: {effect} (link with "
+                           "-Wl,-z,noexecstack)"))
     return out
 
 
