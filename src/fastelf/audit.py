@@ -177,6 +177,8 @@ class AuditResult:
     blocking: list = field(default_factory=list)      # the violations that no tag allows
     error: str | None = None
     record: object = None       # a record.RecordReport when RECORD was verified
+    checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
+    #   adds (exec stack, abi3, zip layout, WHEEL/dist-info, soname, rpath); not in status
 
     @property
     def status(self) -> Status:
@@ -287,6 +289,7 @@ class AuditResult:
         })
         if self.record is not None:
             d["record"] = self.record.to_dict()
+        d["checks"] = [c.to_dict() for c in self.checks]
         return d
 
 
@@ -490,6 +493,7 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
         with WheelReader(source, limits, name=path) as reader:
             infos = read_elf_infos(reader)
             record = verify_record_of(reader) if verify_record else None
+            checks = _check_findings(source, reader, infos, name)
     except (FastElfError, MemoryError):
         raise
     except Exception as e:      # I/O of a caller's file object: OSError, IncompleteRead, ...
@@ -500,7 +504,14 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     result = judge(infos, name, path, exclude=exclude,
                    disable_isa_ext_check=disable_isa_ext_check)
     result.record = record
+    result.checks = checks
     return result
+
+
+def _check_findings(source, reader: WheelReader, infos: list, name: str) -> list:
+    """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
+    from .check import audit_findings
+    return audit_findings(source, reader, infos, name)
 
 
 def audit_path(path, **kw) -> AuditResult:

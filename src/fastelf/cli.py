@@ -58,6 +58,15 @@ def build_parser():
     _add_audit_options(p)
     _add_record_option(p)
 
+    p = sub.add_parser("check", help="check wheels against everything an upload must pass",
+                       description="Check wheels before upload: platform tags, abi3 (stable "
+                                   "ABI), executable stacks, PyPI's zip/WHEEL/RECORD/file-name "
+                                   "rules, sonames, RPATHs and extension file names. One line "
+                                   "per problem; exit 1 if there is any (3 if a wheel is "
+                                   "unreadable).")
+    p.add_argument("wheels", nargs="+", metavar="WHEEL_FILE")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per wheel)")
+
     p = sub.add_parser("repair", help="graft external libraries into the wheel and retag it",
                        description="Copy each wheel's external shared libraries into "
                                    "<name>.libs/, patch its ELF files to use them (in-process, "
@@ -289,6 +298,29 @@ def cmd_repair(args, out):
     return code
 
 
+def cmd_check(args, out):
+    from .check import Kind, check_wheel
+
+    code = EXIT_OK
+    for path in args.wheels:
+        if not os.path.isfile(path):
+            _error(f"cannot access {path}: no such file")
+            code = max(code, EXIT_USAGE)
+            continue
+        report = check_wheel(path)
+        if args.json:
+            out.write(json.dumps(report.to_dict()) + "\n")
+        elif report.ok:
+            out.write(printable(f"{path}: ok") + "\n")
+        for f in () if args.json else report.findings:
+            out.write(printable(f"{path}: {f.kind.value}: {f.file}: {f.reason}") + "\n")
+        if any(f.kind is Kind.UNREADABLE for f in report.findings):
+            code = max(code, EXIT_UNREADABLE)
+        elif not report.ok:
+            code = max(code, EXIT_MISLABELED)
+    return code
+
+
 def cmd_lddtree(args, out):
     from .errors import FastElfError
     from .lddtree import resolve_tree
@@ -332,7 +364,7 @@ def _aliases_of(r, tag):
 
 
 COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag,
-            "lddtree": cmd_lddtree}
+            "lddtree": cmd_lddtree, "check": cmd_check}
 
 
 def main(argv=None, out=None):

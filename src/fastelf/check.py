@@ -1,0 +1,618 @@
+"""``fastelf check``: everything a Linux wheel must pass before upload, in one pass.
+
+Each problem is a :class:`Finding` (kind, file, reason).  The checks, by kind:
+
+* ``platform-tag``: a platform tag in the file name that the wheel does not
+  satisfy (what ``fastelf audit`` decides).
+* ``exec-stack``: an ELF file that asks for an executable stack.  glibc 2.41
+  and later refuse to ``dlopen`` such a library (older glibc silently makes
+  every thread stack of the process executable).
+* ``abi3``: in a ``cp3X-abi3`` wheel, a libpython symbol outside the stable
+  ABI of 3.X (CPython's own manifest, ``abi3.json``), a NEEDED libpython, or
+  an extension file name that only one Python version loads.
+* ``zip``, ``wheel-name``, ``wheel-tags``, ``dist-info``, ``metadata``,
+  ``record``: the rules PyPI enforces at upload (or that pip enforces at
+  install): no data descriptors, no trailing or prepended data, local headers
+  that agree with the central directory, only stored/deflate, WHEEL ``Tag:``
+  lines equal to the file name's tags, a complete and correct RECORD, a valid
+  and normalized (PEP 427/491) file name, a ``.dist-info`` directory and
+  METADATA that match the file name's name and version.
+* ``soname``, ``rpath``, ``extension-libc``: a library whose SONAME is not its
+  file name (NEEDED entries name the SONAME, so the file is never found), an
+  RPATH/RUNPATH entry that searches outside the wheel, an extension whose
+  file-name platform (``x86_64-linux-gnu``, ``-musl``) disagrees with the ELF.
+
+Nothing is written; the zip structure is read here with its own small parser
+(read-only, no member data), so it reports what the stricter reader in
+:mod:`fastelf.wheel` would refuse outright.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import os
+import posixpath
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, NamedTuple
+
+from packaging.tags import Tag, parse_tag
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from ._elf import STB_WEAK
+from .errors import FastElfError, WheelError
+from .ldpaths import split_path
+from .wheel import DEFAULT_LIMITS, Limits, WheelReader
+
+if TYPE_CHECKING:
+    from .audit import ElfInfo
+    from .record import RecordReport
+
+_MAX_NAMED = 5          # members or symbols named in one finding
+_MAX_META = 1 << 20     # bytes read of WHEEL / METADATA
+
+
+class Kind(str, Enum):
+    """What rule a finding breaks; the JSON ``kind`` is its value."""
+
+    PLATFORM_TAG = "platform-tag"
+    EXEC_STACK = "exec-stack"
+    ABI3 = "abi3"
+    ZIP = "zip"
+    WHEEL_NAME = "wheel-name"
+    WHEEL_TAGS = "wheel-tags"
+    DIST_INFO = "dist-info"
+    METADATA = "metadata"
+    RECORD = "record"
+    SONAME = "soname"
+    RPATH = "rpath"
+    EXTENSION_LIBC = "extension-libc"
+    UNREADABLE = "unreadable"
+
+
+class Finding(NamedTuple):
+    """One problem: ``file`` is a member path, or the wheel's file name for wheel-wide ones."""
+
+    kind: Kind
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind.value, "file": self.file, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every finding on one wheel; ``ok`` when there is none."""
+
+    path: str
+    findings: tuple
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "ok": self.ok,
+                "problems": [f.to_dict() for f in self.findings]}
+
+
+def _some(items: Sequence[str], limit: int = _MAX_NAMED) -> str:
+    items = list(items)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+# ------------------------------------------------------------------ ELF checks
+
+# glibc's DEFAULT_STACK_PERMS (sysdeps/<arch>/stackinfo.h) lacks PF_X only on
+# these arches; everywhere else (x86_64, i686, armv7l, ppc64/ppc64le, s390x)
+# an object without PT_GNU_STACK gets an executable stack.  riscv64 and
+# loongarch64 are treated as executable too: when unsure, report.
+_NONEXEC_STACK_DEFAULT = frozenset(("aarch64",))
+
+
+def exec_stack_findings(infos: Iterable[ElfInfo]) -> list[Finding]:
+    """ELF files whose stack glibc would make executable (explicitly or by default)."""
+    out = []
+    for i in infos:
+        if i.arch is None:
+            continue
+        if i.exec_stack:
+            why = "asks for an executable stack (PT_GNU_STACK has PF_X)"
+        elif i.exec_stack is None and i.arch not in _NONEXEC_STACK_DEFAULT:
+            why = (f"has no PT_GNU_STACK header, so it gets the {i.arch} default, "
+                   "an executable stack")
+        else:
+            continue
+        if i.interpreter:           # a program: the kernel sets up its stack
+            effect = "the kernel runs the program with an executable stack"
+        else:
+            effect = ("glibc >= 2.41 refuses to dlopen it, older glibc makes every thread "
+                      "stack executable")
+        out.append(Finding(Kind.EXEC_STACK, i.path, f"{why}: {effect} (link with "
+                           "-Wl,-z,noexecstack)"))
+    return out
+
+
+@lru_cache(maxsize=1)
+def stable_abi() -> dict[str, tuple[int, int]]:
+    """{symbol: (3, minor) it entered the stable ABI}, from abi3.json (tools/gen_abi3.py)."""
+    text = resources.files(__package__).joinpath("abi3.json").read_text()
+    table = json.loads(text)["added"]
+    return {name: _pyver(v) for v, names in table.items() for name in names}
+
+
+def _pyver(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+def abi3_floor(wheel_name: str) -> tuple[int, int] | None:
+    """The oldest Python a ``cp3X-abi3`` wheel claims to run on, or None if not abi3.
+
+    Several abi3 tags (``cp38.cp39-abi3``) promise the oldest of them.
+    """
+    try:
+        tags = parse_wheel_filename(os.path.basename(wheel_name))[3]
+    except InvalidWheelFilename:
+        return None
+    floors = [(3, int(m.group(1))) for t in tags if t.abi == "abi3"
+              for m in [re.fullmatch(r"cp3(\d+)", t.interpreter)] if m]
+    return min(floors) if floors else None
+
+
+_PY_SYMBOL = re.compile(r"_?Py[A-Z_]")
+_VERSIONED_EXT = re.compile(r"\.cpython-3\d+[a-z]*-[^./]*\.so$")
+
+
+def abi3_findings(infos: Iterable[ElfInfo], wheel_name: str) -> list[Finding]:
+    """What breaks the stable ABI promise of a ``cp3X-abi3`` wheel (nothing if not abi3).
+
+    Symbols are CPython's when they start ``Py``/``_Py`` followed by a capital or
+    underscore (how CPython names its API); weak imports are optional and skipped.
+    """
+    floor = abi3_floor(wheel_name)
+    if floor is None:
+        return []
+    table = stable_abi()
+    want = f"{floor[0]}.{floor[1]}"
+    out = []
+    for i in infos:
+        libpython = [lib for lib in i.needed if lib.startswith("libpython")]
+        if libpython:
+            out.append(Finding(Kind.ABI3, i.path, f"links {_some(libpython)}: an abi3 "
+                               "extension must not link libpython (it ties the file to one "
+                               "Python build)"))
+        if i.extension and _VERSIONED_EXT.search(i.path):
+            out.append(Finding(Kind.ABI3, i.path, "the file name's .cpython-3XY suffix "
+                               "makes only that Python version import it; abi3 extensions "
+                               "end in .abi3.so"))
+        missing, newer = [], []
+        for name, _ver, _lib, bind, _typ in i.imports:
+            if bind == STB_WEAK or not _PY_SYMBOL.match(name):
+                continue
+            added = table.get(name)
+            if added is None:
+                missing.append(name)
+            elif added > floor:
+                newer.append(f"{name} ({added[0]}.{added[1]})")
+        if missing:
+            out.append(Finding(Kind.ABI3, i.path, f"uses symbols outside the stable ABI: "
+                               f"{_some(sorted(set(missing)))}"))
+        if newer:
+            out.append(Finding(Kind.ABI3, i.path, f"uses symbols newer than the wheel's "
+                               f"abi3 floor {want}: {_some(sorted(set(newer)))}"))
+    return out
+
+
+def soname_findings(infos: Iterable[ElfInfo]) -> list[Finding]:
+    """Libraries whose SONAME differs from their file name.
+
+    A program that links the library records the SONAME as its NEEDED entry,
+    and ld.so then looks for a file of that name: a file named otherwise is
+    never found.  Extension modules are loaded by path, so theirs do not count.
+    """
+    out = []
+    for i in infos:
+        base = posixpath.basename(i.path)
+        if i.soname is not None and not i.extension and i.soname != base:
+            out.append(Finding(Kind.SONAME, i.path, f"SONAME {i.soname} does not match "
+                               f"the file name {base}: libraries linked against it look "
+                               f"for {i.soname}"))
+    return out
+
+
+def rpath_findings(infos: Iterable[ElfInfo]) -> list[Finding]:
+    """RPATH/RUNPATH entries that search outside the installed wheel."""
+    from .audit import install_path, wheel_dir_of
+    out = []
+    for i in infos:
+        origin = posixpath.dirname(install_path(i.path))
+        for tag, value in (("RPATH", i.rpath), ("RUNPATH", i.runpath)):
+            outside = [e for e in dict.fromkeys(split_path(value))
+                       if wheel_dir_of(e, origin) is None]
+            if outside:
+                out.append(Finding(Kind.RPATH, i.path, f"{tag} searches outside the wheel: "
+                                   f"{_some(outside)} (directories of the installing "
+                                   "machine or of other packages)"))
+    return out
+
+
+# CPython's multiarch triplets (the platform part of an extension's file name)
+_TRIPLET_ARCH = {"x86_64": "x86_64", "i386": "i686", "i686": "i686", "aarch64": "aarch64",
+                 "arm": "armv7l", "powerpc64le": "ppc64le", "powerpc64": "ppc64",
+                 "s390x": "s390x", "riscv64": "riscv64", "loongarch64": "loongarch64"}
+_EXT_PLATFORM = re.compile(r"\.cpython-[^.-]+-([a-z0-9_]+)-linux-(gnu|musl)[a-z0-9_]*\.so$")
+
+
+def extension_platform_findings(infos: Iterable[ElfInfo]) -> list[Finding]:
+    """Extensions whose file-name platform disagrees with the ELF file's libc or arch.
+
+    Python imports an extension only when the suffix matches its own
+    (``importlib.machinery.EXTENSION_SUFFIXES``): a musl Python skips a
+    ``-linux-gnu`` file, so the wheel installs but its module is missing.
+    """
+    out = []
+    for i in infos:
+        m = _EXT_PLATFORM.search(i.path)
+        if not (i.extension and m):
+            continue
+        arch, libc = _TRIPLET_ARCH.get(m.group(1)), "glibc" if m.group(2) == "gnu" else "musl"
+        if i.libc is not None and i.libc != libc:
+            out.append(Finding(Kind.EXTENSION_LIBC, i.path, f"named for {libc} "
+                               f"(linux-{m.group(2)}) but linked against {i.libc}"))
+        if arch is not None and i.arch is not None and arch != i.arch:
+            out.append(Finding(Kind.EXTENSION_LIBC, i.path, f"named for {m.group(1)} but "
+                               f"is an {i.arch} ELF file"))
+    return out
+
+
+def elf_findings(infos: Sequence[ElfInfo], wheel_name: str) -> list[Finding]:
+    """Every ELF-level check on the wheel's parsed ELF members."""
+    return (exec_stack_findings(infos) + abi3_findings(infos, wheel_name)
+            + soname_findings(infos) + rpath_findings(infos)
+            + extension_platform_findings(infos))
+
+
+# ------------------------------------------------------------------ zip layout
+
+_EOCD, _EOCD64_LOC, _EOCD64 = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+_CENTRAL, _LOCAL = b"PK\x01\x02", b"PK\x03\x04"
+
+
+class _Bytes:
+    """Random access to the wheel's bytes: a path (pread) or an in-memory buffer."""
+
+    def __init__(self, source):
+        self._fd = None
+        if isinstance(source, (str, os.PathLike)):
+            self._fd = os.open(source, os.O_RDONLY)
+            self.size = os.fstat(self._fd).st_size
+        else:
+            self._buf = memoryview(source).cast("B")
+            self.size = len(self._buf)
+
+    def read(self, off: int, n: int) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size:
+            raise ValueError(f"{n} bytes at offset {off} lie outside the file")
+        if self._fd is not None:
+            return os.pread(self._fd, n, off)
+        return bytes(self._buf[off:off + n])
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+class _Entry(NamedTuple):
+    name: bytes
+    flags: int
+    method: int
+    crc: int
+    csize: int
+    usize: int
+    offset: int
+
+
+def zip_findings(source, display: str = "") -> list[Finding]:
+    """PyPI's zip rules, checked on the raw layout of ``source`` (a path or bytes).
+
+    Anything else (a file object) is not checked here: [] is returned.
+    Members are located as Python's ``zipfile`` locates them (the last end of
+    central directory record, offsets shifted by any prepended bytes).
+    """
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return []
+    where = display or (os.path.basename(os.fspath(source))
+                        if isinstance(source, (str, os.PathLike)) else "<bytes>")
+    data = _Bytes(source)
+    try:
+        return _zip_layout_findings(data, where)
+    except (ValueError, struct.error) as e:
+        return [Finding(Kind.ZIP, where, f"zip structure unreadable: {e}")]
+    finally:
+        data.close()
+
+
+def _zip_layout_findings(data: _Bytes, where: str) -> list[Finding]:
+    out: list[Finding] = []
+    tail_at = max(0, data.size - 22 - 0xFFFF)
+    tail = data.read(tail_at, data.size - tail_at)
+    pos = tail.rfind(_EOCD)
+    if pos < 0 or pos + 22 > len(tail):
+        return [Finding(Kind.ZIP, where, "no end of central directory record")]
+    eocd = tail_at + pos
+    count, cd_size, cd_off, clen = struct.unpack_from("<HIIH", tail, pos + 10)
+    end = eocd + 22 + clen
+    if end < data.size:
+        out.append(Finding(Kind.ZIP, where, f"{data.size - end} bytes of trailing data after "
+                           "the end of central directory record"))
+    elif end > data.size:
+        out.append(Finding(Kind.ZIP, where, "the archive comment runs past the end of the file"))
+    cd_end = eocd
+    if eocd >= 20 and data.read(eocd - 20, 4) == _EOCD64_LOC:
+        loc_off, = struct.unpack_from("<Q", data.read(eocd - 12, 8))
+        rec = data.read(loc_off, 56)
+        if rec[:4] != _EOCD64:
+            return out + [Finding(Kind.ZIP, where, "zip64 end record missing")]
+        count, cd_size, cd_off = struct.unpack_from("<QQQ", rec, 32)
+        cd_end = eocd - 20 - 56
+    shift = cd_end - cd_size - cd_off           # bytes prepended to the archive
+    if shift > 0:
+        out.append(Finding(Kind.ZIP, where, f"{shift} bytes of data before the first "
+                           "member (prepended to the archive)"))
+    elif shift < 0:
+        return out + [Finding(Kind.ZIP, where, "central directory size and offset are "
+                              "inconsistent")]
+    entries = _central_entries(data, cd_off + shift, count)
+    return out + _entry_findings(data, entries, shift, where)
+
+
+def _central_entries(data: _Bytes, off: int, count: int) -> list[_Entry]:
+    entries = []
+    for _ in range(count):
+        head = data.read(off, 46)
+        if head[:4] != _CENTRAL:
+            raise ValueError(f"bad central directory entry at offset {off}")
+        (flags, method, crc, csize, usize, nlen, xlen, clen,
+         hoff) = struct.unpack_from("<8xHH4xIIIHHH8xI", head)
+        name = data.read(off + 46, nlen)
+        extra = data.read(off + 46 + nlen, xlen)
+        usize, csize, hoff = _zip64_sizes(extra, usize, csize, hoff)
+        entries.append(_Entry(name, flags, method, crc, csize, usize, hoff))
+        off += 46 + nlen + xlen + clen
+    return entries
+
+
+def _zip64_sizes(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
+    """Sizes and offset from the zip64 extra field, for the fields set to 0xFFFFFFFF."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if tag == 1:
+            vals = list(struct.unpack_from(f"<{size // 8}Q", extra, pos + 4))
+            if usize == 0xFFFFFFFF and vals:
+                usize = vals.pop(0)
+            if csize == 0xFFFFFFFF and vals:
+                csize = vals.pop(0)
+            if hoff == 0xFFFFFFFF and vals:
+                hoff = vals.pop(0)
+            break
+        pos += 4 + size
+    return usize, csize, hoff
+
+
+def _entry_findings(data: _Bytes, entries: list[_Entry], shift: int,
+                    where: str) -> list[Finding]:
+    descriptors, methods, mismatched = [], [], []
+    for e in entries:
+        name = e.name.decode("utf-8" if e.flags & 0x800 else "cp437", "replace")
+        if e.flags & 0x8:
+            descriptors.append(name)
+        if e.method not in (0, 8):
+            methods.append(f"{name} (method {e.method})")
+        why = _local_mismatch(data, e, shift)
+        if why:
+            mismatched.append(f"{name} ({why})")
+    out = []
+    if descriptors:
+        out.append(Finding(Kind.ZIP, where, "members written with data descriptors "
+                           f"(PyPI rejects them): {_some(descriptors)}"))
+    if methods:
+        out.append(Finding(Kind.ZIP, where, "members compressed with a method other than "
+                           f"stored or deflate: {_some(methods)}"))
+    if mismatched:
+        out.append(Finding(Kind.ZIP, where, "local headers disagree with the central "
+                           f"directory: {_some(mismatched)}"))
+    return out
+
+
+def _local_mismatch(data: _Bytes, e: _Entry, shift: int) -> str | None:
+    """Why the local header of ``e`` disagrees with its central entry, or None."""
+    head = data.read(e.offset + shift, 30)
+    if head[:4] != _LOCAL:
+        return "no local header at its offset"
+    flags, method, crc, csize, usize, nlen = struct.unpack_from("<6xHH4xIIIH", head)
+    if data.read(e.offset + shift + 30, nlen) != e.name:
+        return "different name"
+    if method != e.method:
+        return "different compression method"
+    if (flags ^ e.flags) & 0x809:          # descriptor, encryption, UTF-8 name flags
+        return "different flags"
+    if flags & 0x8:
+        return None                        # sizes are in the descriptor (reported above)
+    if crc != e.crc:
+        return "different CRC-32"
+    if csize != 0xFFFFFFFF and csize != e.csize or usize != 0xFFFFFFFF and usize != e.usize:
+        return "different sizes"
+    return None
+
+
+# ------------------------------------------------------------------ wheel metadata
+
+def name_findings(wheel_name: str) -> list[Finding]:
+    """The file name: valid (as pip parses it), escaped (PEP 427/491) and with a
+    normalized (PEP 440) version.  Upper case is not reported: the spec asks
+    for lower case, but installers and PyPI compare names case-folded."""
+    base = os.path.basename(wheel_name)
+    try:
+        parse_wheel_filename(base)
+    except InvalidWheelFilename as e:
+        return [Finding(Kind.WHEEL_NAME, base, f"not a valid wheel file name: {e}")]
+    name, version = base.split("-")[:2]
+    out = []
+    escaped = re.sub(r"[-_.]+", "_", name)
+    if name != escaped:         # case is left alone: pip and PyPI compare names folded
+        out.append(Finding(Kind.WHEEL_NAME, base, f"the name {name!r} is not escaped "
+                           f"(PEP 491: each run of -_. becomes one _): {escaped!r}"))
+    try:
+        normal = str(Version(version))
+    except InvalidVersion:
+        normal = version
+    if normal != version:
+        out.append(Finding(Kind.WHEEL_NAME, base, f"the version {version!r} is not "
+                           f"normalized (PEP 440): {normal!r}"))
+    return out
+
+
+def dist_info_of(names: Iterable[str]) -> list[str]:
+    """The top-level ``*.dist-info`` directories among member names."""
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    return sorted(t for t in tops if t.endswith(".dist-info"))
+
+
+def metadata_findings(reader: WheelReader, wheel_name: str) -> list[Finding]:
+    """The ``.dist-info`` directory, WHEEL and METADATA against the file name."""
+    base = os.path.basename(wheel_name)
+    try:
+        name, version, _build, tags = parse_wheel_filename(base)
+    except InvalidWheelFilename:
+        return []           # reported by name_findings
+    infos = dist_info_of(m.name for m in reader.members)
+    if len(infos) != 1:
+        what = "no .dist-info directory" if not infos else \
+            "several .dist-info directories: " + _some(infos)
+        return [Finding(Kind.DIST_INFO, base, what)]
+    info = infos[0]
+    out = []
+    dname, _, dver = info[:-len(".dist-info")].partition("-")
+    if canonicalize_name(dname) != name or not _same_version(dver, version):
+        out.append(Finding(Kind.DIST_INFO, info, f"does not match the file name's "
+                           f"{name} {version}"))
+    out += _wheel_file_findings(reader, f"{info}/WHEEL", tags)
+    out += _metadata_file_findings(reader, f"{info}/METADATA", name, version)
+    return out
+
+
+def _same_version(text: str, version: Version) -> bool:
+    try:
+        return Version(text) == version
+    except InvalidVersion:
+        return False
+
+
+def _headers(reader: WheelReader, member: str):
+    """The RFC 822 headers of a small member, or a reason it has none."""
+    if member not in reader:
+        return "missing"
+    m = reader.member(member)
+    if m.size > _MAX_META:
+        return f"larger than {_MAX_META} bytes"
+    try:
+        text = bytes(reader.read(m)).decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except FastElfError as e:       # corrupt member: a finding here, not an audit error
+        return e.reason if isinstance(e, WheelError) else str(e)
+    return email.parser.HeaderParser().parsestr(text)
+
+
+def _wheel_file_findings(reader: WheelReader, member: str, tags: frozenset) -> list[Finding]:
+    msg = _headers(reader, member)
+    if isinstance(msg, str):
+        return [Finding(Kind.WHEEL_TAGS, member, msg)]
+    if not msg.get("Wheel-Version"):
+        return [Finding(Kind.WHEEL_TAGS, member, "no Wheel-Version field")]
+    declared: set[Tag] = set()
+    for line in msg.get_all("Tag") or []:
+        declared |= parse_tag(line.strip())
+    if declared != set(tags):
+        extra = sorted(map(str, declared - tags))
+        lacking = sorted(map(str, tags - declared))
+        parts = ([f"not in the file name: {_some(extra)}"] if extra else []) + \
+                ([f"missing: {_some(lacking)}"] if lacking else [])
+        return [Finding(Kind.WHEEL_TAGS, member, "Tag lines differ from the file name's "
+                        "tags (" + "; ".join(parts) + ")")]
+    return []
+
+
+def _metadata_file_findings(reader: WheelReader, member: str, name: str,
+                            version: Version) -> list[Finding]:
+    msg = _headers(reader, member)
+    if isinstance(msg, str):
+        return [Finding(Kind.METADATA, member, msg)]
+    mname, mver = msg.get("Name") or "", msg.get("Version") or ""
+    if canonicalize_name(mname) != name or not _same_version(mver, version):
+        return [Finding(Kind.METADATA, member, f"Name/Version {mname} {mver} do not match "
+                        f"the file name's {name} {version}")]
+    return []
+
+
+def record_findings(report: RecordReport) -> list[Finding]:
+    """RECORD problems (PyPI emails the maintainers about a RECORD mismatch)."""
+    where = report.record or "RECORD"
+    return [Finding(Kind.RECORD, where, p) for p in report.problems(limit=_MAX_NAMED)]
+
+
+def audit_findings(source, reader: WheelReader, infos: Sequence[ElfInfo],
+                   wheel_name: str) -> list[Finding]:
+    """The findings ``audit`` adds to its result (all but platform tags and RECORD)."""
+    named = wheel_name != "<bytes>"
+    out = zip_findings(source, os.path.basename(wheel_name))
+    if named:
+        out += name_findings(wheel_name) + metadata_findings(reader, wheel_name)
+    return out + elf_findings(infos, wheel_name if named else "")
+
+
+# ------------------------------------------------------------------ the verb
+
+def check_wheel(source, *, filename: str | None = None,
+                limits: Limits = DEFAULT_LIMITS) -> CheckReport:
+    """Run every check on one wheel (a path, or bytes with ``filename``).
+
+    A wheel that cannot be read at all gives an ``unreadable`` finding, after
+    whatever the zip-layout checks can say about why.
+    """
+    from .audit import judge, read_elf_infos
+    from .record import verify_record
+
+    path = os.fsdecode(os.fspath(source)) if isinstance(source, (str, os.PathLike)) \
+        else (filename or "<bytes>")
+    name = filename or os.path.basename(path)
+    try:
+        with WheelReader(source, limits, name=path) as reader:
+            infos = read_elf_infos(reader)
+            record = verify_record(reader)
+            findings = audit_findings(source, reader, infos, name)
+    except FastElfError as e:
+        reason = e.reason if isinstance(e, WheelError) else str(e)
+        return CheckReport(path, tuple(zip_findings(source, os.path.basename(name))
+                                       + [Finding(Kind.UNREADABLE, name, reason)]))
+    result = judge(infos, name, path)
+    tags = [Finding(Kind.PLATFORM_TAG, os.path.basename(name), f"claims {tag}: {why}")
+            for tag, why in result.unsatisfied_claims.items()]
+    if result.error:
+        tags.append(Finding(Kind.PLATFORM_TAG, os.path.basename(name), result.error))
+    return CheckReport(path, tuple(tags + findings + record_findings(record)))
