@@ -34,7 +34,8 @@ done
 
 # The test files that feed the ELF core and the wheel reader bad input.
 TESTS=()
-for t in tests/test_elf.py tests/test_hostile.py tests/test_fuzz.py; do
+for t in tests/test_elf.py tests/test_elf_loader_exact.py tests/test_hostile.py tests/test_fuzz.py \
+         tests/test_zip_differential.py tests/test_fuzz_graph_writer.py; do
   [ -f "$t" ] && TESTS+=("$t")
 done
 

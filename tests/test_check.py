@@ -11,6 +11,7 @@ Python's zipfile (data descriptors, methods, header mismatches) and packaging
 from __future__ import annotations
 
 import io
+import os
 import json
 import re
 import shutil
@@ -29,6 +30,7 @@ from wheelbuild import build_wheel
 from fastelf import cli
 from fastelf.audit import audit_wheel
 from fastelf.check import Kind, abi3_floor, check_wheel, stable_abi
+from fastelf.errors import WheelError
 
 X86_EXT = ".cpython-311-x86_64-linux-gnu.so"
 PY_INCLUDE = sysconfig.get_paths()["include"]
@@ -535,8 +537,10 @@ def test_audit_of_a_file_object_skips_only_the_zip_layout(tmp_path, wheels):
         d = audit_wheel(fh, filename=whl.name).to_dict()
     assert [c["kind"] for c in d["checks"]] == ["exec-stack"]
     padded = whl.read_bytes() + b"x"
-    from_bytes = audit_wheel(padded, filename=whl.name).to_dict()
-    assert sorted(c["kind"] for c in from_bytes["checks"]) == ["exec-stack", "zip"]
+    with pytest.raises(WheelError, match="trailing data"):    # the reader refuses it outright
+        audit_wheel(padded, filename=whl.name)
+    report = check_wheel(padded, filename=whl.name)          # check says why, then unreadable
+    assert [f.kind for f in report.findings][-2:] == [Kind.ZIP, Kind.UNREADABLE]
 
 
 @needs_gcc
@@ -564,3 +568,17 @@ int main(void) {
         assert bool(found) == (code == 10) == (variant == "exec")
         if found:
             assert "kernel" in found[0].reason
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path):
+    """The reader refuses a FIFO; the zip-layout check that follows must not block on it."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "demo-1.0-py3-none-any.whl"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "fastelf", "check", str(fifo)],
+                          capture_output=True, text=True, timeout=120)   # a hang guard only
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    report = check_wheel(fifo)                   # the API: unreadable, with the reason
+    assert report.findings[-1].kind is Kind.UNREADABLE
+    assert "not a regular file" in report.findings[-1].reason

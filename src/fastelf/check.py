@@ -32,6 +32,7 @@ from __future__ import annotations
 import email.parser
 import json
 import os
+import stat
 import posixpath
 import re
 import struct
@@ -298,8 +299,14 @@ class _Bytes:
     def __init__(self, source):
         self._fd = None
         if isinstance(source, (str, os.PathLike)):
-            self._fd = os.open(source, os.O_RDONLY)
-            self.size = os.fstat(self._fd).st_size
+            # non-blocking and regular files only: a FIFO must not hang the check
+            self._fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+            st = os.fstat(self._fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(self._fd)
+                self._fd = None
+                raise ValueError("not a regular file")
+            self.size = st.st_size
         else:
             self._buf = memoryview(source).cast("B")
             self.size = len(self._buf)
@@ -337,7 +344,10 @@ def zip_findings(source, display: str = "") -> list[Finding]:
         return []
     where = display or (os.path.basename(os.fspath(source))
                         if isinstance(source, (str, os.PathLike)) else "<bytes>")
-    data = _Bytes(source)
+    try:
+        data = _Bytes(source)
+    except (OSError, ValueError) as e:
+        return [Finding(Kind.ZIP, where, f"cannot read: {getattr(e, 'strerror', None) or e}")]
     try:
         return _zip_layout_findings(data, where)
     except (ValueError, struct.error) as e:

@@ -141,6 +141,10 @@ def _error(message: str) -> None:
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
 
 
+def _not_a_file(path: str) -> str:
+    return "not a regular file" if os.path.exists(path) else "no such file"
+
+
 def _exit_code(results) -> int:
     """The worst status decides: unreadable (3) over mislabeled (1) over ok/skipped (0)."""
     return max((_EXIT_OF_STATUS[r.status] for r in results), default=EXIT_OK)
@@ -148,7 +152,7 @@ def _exit_code(results) -> int:
 
 def cmd_show(args, out):
     if not os.path.isfile(args.wheel):
-        _error(f"cannot access {args.wheel}: no such file")
+        _error(f"cannot access {args.wheel}: {_not_a_file(args.wheel)}")
         return EXIT_USAGE
     r = audit_path(args.wheel, **_options(args))
     if args.json:
@@ -270,7 +274,7 @@ def cmd_repair(args, out):
     code = EXIT_OK
     for path in args.wheels:
         if not os.path.isfile(path):
-            _error(f"cannot access {path}: no such file")
+            _error(f"cannot access {path}: {_not_a_file(path)}")
             code = EXIT_USAGE
             continue
         try:
@@ -304,7 +308,7 @@ def cmd_check(args, out):
     code = EXIT_OK
     for path in args.wheels:
         if not os.path.isfile(path):
-            _error(f"cannot access {path}: no such file")
+            _error(f"cannot access {path}: {_not_a_file(path)}")
             code = max(code, EXIT_USAGE)
             continue
         report = check_wheel(path)
