@@ -267,7 +267,11 @@ class AuditResult:
         """(family, (major, minor)) of every satisfied policy."""
         return [_policy_version(c.tag) for c in self.policies if c.satisfied]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, detail: bool = True) -> dict:
+        """The JSON form (``fastelf/result.schema.json``).  ``detail=False`` gives the
+        compact form a crawler stores per wheel: the verdict and why, without the
+        per-ELF facts, the per-policy reasons and the RECORD report (the same keys
+        with the same meaning; the others are left out, never emptied)."""
         d = {"version": SCHEMA_VERSION, "wheel": self.wheel, "path": self.path,
              "status": self.status.value, "reason": self.reason,
              "ok": self.ok, "pure": self.pure}
@@ -279,9 +283,13 @@ class AuditResult:
             "tags": self.tags, "claimed_tags": self.claimed_tags,
             "unsatisfied_claims": self.unsatisfied_claims,
             "unchecked_claims": self.unchecked_claims,
-            "versioned_symbols": self.versioned_symbols,
             "external_libraries": self.external_libraries,
-            "problems": self.problems, "ignored": self.ignored,
+            "problems": self.problems,
+        })
+        if not detail:
+            return d
+        d.update({
+            "versioned_symbols": self.versioned_symbols, "ignored": self.ignored,
             "elfs": [e.to_dict() for e in self.elfs],
             "policies": [p.to_dict() for p in self.policies],
         })

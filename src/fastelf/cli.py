@@ -49,9 +49,20 @@ def build_parser():
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--from-file", metavar="LIST",
+                   help="also audit the wheels listed in LIST, one path a line, read as the "
+                        "batch goes ('-' reads standard input); blank lines are skipped")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="worker processes (0 = one per CPU; default 1)")
+    p.add_argument("--unordered", action="store_true",
+                   help="print each wheel's result as soon as it is done, not in input order")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up on a wheel after this long (an error result for it; the "
+                        "batch goes on); audits then always run in worker processes")
+    p.add_argument("--compact", action="store_true",
+                   help="with --json: the verdict and its reasons only, without per-ELF and "
+                        "per-policy detail (to_dict(detail=False))")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="text mode: print only wheels that are mislabeled or unreadable")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
@@ -182,41 +193,78 @@ class _Progress:
         self.stream.flush()
 
 
-def cmd_audit(args, out):
+def _listed_paths(list_file: str):
+    """The entries of a --from-file list, lazily (a list may hold millions)."""
+    stream = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8",
+                                                        errors="surrogateescape")
+    try:
+        for line in stream:
+            entry = line.strip()
+            if entry:
+                yield entry
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _audit_sources(args):
+    """Everything to audit: the PATH arguments, then the --from-file entries."""
+    yield from args.paths
+    if args.from_file:
+        yield from _listed_paths(args.from_file)
+
+
+def _check_audit_args(args):
+    """A usage error message, or None."""
+    if not args.paths and not args.from_file:
+        return "give at least one PATH or --from-file LIST"
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
-        _error(f"no such file or directory: {', '.join(missing)}")
-        return EXIT_USAGE
+        return f"no such file or directory: {', '.join(missing)}"
+    if args.from_file and args.from_file != "-" and not os.path.isfile(args.from_file):
+        return f"cannot read the list {args.from_file}: no such file"
     if args.jobs < 0:
-        print("fastelf: error: --jobs must be 0 or more", file=sys.stderr)
+        return "--jobs must be 0 or more"
+    if args.timeout is not None and not args.timeout > 0:
+        return "--timeout must be a positive number of seconds"
+    return None
+
+
+def cmd_audit(args, out):
+    problem = _check_audit_args(args)
+    if problem:
+        _error(problem)
         return EXIT_USAGE
-    total = sum(1 for _ in find_wheels(args.paths))
-    if total == 0:
-        print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
-              file=sys.stderr)
     progress = None
-    if not args.no_progress and sys.stderr.isatty() and total > 1:
-        progress = _Progress(total, sys.stderr)
+    if not args.from_file:              # a list is read once, as the batch goes: no total
+        total = sum(1 for _ in find_wheels(args.paths))
+        if total == 0:
+            print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
+                  file=sys.stderr)
+        if not args.no_progress and sys.stderr.isatty() and total > 1:
+            progress = _Progress(total, sys.stderr)
     start = time.perf_counter()
     counts = {"wheels": 0}
-    results = []
-    for r in audit_many(args.paths, jobs=args.jobs, **_options(args)):
-        results.append(r)
+    code = EXIT_OK                      # the worst status so far: no result is kept
+    results = audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
+                         timeout=args.timeout, **_options(args))
+    for r in results:
         counts["wheels"] += 1
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        code = max(code, _EXIT_OF_STATUS[r.status])
         if progress:
             progress.close()
         if args.json:
-            out.write(json.dumps(r.to_dict()) + "\n")
+            out.write(json.dumps(r.to_dict(detail=not args.compact)) + "\n")
         elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
             out.write(_one_line(r) + "\n")
-        out.flush()
+        out.flush()                     # a crawl can be followed with tail -f
         if progress:
             progress.step()
     if progress:
         progress.close()
     print(summary_line(counts, time.perf_counter() - start), file=sys.stderr)
-    return _exit_code(results)
+    return code
 
 
 def cmd_retag(args, out):
