@@ -16,11 +16,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
+from elfbuild import build_ext_with_external_lib
 
 import fastelf
-import hostile_support as hs
-from elfbuild import build_ext_with_external_lib
 from fastelf import audit as audit_mod
 from fastelf import batch, cli, errors, wheel
 
@@ -65,7 +65,7 @@ def test_stub_matches_the_compiled_core():
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
          "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"), "fastelf._elf"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, check=False,
         env={**__import__("os").environ, "PYTHONPATH": str(PKG.parent)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -21,9 +21,9 @@ import time
 import weakref
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
 
-import hostile_support as hs
 from fastelf import batch, cli
 
 SRC = str(Path(batch.__file__).resolve().parent.parent)
@@ -43,7 +43,7 @@ def _pure_wheels(d: Path, n: int) -> list:
 
 def _cli(argv: list, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastelf", *argv], input=stdin,
-                          capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
+                          capture_output=True, text=True, env=ENV, timeout=HANG_GUARD, check=False)
 
 
 # ------------------------------------------------------------------ --from-file

@@ -7,14 +7,28 @@ subclasses, see :mod:`fastelf.errors`) leave these functions.
 
 __version__ = "0.1.0"     # first: modules below may read it
 
-from ._elf import ElfFile, parse as parse_elf
+from ._elf import ElfFile
+from ._elf import parse as parse_elf
 from .audit import SCHEMA_VERSION, AuditResult, Status, audit_path, audit_wheel
 from .batch import audit_many
 from .errors import ElfError, FastElfError, LimitError, PolicyError, WheelError
 from .wheel import DEFAULT_LIMITS, Limits
 
 __all__ = [
-    "AuditResult", "DEFAULT_LIMITS", "ElfError", "ElfFile", "FastElfError", "LimitError",
-    "Limits", "PolicyError", "SCHEMA_VERSION", "Status", "WheelError", "__version__",
-    "audit_many", "audit_path", "audit_wheel", "parse_elf",
+    "DEFAULT_LIMITS",
+    "SCHEMA_VERSION",
+    "AuditResult",
+    "ElfError",
+    "ElfFile",
+    "FastElfError",
+    "LimitError",
+    "Limits",
+    "PolicyError",
+    "Status",
+    "WheelError",
+    "__version__",
+    "audit_many",
+    "audit_path",
+    "audit_wheel",
+    "parse_elf",
 ]

@@ -177,6 +177,7 @@ class AuditResult:
     blocking: list = field(default_factory=list)      # the violations that no tag allows
     error: str | None = None
     record: object = None       # a record.RecordReport when RECORD was verified
+    cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
 
     @property
     def status(self) -> Status:
@@ -437,11 +438,16 @@ class _Resolver:
 
 # ------------------------------------------------------------------ audit
 
-def read_elf_infos(reader: WheelReader) -> list:
-    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError."""
+def read_elf_infos(reader: WheelReader, elf_cache=None) -> list:
+    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError.
+
+    ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of
+    members it has seen, byte for byte, and parses the others."""
     infos = []
     try:
-        for member, elf in iter_elf_members(reader):
+        if elf_cache is not None:
+            infos = elf_cache.elf_infos(reader)
+        for member, elf in () if elf_cache is not None else iter_elf_members(reader):
             infos.append(elf_info(member.name, elf))
     except MemberElfError as e:
         if e.limit:
@@ -480,7 +486,7 @@ def _display_path(source, filename: str | None = None) -> str:
 
 def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
                 exclude=(), disable_isa_ext_check: bool = False,
-                verify_record: bool = False) -> AuditResult:
+                verify_record: bool = False, elf_cache=None) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel (including a file object whose
@@ -491,24 +497,32 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     pip parses it) is refused: its tags cannot be checked.
     ``verify_record``: also hash every member against RECORD (see
     :mod:`fastelf.record`); what does not match is in ``result.record``.
+    ``elf_cache``: see :func:`read_elf_infos` (used by :mod:`fastelf.cache`).
     """
     path = _display_path(source, filename)
     name = filename or os.path.basename(path)
     try:
         with WheelReader(source, limits, name=path) as reader:
-            infos = read_elf_infos(reader)
+            infos = read_elf_infos(reader, elf_cache)
             record = verify_record_of(reader) if verify_record else None
     except (FastElfError, MemoryError):
         raise
     except Exception as e:      # I/O of a caller's file object: OSError, IncompleteRead, ...
         raise WheelError(path, f"cannot read: {type(e).__name__}: {e}") from None
-    if name != "<bytes>" and not platform_tags_of(name):     # after reading: a broken
-        raise WheelError(path, "not a valid wheel file name (PEP 427: "   # zip says so first
-                               "name-version[-build]-python-abi-platform.whl)")
-    result = judge(infos, name, path, exclude=exclude,
-                   disable_isa_ext_check=disable_isa_ext_check)
+    result = judge_wheel(infos, name, path, exclude=exclude,       # after reading: a broken
+                         disable_isa_ext_check=disable_isa_ext_check)  # zip says so first
     result.record = record
     return result
+
+
+def judge_wheel(infos: list, name: str, path: str, *, exclude=(),
+                disable_isa_ext_check: bool = False) -> AuditResult:
+    """:func:`judge`, for a wheel whose file ``name`` must be a valid wheel name
+    (PEP 427, as pip parses it; WheelError otherwise): its tags are checked."""
+    if name != "<bytes>" and not platform_tags_of(name):
+        raise WheelError(path, "not a valid wheel file name (PEP 427: "
+                               "name-version[-build]-python-abi-platform.whl)")
+    return judge(infos, name, path, exclude=exclude, disable_isa_ext_check=disable_isa_ext_check)
 
 
 def audit_path(path, **kw) -> AuditResult:

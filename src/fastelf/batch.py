@@ -77,7 +77,7 @@ def _error_result(path: str, error: str) -> AuditResult:
 def _audit_one(path: str, options: dict) -> AuditResult:
     """One wheel's result; nothing raised in it may end the batch."""
     try:
-        result = audit_path(path, **options)
+        result = _audit_maybe_cached(path, options)
     except MemoryError:
         return _error_result(path, f"{path}: out of memory while auditing this wheel")
     except Exception as e:          # a bug must cost one wheel, not the batch
@@ -122,6 +122,15 @@ def _deadline(timeout: float) -> Iterator[None]:
         killer.cancel()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
+    """``options["cache"]``: the path of a result cache to audit through."""
+    if options.get("cache") is None:
+        return audit_path(path, **{k: v for k, v in options.items() if k != "cache"})
+    from .cache import cached_audit
+    rest = {k: v for k, v in options.items() if k != "cache"}
+    return cached_audit(path, os.fspath(options["cache"]), **rest)
 
 
 # ------------------------------------------------------------------ worker lifetime

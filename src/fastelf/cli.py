@@ -60,6 +60,12 @@ def build_parser():
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="give up on a wheel after this long (an error result for it; the "
                         "batch goes on); audits then always run in worker processes")
+    p.add_argument("--cache", nargs="?", const="", default=None, metavar="PATH",
+                   help="reuse ELF facts from earlier runs: a wheel seen before (same "
+                        "SHA-256) is not parsed again, an ELF member seen in another wheel "
+                        "(same compressed bytes) is parsed once; verdicts are always "
+                        "recomputed. PATH (write --cache=PATH) defaults to "
+                        "$XDG_CACHE_HOME/fastelf/cache.sqlite3")
     p.add_argument("--compact", action="store_true",
                    help="with --json: the verdict and its reasons only, without per-ELF and "
                         "per-policy detail (to_dict(detail=False))")
@@ -216,6 +222,9 @@ def _audit_sources(args):
 
 def _check_audit_args(args):
     """A usage error message, or None."""
+    if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
+        return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
+                "--cache after the wheels")
     if not args.paths and not args.from_file:
         return "give at least one PATH or --from-file LIST"
     missing = [p for p in args.paths if not os.path.exists(p)]
@@ -243,12 +252,20 @@ def cmd_audit(args, out):
                   file=sys.stderr)
         if not args.no_progress and sys.stderr.isatty() and total > 1:
             progress = _Progress(total, sys.stderr)
+    options = _options(args)
+    cache_stats = None
+    if args.cache is not None:
+        from .cache import CacheStats, default_cache_path
+        options["cache"] = args.cache or str(default_cache_path())
+        cache_stats = CacheStats()
     start = time.perf_counter()
     counts = {"wheels": 0}
     code = EXIT_OK                      # the worst status so far: no result is kept
     results = audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
-                         timeout=args.timeout, **_options(args))
+                         timeout=args.timeout, **options)
     for r in results:
+        if cache_stats is not None and r.cache_stats is not None:
+            cache_stats.add(r.cache_stats)
         counts["wheels"] += 1
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
         code = max(code, _EXIT_OF_STATUS[r.status])
@@ -263,7 +280,11 @@ def cmd_audit(args, out):
             progress.step()
     if progress:
         progress.close()
-    print(summary_line(counts, time.perf_counter() - start), file=sys.stderr)
+    line = summary_line(counts, time.perf_counter() - start)
+    if cache_stats is not None:
+        line += (f"; cache: {cache_stats.wheel_hits} wheel hits, {cache_stats.elf_hits} ELF "
+                 f"hits, {cache_stats.elfs_parsed} ELFs parsed")
+    print(line, file=sys.stderr)
     return code
 
 
