@@ -178,6 +178,7 @@ class AuditResult:
     error: str | None = None
     record: object = None       # a record.RecordReport when RECORD was verified
     cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
+    bytes_fetched: int | None = None    # a remote wheel: bytes that came over the network
 
     @property
     def status(self) -> Status:
@@ -276,6 +277,8 @@ class AuditResult:
         d = {"version": SCHEMA_VERSION, "wheel": self.wheel, "path": self.path,
              "status": self.status.value, "reason": self.reason,
              "ok": self.ok, "pure": self.pure}
+        if self.bytes_fetched is not None:
+            d["bytes_fetched"] = self.bytes_fetched
         if self.error is not None:
             d["error"] = self.error
             return d

@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .audit import AuditResult, audit_path, platform_tags_of
+from .remote import audit_url, is_url
 
 IN_FLIGHT_PER_JOB = 4            # wheels submitted but not yet yielded, per worker
 _WATCHDOG_SECONDS = 1.0
@@ -125,12 +126,20 @@ def _deadline(timeout: float) -> Iterator[None]:
 
 
 def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
-    """``options["cache"]``: the path of a result cache to audit through."""
-    if options.get("cache") is None:
-        return audit_path(path, **{k: v for k, v in options.items() if k != "cache"})
-    from .cache import cached_audit
+    """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
+    the path of a result cache to audit through."""
     rest = {k: v for k, v in options.items() if k != "cache"}
-    return cached_audit(path, os.fspath(options["cache"]), **rest)
+    cache_path = options.get("cache")
+    if isinstance(path, str) and is_url(path):
+        cache = None
+        if cache_path is not None:
+            from .cache import open_cache
+            cache = open_cache(os.fspath(cache_path))
+        return audit_url(path, cache=cache, **rest)
+    if cache_path is None:
+        return audit_path(path, **rest)
+    from .cache import cached_audit
+    return cached_audit(path, os.fspath(cache_path), **rest)
 
 
 # ------------------------------------------------------------------ worker lifetime

@@ -126,15 +126,30 @@ class ResultCache:
         """Like :func:`fastelf.audit.audit_path`, through the cache; the result's
         ``cache_stats`` says what was reused.  A wheel seen before is hashed,
         not opened: its verdict is judged from the stored facts."""
-        stats = CacheStats()
         wheel_key = None if options.get("verify_record") else self._wheel_key(path, limits)
+        return self._audit(path, os.path.basename(path), wheel_key, limits, options)
+
+    def audit_file(self, f: Any, name: str, key: str | None, limits: Limits = DEFAULT_LIMITS,
+                   **options: Any) -> AuditResult:
+        """The same for an open (remote) file named ``name`` whose identity the
+        caller vouches for with ``key`` (URL, size, ETag), or None."""
+        wheel_key = None
+        if key is not None and not options.get("verify_record"):
+            digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+            wheel_key = f"url:{digest}:{engine_id()}:{_limits_id(limits)}"
+        return self._audit(f, name, wheel_key, limits, {**options, "filename": name})
+
+    def _audit(self, source: Any, name: str, wheel_key: str | None, limits: Limits,
+               options: dict) -> AuditResult:
+        stats = CacheStats()
         cached = None if wheel_key is None else self._get("wheels", wheel_key)
         if cached is not None:
             stats.wheel_hits += 1
-            result = _judge_cached(path, json.loads(cached), options)
+            where = source if isinstance(source, str) else str(getattr(source, "name", name))
+            result = _judge_cached(where, name, json.loads(cached), options)
         else:
             session = WheelSession(self, stats)
-            result = audit_path(path, limits=limits, elf_cache=session, **options)
+            result = audit_path(source, limits=limits, elf_cache=session, **options)
             if wheel_key is not None and result.error is None:
                 self._put("wheels", wheel_key, json.dumps(session.wheel_facts))
         result.cache_stats = stats
@@ -197,16 +212,16 @@ class WheelSession:
         return facts_from_json(facts, m.name) if info is None else info
 
 
-def _judge_cached(path: str, wheel_facts: list, options: dict) -> AuditResult:
+def _judge_cached(path: str, name: str, wheel_facts: list, options: dict) -> AuditResult:
     """The verdict on stored facts, as audit_path gives it (errors as results)."""
     infos = [facts_from_json(f["facts"], f["path"]) for f in wheel_facts]
     try:
-        return judge_wheel(infos, os.path.basename(path), path,
+        return judge_wheel(infos, name, path,
                            exclude=options.get("exclude", ()),
                            disable_isa_ext_check=options.get("disable_isa_ext_check", False))
     except FastElfError as e:
-        return AuditResult(wheel=os.path.basename(path), path=path, error=str(e),
-                           claimed_tags=platform_tags_of(path))
+        return AuditResult(wheel=name, path=path, error=str(e),
+                           claimed_tags=platform_tags_of(name))
 
 
 def _may_be_elf(m: Member) -> bool:
@@ -219,10 +234,15 @@ def _may_be_elf(m: Member) -> bool:
 _OPEN: dict[str, ResultCache] = {}
 
 
-def cached_audit(path: str, cache_path: str, **options: Any) -> AuditResult:
-    """Audit through the cache at ``cache_path``, one connection per process
-    (a batch worker keeps its own)."""
+def open_cache(cache_path: str) -> ResultCache:
+    """The cache at ``cache_path``, one connection per process (a batch worker
+    keeps its own)."""
     cache = _OPEN.get(cache_path)
     if cache is None:
         cache = _OPEN[cache_path] = ResultCache(cache_path)
-    return cache.audit(path, **options)
+    return cache
+
+
+def cached_audit(path: str, cache_path: str, **options: Any) -> AuditResult:
+    """Audit ``path`` through the cache at ``cache_path``."""
+    return open_cache(cache_path).audit(path, **options)

@@ -17,6 +17,7 @@ import time
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
+from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
 EXIT_OK, EXIT_MISLABELED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
@@ -43,15 +44,17 @@ def build_parser():
     p = sub.add_parser("show", help="audit one wheel and explain the verdict",
                        description="Audit one wheel: the best platform tag it satisfies, and "
                                    "what stands in the way of more compatible tags.")
-    p.add_argument("wheel", metavar="WHEEL_FILE")
+    p.add_argument("wheel", metavar="WHEEL_FILE_OR_URL",
+                   help="a path, an https:// URL or any fsspec URL (s3://, gs://, ...)")
     _add_audit_options(p)
     _add_record_option(p)
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
-    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="wheels, directories of wheels, https:// or fsspec URLs of wheels")
     p.add_argument("--from-file", metavar="LIST",
-                   help="also audit the wheels listed in LIST, one path a line, read as the "
+                   help="also audit the wheels listed in LIST, one path or URL a line, read as the "
                         "batch goes ('-' reads standard input); blank lines are skipped")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="worker processes (0 = one per CPU; default 1)")
@@ -155,14 +158,19 @@ def _exit_code(results) -> int:
 
 
 def cmd_show(args, out):
-    if not os.path.isfile(args.wheel):
+    if is_url(args.wheel):
+        r = audit_url(args.wheel, **_options(args))
+    elif not os.path.isfile(args.wheel):
         _error(f"cannot access {args.wheel}: no such file")
         return EXIT_USAGE
-    r = audit_path(args.wheel, **_options(args))
+    else:
+        r = audit_path(args.wheel, **_options(args))
     if args.json:
         out.write(json.dumps(r.to_dict(), indent=2) + "\n")
     else:
         out.write(show_text(r))
+        if r.bytes_fetched is not None:
+            out.write(f"fetched {r.bytes_fetched} bytes\n")
     return _exit_code([r])
 
 
@@ -227,7 +235,7 @@ def _check_audit_args(args):
                 "--cache after the wheels")
     if not args.paths and not args.from_file:
         return "give at least one PATH or --from-file LIST"
-    missing = [p for p in args.paths if not os.path.exists(p)]
+    missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
         return f"no such file or directory: {', '.join(missing)}"
     if args.from_file and args.from_file != "-" and not os.path.isfile(args.from_file):

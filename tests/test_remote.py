@@ -1,0 +1,243 @@
+"""Remote wheels over HTTP: a real server on 127.0.0.1, with and without Range
+support, and servers that lie.
+
+Oracles: the local audit of the same file (every remote verdict must equal
+it), the server's own count of the bytes it sent (what ``bytes_fetched``
+must equal), fsspec's HTTP file object (a seekable remote file from another
+implementation), and the wheel's size on disk.  A stalling server never
+answers, so its timeout is certain, not a race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+import hostile_support as hs
+from fastelf import batch, cli, remote
+from fastelf.audit import audit_path, audit_wheel
+from fastelf.cache import ResultCache
+
+ELFS = hs.seed_elfs(include_system=False)
+EXT = "demo/seed.cpython-311-x86_64-linux-gnu.so"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """GET with single byte ranges (``a-b``, ``a-``, ``-n``) when the server's
+    ``mode`` is "range"; other modes misbehave on purpose."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        path = srv.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        srv.requests.append(self.headers.get("Range"))
+        span = self._span(self.headers.get("Range"), len(data))
+        if srv.mode == "stall":
+            srv.release.wait()
+            return
+        if span is None or srv.mode == "norange":
+            self._send(200, data, {})
+            return
+        first, last = span
+        body = data[first:last + 1]
+        cr = f"bytes {first}-{last}/{len(data)}"
+        if srv.mode == "wrong-range" and srv.requests[1:]:
+            cr = f"bytes {first + 1}-{last + 1}/{len(data)}"      # off by one
+            body = data[first + 1:last + 2].ljust(len(body), b"\0")
+        elif srv.mode == "truncate" and srv.requests[1:]:
+            self._send(206, body[:len(body) // 2], {"Content-Range": cr},
+                       length=len(body))
+            self.close_connection = True
+            return
+        elif srv.mode == "overlong" and srv.requests[1:]:
+            self._send(206, body + b"x" * 100, {"Content-Range": cr})
+            return
+        self._send(206, body, {"Content-Range": cr})
+
+    def _span(self, header, size):
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", header or "")
+        if not m or size == 0:
+            return None
+        a, b = m.groups()
+        if a == "":
+            return max(0, size - int(b)), size - 1
+        return int(a), min(int(b), size - 1) if b else size - 1
+
+    def _send(self, status, body, headers, length=None):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.send_header("ETag", '"%s"' % self.server.etag_of(self.path))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.server.sent += len(body)       # before the client can have it
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root, mode):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root, self.mode = Path(root), mode
+        self.requests, self.sent = [], 0
+        self.release = threading.Event()
+
+    def handle_error(self, request, client_address):
+        pass                                # a client that hung up on a liar: expected
+
+    def etag_of(self, path):
+        return hashlib.sha256((self.root / path.lstrip("/")).read_bytes()).hexdigest()[:16]
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.server_port}/{name}"
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def start(mode="range"):
+        srv = _Server(tmp_path / "w", mode)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def wheels(tmp_path):
+    """Wheels of several kinds, one with a large non-ELF member."""
+    d = tmp_path / "w"
+    d.mkdir()
+    made = {f"{k}-1.0-cp311-cp311-manylinux_2_17_x86_64.whl": v
+            for k, v in hs.seed_wheels().items()}
+    made["big-1.0-cp311-cp311-manylinux_2_5_x86_64.whl"] = hs.make_wheel(
+        {EXT: ELFS["x86_64-gnu-hash.so"], "demo/data.bin": os.urandom(1 << 20)}, dist="big")
+    for name, data in made.items():
+        (d / name).write_bytes(data)
+    return sorted(d.iterdir())
+
+
+def _verdict(r) -> dict:
+    d = r.to_dict()
+    d.pop("path")
+    d.pop("bytes_fetched", None)
+    return d
+
+
+@pytest.mark.parametrize("mode", ["range", "norange"])
+def test_remote_verdicts_equal_local(serve, wheels, mode):
+    srv = serve(mode)
+    for w in wheels:
+        before, sent_before = len(srv.requests), srv.sent
+        r = remote.audit_url(srv.url(w.name), timeout=30)
+        assert r.error is None, r.error
+        assert _verdict(r) == _verdict(audit_path(w))
+        assert r.path == srv.url(w.name)
+        assert r.bytes_fetched == srv.sent - sent_before <= w.stat().st_size
+        if mode == "norange":
+            assert len(srv.requests) - before == 1      # the one full download
+
+
+def test_cli_audit_and_show_urls(serve, wheels, tmp_path):
+    srv = serve()
+    urls = [srv.url(w.name) for w in wheels]
+    out = io.StringIO()
+    code = cli.main(["audit", "--json", "--jobs", "2", *urls], out=out)
+    local = io.StringIO()
+    assert code == cli.main(["audit", "--json", *map(str, wheels)], out=local)
+    got = [json.loads(x) for x in out.getvalue().splitlines()]
+    want = [json.loads(x) for x in local.getvalue().splitlines()]
+    assert [d.pop("path") for d in got] == urls
+    assert all(0 < d.pop("bytes_fetched") for d in got)
+    assert got == [{k: v for k, v in d.items() if k != "path"} for d in want]
+    shown = io.StringIO()
+    cli.main(["show", urls[0]], out=shown)
+    assert re.search(r"^fetched \d+ bytes$", shown.getvalue(), re.M)
+
+
+def test_fsspec_file_objects(serve, wheels):
+    """audit_wheel takes fsspec's own seekable HTTP file; file:// goes through fsspec."""
+    fsspec = pytest.importorskip("fsspec")
+    pytest.importorskip("aiohttp")
+    srv = serve()
+    w = wheels[0]
+    with fsspec.filesystem("http").open(srv.url(w.name), "rb") as f:
+        r = audit_wheel(f, filename=w.name)
+    assert _verdict(r) == _verdict(audit_path(w))
+    r = remote.audit_url(Path(w).as_uri())
+    assert _verdict(r) == _verdict(audit_path(w)) and r.bytes_fetched <= w.stat().st_size
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("wrong-range", "the server answered Content-Range"),
+    ("truncate", "the answer was cut short"),
+    ("overlong", "the server announced"),
+    ("stall", "timed out"),
+])
+def test_lying_servers_cost_one_wheel(serve, wheels, mode, message, monkeypatch):
+    liar, honest = serve(mode), serve()
+    big = next(w for w in wheels if w.name.startswith("big"))
+    monkeypatch.setenv("FASTELF_HTTP_TIMEOUT", "1")
+    urls = [honest.url(wheels[0].name), liar.url(big.name), honest.url(wheels[1].name)]
+    results = list(batch.audit_many(urls, jobs=1))
+    assert [r.path for r in results] == urls
+    assert results[0].error is None and results[2].error is None
+    err = results[1].error
+    assert err and err.startswith(urls[1] + ": ") and message in err and "\n" not in err
+
+
+def test_overlong_body_is_refused_or_ignored_never_used(serve, wheels):
+    """A 206 body longer than its Content-Length: http.client reads only what was
+    announced; the extra bytes break the next answer on that connection."""
+    srv = serve("overlong")
+    big = next(w for w in wheels if w.name.startswith("big"))
+    r = remote.audit_url(srv.url(big.name), timeout=5)
+    assert r.error is not None or _verdict(r) == _verdict(audit_path(big))
+
+
+def test_http_errors_and_missing_files(serve, wheels):
+    srv = serve()
+    r = remote.audit_url(srv.url("nope-1.0-py3-none-any.whl"), timeout=5)
+    assert r.error.endswith(": HTTP 404") and r.wheel == "nope-1.0-py3-none-any.whl"
+    r = remote.audit_url("http://127.0.0.1:9/x-1.0-py3-none-any.whl", timeout=5)
+    assert "download failed" in r.error
+
+
+def test_remote_cache_by_url_size_and_etag(serve, wheels, tmp_path):
+    srv = serve()
+    cache = ResultCache(tmp_path / "c.db")
+    url = srv.url(wheels[0].name)
+    first = remote.audit_url(url, cache=cache)
+    second = remote.audit_url(url, cache=cache)
+    assert first.cache_stats.elfs_parsed >= 1 and second.cache_stats.wheel_hits == 1
+    assert _verdict(first) == _verdict(second) == _verdict(audit_path(wheels[0]))
+    assert second.bytes_fetched <= first.bytes_fetched
+    musl = next(w for w in wheels if w.name.startswith("musl"))
+    shutil.copy(musl, wheels[0])                  # new bytes, new ETag: not a hit
+    third = remote.audit_url(url, cache=cache)
+    assert third.cache_stats.wheel_hits == 0
+    assert _verdict(third) == _verdict(audit_path(wheels[0])) != _verdict(first)
