@@ -171,6 +171,10 @@ def test_cli_audit_and_show_urls(serve, wheels, tmp_path):
     assert code == cli.main(["audit", "--json", *map(str, wheels)], out=local)
     got = [json.loads(x) for x in out.getvalue().splitlines()]
     want = [json.loads(x) for x in local.getvalue().splitlines()]
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(cli.__file__).parent / "result.schema.json").read_text())
+    for d in got:
+        jsonschema.validate(d, schema)
     assert [d.pop("path") for d in got] == urls
     assert all(0 < d.pop("bytes_fetched") for d in got)
     assert got == [{k: v for k, v in d.items() if k != "path"} for d in want]

@@ -9,14 +9,17 @@ its contents); 2 usage error; 3 a wheel could not be read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
+from .errors import FastElfError
 from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
@@ -63,6 +66,10 @@ def build_parser():
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="give up on a wheel after this long (an error result for it; the "
                         "batch goes on); audits then always run in worker processes")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="audit on a Dask cluster: tcp://host:8786, or local:N to start a "
+                        "LocalCluster of N workers on 127.0.0.1 (needs fastelf[dask]); paths "
+                        "must be visible to the workers, URLs work anywhere")
     p.add_argument("--cache", nargs="?", const="", default=None, metavar="PATH",
                    help="reuse ELF facts from earlier runs: a wheel seen before (same "
                         "SHA-256) is not parsed again, an ELF member seen in another wheel "
@@ -244,6 +251,11 @@ def _check_audit_args(args):
         return "--jobs must be 0 or more"
     if args.timeout is not None and not args.timeout > 0:
         return "--timeout must be a positive number of seconds"
+    if args.dask is not None:
+        if args.timeout is not None:
+            return "--timeout is not supported with --dask (Dask runs audits in threads)"
+        if not re.fullmatch(r"local:[1-9][0-9]*|[a-z]+://.+", args.dask):
+            return "--dask takes tcp://host:port or local:N"
     return None
 
 
@@ -266,11 +278,30 @@ def cmd_audit(args, out):
         from .cache import CacheStats, default_cache_path
         options["cache"] = args.cache or str(default_cache_path())
         cache_stats = CacheStats()
+    with contextlib.ExitStack() as stack:
+        try:
+            results = _engine(args, options, stack)
+        except FastElfError as e:
+            _error(e)
+            return EXIT_USAGE
+        return _report_batch(args, results, progress, cache_stats, out)
+
+
+def _engine(args, options, stack):
+    """The results of the batch: worker processes here, or a Dask cluster."""
+    if args.dask is None:
+        return audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
+                          timeout=args.timeout, **options)
+    from .dask import audit_on, connect
+    client = stack.enter_context(connect(args.dask))
+    return audit_on(client, _audit_sources(args), ordered=not args.unordered, **options)
+
+
+def _report_batch(args, results, progress, cache_stats, out):
+    """Print each result as it comes (flushed), the summary; the exit code."""
     start = time.perf_counter()
     counts = {"wheels": 0}
     code = EXIT_OK                      # the worst status so far: no result is kept
-    results = audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
-                         timeout=args.timeout, **options)
     for r in results:
         if cache_stats is not None and r.cache_stats is not None:
             cache_stats.add(r.cache_stats)
