@@ -16,12 +16,12 @@ import threading
 import pytest
 
 pytest.importorskip("distributed")
-import cloudpickle  # noqa: E402
+import cloudpickle
+import hostile_support as hs
+from test_remote import _Server
 
-import hostile_support as hs  # noqa: E402
-from fastelf import batch, cli  # noqa: E402
-from fastelf import dask as fdask  # noqa: E402
-from test_remote import _Server  # noqa: E402
+from fastelf import batch, cli
+from fastelf import dask as fdask
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])   # tasks defined here
 
@@ -67,7 +67,7 @@ def test_dask_local_cluster_equals_jobs(corpus):
     unordered = _lines(["audit", "--json", "--compact", "--unordered", "--dask", "local:2",
                         *corpus])
     compact = _lines(["audit", "--json", "--compact", "--jobs", "2", *corpus])
-    key = lambda d: d["path"]  # noqa: E731
+    key = lambda d: d["path"]
     assert sorted(map(_comparable, unordered[1]), key=key) == \
         sorted(map(_comparable, compact[1]), key=key)
 

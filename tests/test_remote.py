@@ -20,9 +20,9 @@ import shutil
 import threading
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
 
-import hostile_support as hs
 from fastelf import batch, cli, remote
 from fastelf.audit import audit_path, audit_wheel
 from fastelf.cache import ResultCache
@@ -83,7 +83,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send(self, status, body, headers, length=None):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body) if length is None else length))
-        self.send_header("ETag", '"%s"' % self.server.etag_of(self.path))
+        self.send_header("ETag", f'"{self.server.etag_of(self.path)}"')
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
@@ -180,7 +180,7 @@ def test_cli_audit_and_show_urls(serve, wheels, tmp_path):
     assert got == [{k: v for k, v in d.items() if k != "path"} for d in want]
     shown = io.StringIO()
     cli.main(["show", urls[0]], out=shown)
-    assert re.search(r"^fetched \d+ bytes$", shown.getvalue(), re.M)
+    assert re.search(r"^fetched \d+ bytes$", shown.getvalue(), re.MULTILINE)
 
 
 def test_fsspec_file_objects(serve, wheels):

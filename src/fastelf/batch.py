@@ -314,8 +314,9 @@ def _audit_isolated(paths: List[str], options: dict,
             try:
                 out.append(future.result())
             except BrokenProcessPool:
-                overran = timeout is not None and time.monotonic() - start >= timeout
-                why = _timeout_message(path, timeout) if overran else f"{path}: {_WORKER_DIED}"
+                why = f"{path}: {_WORKER_DIED}"
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    why = _timeout_message(path, timeout)
                 out.append(_error_result(path, why))
         return out
     finally:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import Any, Callable, Deque, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
 
 from .audit import AuditResult
 from .batch import _audit_one, _error_result, find_wheels
@@ -72,7 +73,7 @@ def audit_on(client: Any, paths: Iterable[Any], *, ordered: bool = True,
     per-wheel function (tests substitute one)."""
     distributed = _import()
     window = _threads(client) * IN_FLIGHT_PER_THREAD
-    pending: Deque[tuple] = collections.deque()
+    pending: collections.deque[tuple] = collections.deque()
     done = None if ordered else distributed.as_completed()   # holds what it has not yielded
     source = iter(find_wheels(paths))
     while True:
@@ -86,7 +87,7 @@ def audit_on(client: Any, paths: Iterable[Any], *, ordered: bool = True,
                 done.add(future)
         if not pending:
             return
-        if ordered:
+        if done is None:
             path, future = pending.popleft()
         else:
             finished = next(done)

@@ -237,6 +237,8 @@ class HttpRangeFile(io.RawIOBase):
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             parts = urllib.parse.urlsplit(self._url)
+            if not parts.hostname:
+                raise self._error("no host name in the URL")
             if parts.scheme == "https":
                 self._conn = http.client.HTTPSConnection(parts.hostname, parts.port,
                                                          timeout=self.timeout)
