@@ -147,3 +147,16 @@ def test_cli_cache_default_path_and_summary(tmp_path):
                     out=out) == plain.returncode
     assert [json.loads(x) for x in out.getvalue().splitlines()] == \
         [json.loads(x) for x in plain.stdout.splitlines()]
+
+
+def test_an_unusable_cache_is_a_usage_error(tmp_path):
+    _write(tmp_path / "w", f"a-1.0-{TAG}", {EXT: ELFS["x86_64-gnu-hash.so"]}, dist="a")
+    bogus = tmp_path / "not-a-db"
+    bogus.write_text("hello, I am not SQLite\n" * 100)
+    err = io.StringIO()
+    import contextlib
+    with contextlib.redirect_stderr(err):
+        code = cli.main(["audit", str(tmp_path / "w"), f"--cache={bogus}"], out=io.StringIO())
+    assert code == 2
+    assert err.getvalue().startswith(f"fastelf: error: cannot use the cache {bogus}: ")
+    assert err.getvalue().count("\n") == 1

@@ -78,18 +78,18 @@ def client():
         yield c
 
 
-def _kill_on_p3(path, options):
-    if os.path.basename(path).startswith("p3-"):
+def _kill_two_wheels(path, options):
+    if os.path.basename(path).startswith(("p3-", "deflated-")):
         os._exit(9)                       # the worker process dies with its task
     return batch._audit_one(path, options)
 
 
 def test_a_worker_that_dies_costs_only_its_task(client, corpus):
     local = [p for p in corpus if "://" not in p]
-    results = list(fdask.audit_on(client, local, task=_kill_on_p3))
+    results = list(fdask.audit_on(client, local, task=_kill_two_wheels))
     assert [r.path for r in results] == local
     for r in results:
-        if os.path.basename(r.path).startswith("p3-"):
+        if os.path.basename(r.path).startswith(("p3-", "deflated-")):
             assert r.error == f"{r.path}: {fdask._KILLED}"
         elif not r.path.endswith("broken-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"):
             assert r.error is None, r.error
@@ -108,3 +108,14 @@ def test_usage_errors():
                  ["audit", ".", "--dask", "local:2", "--timeout", "5"]):
         code, _ = _lines(argv)
         assert code == 2
+
+
+def test_dask_with_a_cache(corpus, tmp_path):
+    db = f"--cache={tmp_path / 'c.sqlite3'}"
+    local = [p for p in corpus if "://" not in p]
+    first = _lines(["audit", "--json", "--dask", "local:2", *local, db])
+    second = _lines(["audit", "--json", "--dask", "local:2", *local, db])
+    assert first == second
+    c = __import__("fastelf.cache", fromlist=["ResultCache"]).ResultCache(tmp_path / "c.sqlite3")
+    r = c.audit(next(p for p in local if "deflated" in p))
+    assert r.cache_stats.wheel_hits == 1        # written by the Dask workers

@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import struct
+import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -231,15 +232,27 @@ def _may_be_elf(m: Member) -> bool:
 
 # ------------------------------------------------------------------ per process
 
-_OPEN: dict[str, ResultCache] = {}
+_OPEN: dict[tuple, ResultCache] = {}
+
+
+def check_cache(cache_path: str) -> str | None:
+    """Why the cache at ``cache_path`` cannot be used (not a database, not
+    writable), or None: asked once before a batch, not once per wheel."""
+    try:
+        ResultCache(cache_path).close()
+    except (sqlite3.Error, OSError) as e:
+        return f"cannot use the cache {cache_path}: {e}"
+    return None
 
 
 def open_cache(cache_path: str) -> ResultCache:
-    """The cache at ``cache_path``, one connection per process (a batch worker
-    keeps its own)."""
-    cache = _OPEN.get(cache_path)
+    """The cache at ``cache_path``: one connection per process and thread (SQLite
+    connections must not cross a fork or, by default, a thread; a batch worker
+    or Dask worker thread keeps its own)."""
+    key = (os.getpid(), threading.get_ident(), cache_path)
+    cache = _OPEN.get(key)
     if cache is None:
-        cache = _OPEN[cache_path] = ResultCache(cache_path)
+        cache = _OPEN[key] = ResultCache(cache_path)
     return cache
 
 

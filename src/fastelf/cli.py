@@ -275,8 +275,12 @@ def cmd_audit(args, out):
     options = _options(args)
     cache_stats = None
     if args.cache is not None:
-        from .cache import CacheStats, default_cache_path
+        from .cache import CacheStats, check_cache, default_cache_path
         options["cache"] = args.cache or str(default_cache_path())
+        problem = check_cache(options["cache"])
+        if problem:
+            _error(problem)
+            return EXIT_USAGE
         cache_stats = CacheStats()
     with contextlib.ExitStack() as stack:
         try:

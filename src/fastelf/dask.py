@@ -6,7 +6,11 @@ the JSON lines are the same.  A bounded window of tasks is in flight (four
 per worker thread), so a list of millions streams through.  A task whose
 worker dies is retried once on another worker (the scheduler's
 ``allowed-failures`` is set to 1 for a cluster fastelf starts); if it kills
-that one too, the wheel gets an error result and the batch goes on.
+that one too, the wheel gets an error result and the batch goes on.  The
+scheduler's ``worker-saturation`` is set to 1.0 so that a worker holds only
+the task its thread runs (the others wait in the scheduler's queue): a worker
+that dies then takes no innocent wheel with it.  Set both on a scheduler you
+start yourself for the same guarantees.
 
 ``audit_bag(urls)`` gives the same results as a dask bag of JSON-ready dicts,
 for pipelines that already use dask.
@@ -47,10 +51,11 @@ def connect(scheduler: str) -> Iterator[Any]:
         n = int(scheduler.split(":", 1)[1])
         if n < 1:
             raise ValueError("local:N needs N >= 1")
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                              "distributed.scheduler.worker-saturation": 1.0}):
             cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=40)
+                dashboard_address="127.0.0.1:0", silence_logs=40)
             try:
                 with distributed.Client(cluster) as client:
                     yield client
