@@ -446,12 +446,11 @@ def read_elf_infos(reader: WheelReader, elf_cache=None) -> list:
 
     ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of
     members it has seen, byte for byte, and parses the others."""
-    infos = []
     try:
         if elf_cache is not None:
             infos = elf_cache.elf_infos(reader)
-        for member, elf in () if elf_cache is not None else iter_elf_members(reader):
-            infos.append(elf_info(member.name, elf))
+        else:
+            infos = [elf_info(member.name, elf) for member, elf in iter_elf_members(reader)]
     except MemberElfError as e:
         if e.limit:
             raise LimitError(reader.path, f"member {e.member!r} breaks a limit: "
