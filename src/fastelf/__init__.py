@@ -1,11 +1,34 @@
-"""fastelf: audit and repair Linux Python wheels (manylinux / musllinux)."""
+"""fastelf: audit and repair Linux Python wheels (manylinux / musllinux).
 
-from ._elf import ElfFile, parse as parse_elf
+The public API is importable from here; submodules are implementation detail
+that may move.  Only fastelf's own exceptions (:class:`FastElfError` and its
+subclasses, see :mod:`fastelf.errors`) leave these functions.
+"""
+
+__version__ = "0.1.0"     # first: modules below may read it
+
+from ._elf import ElfFile
+from ._elf import parse as parse_elf
+from .audit import SCHEMA_VERSION, AuditResult, Status, audit_path, audit_wheel
+from .batch import audit_many
 from .errors import ElfError, FastElfError, LimitError, PolicyError, WheelError
-
-__version__ = "0.1.0"
+from .wheel import DEFAULT_LIMITS, Limits
 
 __all__ = [
-    "ElfFile", "parse_elf", "ElfError", "FastElfError", "LimitError", "PolicyError",
-    "WheelError", "__version__",
+    "DEFAULT_LIMITS",
+    "SCHEMA_VERSION",
+    "AuditResult",
+    "ElfError",
+    "ElfFile",
+    "FastElfError",
+    "LimitError",
+    "Limits",
+    "PolicyError",
+    "Status",
+    "WheelError",
+    "__version__",
+    "audit_many",
+    "audit_path",
+    "audit_wheel",
+    "parse_elf",
 ]

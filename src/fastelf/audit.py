@@ -179,6 +179,8 @@ class AuditResult:
     record: object = None       # a record.RecordReport when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
     #   adds (exec stack, abi3, zip layout, WHEEL/dist-info, soname, rpath); not in status
+    cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
+    bytes_fetched: int | None = None    # a remote wheel: bytes that came over the network
 
     @property
     def status(self) -> Status:
@@ -269,10 +271,16 @@ class AuditResult:
         """(family, (major, minor)) of every satisfied policy."""
         return [_policy_version(c.tag) for c in self.policies if c.satisfied]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, detail: bool = True) -> dict:
+        """The JSON form (``fastelf/result.schema.json``).  ``detail=False`` gives the
+        compact form a crawler stores per wheel: the verdict and why, without the
+        per-ELF facts, the per-policy reasons and the RECORD report (the same keys
+        with the same meaning; the others are left out, never emptied)."""
         d = {"version": SCHEMA_VERSION, "wheel": self.wheel, "path": self.path,
              "status": self.status.value, "reason": self.reason,
              "ok": self.ok, "pure": self.pure}
+        if self.bytes_fetched is not None:
+            d["bytes_fetched"] = self.bytes_fetched
         if self.error is not None:
             d["error"] = self.error
             return d
@@ -281,15 +289,19 @@ class AuditResult:
             "tags": self.tags, "claimed_tags": self.claimed_tags,
             "unsatisfied_claims": self.unsatisfied_claims,
             "unchecked_claims": self.unchecked_claims,
-            "versioned_symbols": self.versioned_symbols,
             "external_libraries": self.external_libraries,
-            "problems": self.problems, "ignored": self.ignored,
+            "problems": self.problems,
+            "checks": [c.to_dict() for c in self.checks],    # `fastelf check` findings
+        })
+        if not detail:
+            return d
+        d.update({
+            "versioned_symbols": self.versioned_symbols, "ignored": self.ignored,
             "elfs": [e.to_dict() for e in self.elfs],
             "policies": [p.to_dict() for p in self.policies],
         })
         if self.record is not None:
             d["record"] = self.record.to_dict()
-        d["checks"] = [c.to_dict() for c in self.checks]
         return d
 
 
@@ -432,12 +444,16 @@ class _Resolver:
 
 # ------------------------------------------------------------------ audit
 
-def read_elf_infos(reader: WheelReader) -> list:
-    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError."""
-    infos = []
+def read_elf_infos(reader: WheelReader, elf_cache=None) -> list:
+    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError.
+
+    ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of
+    members it has seen, byte for byte, and parses the others."""
     try:
-        for member, elf in iter_elf_members(reader):
-            infos.append(elf_info(member.name, elf))
+        if elf_cache is not None:
+            infos = elf_cache.elf_infos(reader)
+        else:
+            infos = [elf_info(member.name, elf) for member, elf in iter_elf_members(reader)]
     except MemberElfError as e:
         if e.limit:
             raise LimitError(reader.path, f"member {e.member!r} breaks a limit: "
@@ -475,7 +491,7 @@ def _display_path(source, filename: str | None = None) -> str:
 
 def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
                 exclude=(), disable_isa_ext_check: bool = False,
-                verify_record: bool = False) -> AuditResult:
+                verify_record: bool = False, elf_cache=None) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel (including a file object whose
@@ -486,23 +502,21 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     pip parses it) is refused: its tags cannot be checked.
     ``verify_record``: also hash every member against RECORD (see
     :mod:`fastelf.record`); what does not match is in ``result.record``.
+    ``elf_cache``: see :func:`read_elf_infos` (used by :mod:`fastelf.cache`).
     """
     path = _display_path(source, filename)
     name = filename or os.path.basename(path)
     try:
         with WheelReader(source, limits, name=path) as reader:
-            infos = read_elf_infos(reader)
+            infos = read_elf_infos(reader, elf_cache)
             record = verify_record_of(reader) if verify_record else None
             checks = _check_findings(source, reader, infos, name)
     except (FastElfError, MemoryError):
         raise
     except Exception as e:      # I/O of a caller's file object: OSError, IncompleteRead, ...
         raise WheelError(path, f"cannot read: {type(e).__name__}: {e}") from None
-    if name != "<bytes>" and not platform_tags_of(name):     # after reading: a broken
-        raise WheelError(path, "not a valid wheel file name (PEP 427: "   # zip says so first
-                               "name-version[-build]-python-abi-platform.whl)")
-    result = judge(infos, name, path, exclude=exclude,
-                   disable_isa_ext_check=disable_isa_ext_check)
+    result = judge_wheel(infos, name, path, exclude=exclude,       # after reading: a broken
+                         disable_isa_ext_check=disable_isa_ext_check)  # zip says so first
     result.record = record
     result.checks = checks
     return result
@@ -512,6 +526,16 @@ def _check_findings(source, reader: WheelReader, infos: list, name: str) -> list
     """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
     from .check import audit_findings
     return audit_findings(source, reader, infos, name)
+
+
+def judge_wheel(infos: list, name: str, path: str, *, exclude=(),
+                disable_isa_ext_check: bool = False) -> AuditResult:
+    """:func:`judge`, for a wheel whose file ``name`` must be a valid wheel name
+    (PEP 427, as pip parses it; WheelError otherwise): its tags are checked."""
+    if name != "<bytes>" and not platform_tags_of(name):
+        raise WheelError(path, "not a valid wheel file name (PEP 427: "
+                               "name-version[-build]-python-abi-platform.whl)")
+    return judge(infos, name, path, exclude=exclude, disable_isa_ext_check=disable_isa_ext_check)
 
 
 def audit_path(path, **kw) -> AuditResult:

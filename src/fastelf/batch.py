@@ -1,4 +1,5 @@
-"""Audit many wheels, in parallel processes, yielding results in input order.
+"""Audit many wheels, in parallel processes, yielding results in input order
+(or, with ``ordered=False``, each as soon as it is done).
 
 Robustness, since a batch is the tool's main use on untrusted wheels:
 
@@ -11,6 +12,10 @@ Robustness, since a batch is the tool's main use on untrusted wheels:
   one that kills its process is blamed deterministically and the others get
   verdicts; then the batch goes on in parallel;
 * a MemoryError in one wheel is that wheel's error, not the batch's end;
+* a per-wheel ``timeout``: the worker's own interval timer raises in the
+  audit (it also interrupts a blocked read); a worker stuck where no Python
+  code runs is ended by its watchdog thread ``_HARD_GRACE`` seconds later,
+  and the pool restart above then blames that wheel with a timeout error;
 * workers die with their parent (Linux PR_SET_PDEATHSIG, and a watchdog
   thread that notices the parent is gone elsewhere): a killed ``fastelf audit``
   never leaves orphans running and holding its stdout open.
@@ -19,22 +24,37 @@ Robustness, since a batch is the tool's main use on untrusted wheels:
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+import time
+from concurrent.futures import (FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor,
+                                wait)
 from concurrent.futures.process import BrokenProcessPool
-from typing import Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .audit import AuditResult, audit_path, platform_tags_of
+from .remote import audit_url, is_url
 
 IN_FLIGHT_PER_JOB = 4            # wheels submitted but not yet yielded, per worker
 _WATCHDOG_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+_HARD_GRACE = 2.0                # seconds after a timeout before the worker ends itself
 _WORKER_DIED = ("the worker process auditing this wheel died "
                 "(crashed or was killed, e.g. for lack of memory)")
+
+
+class _Timeout(BaseException):
+    """Raised in a worker when a wheel's time is up.  A BaseException, so the
+    audit's own ``except Exception`` handlers let it through."""
+
+
+def _timeout_message(path: str, timeout: float) -> str:
+    return f"{path}: timed out (the audit took more than {timeout:g} s)"
+
 
 
 def find_wheels(paths) -> Iterator[str]:
@@ -59,7 +79,7 @@ def _error_result(path: str, error: str) -> AuditResult:
 def _audit_one(path: str, options: dict) -> AuditResult:
     """One wheel's result; nothing raised in it may end the batch."""
     try:
-        result = audit_path(path, **options)
+        result = _audit_maybe_cached(path, options)
     except MemoryError:
         return _error_result(path, f"{path}: out of memory while auditing this wheel")
     except Exception as e:          # a bug must cost one wheel, not the batch
@@ -67,6 +87,60 @@ def _audit_one(path: str, options: dict) -> AuditResult:
     for elf in result.elfs:          # the symbol lists are large and not part of the report
         elf.imports = []
     return result
+
+
+def _audit_task(path: str, options: dict, timeout: Optional[float]) -> AuditResult:
+    """What a worker runs: ``_audit_one`` (looked up at call time, so tests can
+    replace it), within ``timeout`` seconds when one is given."""
+    if timeout is None:
+        return _audit_one(path, options)
+    try:
+        with _deadline(timeout):
+            return _audit_one(path, options)
+    except _Timeout:
+        return _error_result(path, _timeout_message(path, timeout))
+
+
+@contextlib.contextmanager
+def _deadline(timeout: float) -> Iterator[None]:
+    """Raise _Timeout in this (main) thread after ``timeout`` seconds; end the
+    whole process ``_HARD_GRACE`` seconds later if that could not stop it
+    (C code that never returns to the interpreter)."""
+    armed = [True]
+
+    def expire(_signum: int, _frame: Any) -> None:
+        if armed[0]:                 # not once the audit is over and disarming
+            raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    killer = threading.Timer(timeout + _HARD_GRACE, os._exit, (124,))
+    killer.daemon = True
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    killer.start()
+    try:
+        yield
+    finally:
+        armed[0] = False
+        killer.cancel()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
+    """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
+    the path of a result cache to audit through."""
+    rest = {k: v for k, v in options.items() if k != "cache"}
+    cache_path = options.get("cache")
+    if isinstance(path, str) and is_url(path):
+        cache = None
+        if cache_path is not None:
+            from .cache import open_cache
+            cache = open_cache(os.fspath(cache_path))
+        return audit_url(path, cache=cache, **rest)
+    if cache_path is None:
+        return audit_path(path, **rest)
+    from .cache import cached_audit
+    return cached_audit(path, os.fspath(cache_path), **rest)
 
 
 # ------------------------------------------------------------------ worker lifetime
@@ -117,29 +191,38 @@ def _new_pool(jobs: int) -> ProcessPoolExecutor:
 
 # ------------------------------------------------------------------ the batch
 
-def audit_many(paths, jobs: int = 1, **options) -> Iterator[AuditResult]:
-    """Yield an AuditResult for each wheel under ``paths``, in order.
+def audit_many(paths: Iterable[Any], jobs: int = 1, *, ordered: bool = True,
+               timeout: Optional[float] = None, **options: Any) -> Iterator[AuditResult]:
+    """Yield an AuditResult for each wheel under ``paths`` (read lazily).
 
     ``jobs`` > 1 uses that many worker processes; 0 means one per CPU.  A
-    wheel that cannot be read, or whose audit runs out of memory or kills its
-    process, yields a result with ``error`` set; the others are still audited.
+    wheel that cannot be read, or whose audit runs out of memory, kills its
+    process or takes more than ``timeout`` seconds, yields a result with
+    ``error`` set; the others are still audited.  ``ordered=False`` yields
+    each result as soon as it is ready instead of in input order.  With a
+    ``timeout`` even ``jobs=1`` audits in a worker process, which can be
+    stopped.  ``options`` are audit_wheel's keyword arguments.
     """
     if jobs == 0:
         jobs = os.cpu_count() or 1
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be a positive number of seconds")
     wheels = find_wheels(paths)
-    if jobs <= 1:
+    if jobs <= 1 and timeout is None:
         for w in wheels:
             yield _audit_one(w, options)
         return
-    yield from _Batch(jobs, options).run(wheels)
+    yield from _Batch(max(jobs, 1), options, ordered=ordered, timeout=timeout).run(wheels)
 
 
 class _Batch:
     """The parallel audit: a window of futures in input order over a pool that
     is replaced when a worker dies."""
 
-    def __init__(self, jobs: int, options: dict):
+    def __init__(self, jobs: int, options: dict, *, ordered: bool = True,
+                 timeout: Optional[float] = None):
         self.jobs, self.options = jobs, options
+        self.ordered, self.timeout = ordered, timeout
         self.window = jobs * IN_FLIGHT_PER_JOB
         self.pool: Optional[ProcessPoolExecutor] = None
 
@@ -155,9 +238,9 @@ class _Batch:
                     pending.append((path, self._submit(path)))
                 if not pending:
                     return
-                path, future = pending[0]
+                index = self._next_index(pending)
                 try:
-                    result = future.result()
+                    result = pending[index][1].result()
                 except (BrokenProcessPool, CancelledError):
                     # the pool broke; or it was shut down by _submit after a broken
                     # submission, cancelling the wheels that had not started yet
@@ -165,10 +248,21 @@ class _Batch:
                     pending.clear()
                     yield from results
                     continue
-                pending.popleft()
+                del pending[index]
                 yield result
         finally:
             self._shutdown()
+
+    def _next_index(self, pending: Deque[Tuple[str, Future]]) -> int:
+        """The position of the next result to yield: the oldest in order, else
+        the first done (waiting for one)."""
+        if self.ordered:
+            return 0
+        while True:
+            for i, (_path, future) in enumerate(pending):
+                if future.done():
+                    return i
+            wait([future for _path, future in pending], return_when=FIRST_COMPLETED)
 
     def _submit(self, path: str) -> Future:
         """A future for ``path``; one that already failed when the pool broke since the
@@ -176,7 +270,7 @@ class _Batch:
         if self.pool is None:
             self.pool = _new_pool(self.jobs)
         try:
-            return self.pool.submit(_audit_one, path, self.options)
+            return self.pool.submit(_audit_task, path, self.options, self.timeout)
         except BrokenProcessPool:
             self._shutdown()
             future: Future = Future()
@@ -199,7 +293,7 @@ class _Batch:
         for start in range(0, len(again), self.jobs):
             chunk = again[start:start + self.jobs]
             done.update(zip(chunk, _audit_isolated([in_flight[i][0] for i in chunk],
-                                                   self.options)))
+                                                   self.options, self.timeout)))
         return [done[i] for i in range(len(in_flight))]
 
     def _shutdown(self) -> None:
@@ -208,17 +302,25 @@ class _Batch:
             self.pool = None
 
 
-def _audit_isolated(paths: List[str], options: dict) -> List[AuditResult]:
-    """Audit each of ``paths`` in a process of its own, all at once."""
+def _audit_isolated(paths: List[str], options: dict,
+                    timeout: Optional[float] = None) -> List[AuditResult]:
+    """Audit each of ``paths`` in a process of its own, all at once.  A process
+    that dies after running longer than ``timeout`` was ended by its own
+    watchdog (or at least overran): that wheel timed out."""
     pools = [_new_pool(1) for _ in paths]
     try:
-        futures = [pool.submit(_audit_one, path, options) for pool, path in zip(pools, paths)]
+        start = time.monotonic()
+        futures = [pool.submit(_audit_task, path, options, timeout)
+                   for pool, path in zip(pools, paths)]
         out = []
         for path, future in zip(paths, futures):
             try:
                 out.append(future.result())
             except BrokenProcessPool:
-                out.append(_error_result(path, f"{path}: {_WORKER_DIED}"))
+                why = f"{path}: {_WORKER_DIED}"
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    why = _timeout_message(path, timeout)
+                out.append(_error_result(path, why))
         return out
     finally:
         for pool in pools:

@@ -9,14 +9,18 @@ its contents); 2 usage error; 3 a wheel could not be read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
+from .errors import FastElfError
+from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
 EXIT_OK, EXIT_MISLABELED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
@@ -43,15 +47,38 @@ def build_parser():
     p = sub.add_parser("show", help="audit one wheel and explain the verdict",
                        description="Audit one wheel: the best platform tag it satisfies, and "
                                    "what stands in the way of more compatible tags.")
-    p.add_argument("wheel", metavar="WHEEL_FILE")
+    p.add_argument("wheel", metavar="WHEEL_FILE_OR_URL",
+                   help="a path, an https:// URL or any fsspec URL (s3://, gs://, ...)")
     _add_audit_options(p)
     _add_record_option(p)
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="wheels, directories of wheels, https:// or fsspec URLs of wheels")
+    p.add_argument("--from-file", metavar="LIST",
+                   help="also audit the wheels listed in LIST, one path or URL a line, read as the "
+                        "batch goes ('-' reads standard input); blank lines are skipped")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="worker processes (0 = one per CPU; default 1)")
+    p.add_argument("--unordered", action="store_true",
+                   help="print each wheel's result as soon as it is done, not in input order")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up on a wheel after this long (an error result for it; the "
+                        "batch goes on); audits then always run in worker processes")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="audit on a Dask cluster: tcp://host:8786, or local:N to start a "
+                        "LocalCluster of N workers on 127.0.0.1 (needs fastelf[dask]); paths "
+                        "must be visible to the workers, URLs work anywhere")
+    p.add_argument("--cache", nargs="?", const="", default=None, metavar="PATH",
+                   help="reuse ELF facts from earlier runs: a wheel seen before (same "
+                        "SHA-256) is not parsed again, an ELF member seen in another wheel "
+                        "(same compressed bytes) is parsed once; verdicts are always "
+                        "recomputed. PATH (write --cache=PATH) defaults to "
+                        "$XDG_CACHE_HOME/fastelf/cache.sqlite3")
+    p.add_argument("--compact", action="store_true",
+                   help="with --json: the verdict and its reasons only, without per-ELF and "
+                        "per-policy detail (to_dict(detail=False))")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="text mode: print only wheels that are mislabeled or unreadable")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
@@ -151,14 +178,19 @@ def _exit_code(results) -> int:
 
 
 def cmd_show(args, out):
-    if not os.path.isfile(args.wheel):
+    if is_url(args.wheel):
+        r = audit_url(args.wheel, **_options(args))
+    elif not os.path.isfile(args.wheel):
         _error(f"cannot access {args.wheel}: {_not_a_file(args.wheel)}")
         return EXIT_USAGE
-    r = audit_path(args.wheel, **_options(args))
+    else:
+        r = audit_path(args.wheel, **_options(args))
     if args.json:
         out.write(json.dumps(r.to_dict(), indent=2) + "\n")
     else:
         out.write(show_text(r))
+        if r.bytes_fetched is not None:
+            out.write(f"fetched {r.bytes_fetched} bytes\n")
     return _exit_code([r])
 
 
@@ -195,41 +227,121 @@ class _Progress:
         self.stream.flush()
 
 
-def cmd_audit(args, out):
-    missing = [p for p in args.paths if not os.path.exists(p)]
+def _listed_paths(list_file: str):
+    """The entries of a --from-file list, lazily (a list may hold millions)."""
+    stream = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8",
+                                                        errors="surrogateescape")
+    try:
+        for line in stream:
+            entry = line.strip()
+            if entry:
+                yield entry
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _audit_sources(args):
+    """Everything to audit: the PATH arguments, then the --from-file entries."""
+    yield from args.paths
+    if args.from_file:
+        yield from _listed_paths(args.from_file)
+
+
+def _check_audit_args(args):
+    """A usage error message, or None."""
+    if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
+        return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
+                "--cache after the wheels")
+    if not args.paths and not args.from_file:
+        return "give at least one PATH or --from-file LIST"
+    missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
     if missing:
-        _error(f"no such file or directory: {', '.join(missing)}")
-        return EXIT_USAGE
+        return f"no such file or directory: {', '.join(missing)}"
+    if args.from_file and args.from_file != "-" and not os.path.isfile(args.from_file):
+        return f"cannot read the list {args.from_file}: no such file"
     if args.jobs < 0:
-        print("fastelf: error: --jobs must be 0 or more", file=sys.stderr)
+        return "--jobs must be 0 or more"
+    if args.timeout is not None and not args.timeout > 0:
+        return "--timeout must be a positive number of seconds"
+    if args.dask is not None:
+        if args.timeout is not None:
+            return "--timeout is not supported with --dask (Dask runs audits in threads)"
+        if not re.fullmatch(r"local:[1-9][0-9]*|[a-z]+://.+", args.dask):
+            return "--dask takes tcp://host:port or local:N"
+    return None
+
+
+def cmd_audit(args, out):
+    problem = _check_audit_args(args)
+    if problem:
+        _error(problem)
         return EXIT_USAGE
-    total = sum(1 for _ in find_wheels(args.paths))
-    if total == 0:
-        print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
-              file=sys.stderr)
     progress = None
-    if not args.no_progress and sys.stderr.isatty() and total > 1:
-        progress = _Progress(total, sys.stderr)
+    if not args.from_file:              # a list is read once, as the batch goes: no total
+        total = sum(1 for _ in find_wheels(args.paths))
+        if total == 0:
+            print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
+                  file=sys.stderr)
+        if not args.no_progress and sys.stderr.isatty() and total > 1:
+            progress = _Progress(total, sys.stderr)
+    options = _options(args)
+    cache_stats = None
+    if args.cache is not None:
+        from .cache import CacheStats, check_cache, default_cache_path
+        options["cache"] = args.cache or str(default_cache_path())
+        problem = check_cache(options["cache"])
+        if problem:
+            _error(problem)
+            return EXIT_USAGE
+        cache_stats = CacheStats()
+    with contextlib.ExitStack() as stack:
+        try:
+            results = _engine(args, options, stack)
+        except FastElfError as e:
+            _error(e)
+            return EXIT_USAGE
+        return _report_batch(args, results, progress, cache_stats, out)
+
+
+def _engine(args, options, stack):
+    """The results of the batch: worker processes here, or a Dask cluster."""
+    if args.dask is None:
+        return audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
+                          timeout=args.timeout, **options)
+    from .dask import audit_on, connect
+    client = stack.enter_context(connect(args.dask))
+    return audit_on(client, _audit_sources(args), ordered=not args.unordered, **options)
+
+
+def _report_batch(args, results, progress, cache_stats, out):
+    """Print each result as it comes (flushed), the summary; the exit code."""
     start = time.perf_counter()
     counts = {"wheels": 0}
-    results = []
-    for r in audit_many(args.paths, jobs=args.jobs, **_options(args)):
-        results.append(r)
+    code = EXIT_OK                      # the worst status so far: no result is kept
+    for r in results:
+        if cache_stats is not None and r.cache_stats is not None:
+            cache_stats.add(r.cache_stats)
         counts["wheels"] += 1
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        code = max(code, _EXIT_OF_STATUS[r.status])
         if progress:
             progress.close()
         if args.json:
-            out.write(json.dumps(r.to_dict()) + "\n")
+            out.write(json.dumps(r.to_dict(detail=not args.compact)) + "\n")
         elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
             out.write(_one_line(r) + "\n")
-        out.flush()
+        out.flush()                     # a crawl can be followed with tail -f
         if progress:
             progress.step()
     if progress:
         progress.close()
-    print(summary_line(counts, time.perf_counter() - start), file=sys.stderr)
-    return _exit_code(results)
+    line = summary_line(counts, time.perf_counter() - start)
+    if cache_stats is not None:
+        line += (f"; cache: {cache_stats.wheel_hits} wheel hits, {cache_stats.elf_hits} ELF "
+                 f"hits, {cache_stats.elfs_parsed} ELFs parsed")
+    print(line, file=sys.stderr)
+    return code
 
 
 def cmd_retag(args, out):

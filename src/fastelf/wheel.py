@@ -1019,7 +1019,9 @@ class MemberStream:
 # (bytes-like, clipped to the end like a memoryview's) and unpack_from().
 
 _WINDOW = 1 << 20           # a file is read by windows of this size at least
-_EAGER_RAW = 8 << 20        # bigger members' compressed bytes are read on demand
+_STREAM_WINDOW = 1 << 13    # ... and a seekable stream (perhaps remote) by these
+_EAGER_RAW = 1 << 16        # bigger members' compressed bytes are read on demand (a peek at
+                            # a big non-ELF member of a remote wheel must not fetch it)
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:
@@ -1078,6 +1080,8 @@ class _FileSource:
         self._size = self._stamp[0]
         self._win_off = 0
         self._win = memoryview(b"")
+        # a stream may be remote (HTTP ranges): smaller windows fetch fewer bytes
+        self._window = _WINDOW if self._stream is None else _STREAM_WINDOW
 
     def _stat(self) -> tuple:
         try:
@@ -1115,10 +1119,13 @@ class _FileSource:
         w = self._win_off
         if start >= w and stop <= w + len(self._win):
             return self._win[start - w:stop - w]
-        if stop - start > _WINDOW:
-            return self.read(start, stop - start)
+        if stop - start > self._window:
+            data = memoryview(self.read(start, stop - start))
+            if stop - start <= _WINDOW:     # e.g. the tail searched for the end record,
+                self._win_off, self._win = start, data   # which holds the central directory
+            return data
         self._win_off = start
-        self._win = memoryview(self.read(start, min(_WINDOW, self._size - start)))
+        self._win = memoryview(self.read(start, min(self._window, self._size - start)))
         return self._win[:stop - start]
 
     def unpack_from(self, fmt: str, offset: int) -> tuple:
