@@ -81,7 +81,7 @@ def build_parser():
     p.add_argument("--no-update-tags", action="store_true",
                    help="keep the file name's platform tags")
     p.add_argument("--strip", action="store_true",
-                   help="strip symbol tables, debug sections and section headers from every "
+                   help="strip symbol tables and debug sections (like strip -s) from every "
                         "ELF file (in process)")
     p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
                    metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")

@@ -87,8 +87,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
     """Repair ``path`` into ``wheel_dir``; returns what was done.
 
     ``plat``: the platform tag to reach (legacy aliases accepted), or None /
-    "auto" for the best one possible.  ``strip``: drop symbol tables, debug
-    sections and section headers from every ELF file (in process, before
+    "auto" for the best one possible.  ``strip``: drop symbol tables and debug
+    sections like ``strip -s`` from every ELF file (in process, before
     patching).  Raises RepairError (nothing written)
     when a library cannot be found or the tag cannot be reached.
     """
