@@ -22,6 +22,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from . import __version__
 from . import policy as pol
 from ._elf import parse
 from .audit import (AuditResult, elf_info, install_path, judge, read_elf_infos,
@@ -33,8 +34,9 @@ from .libfinder import LibraryFinder
 from .patch import patch_elf
 from .strip import strip_elf
 from .retag import expand_tag, retagged_name, split_wheel_name
+from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .wheel import DEFAULT_LIMITS, WheelReader
-from .wheelwriter import rewrite_wheel
+from .wheelwriter import dist_info_dir, rewrite_wheel
 
 
 class RepairError(FastElfError):
@@ -49,11 +51,12 @@ class RepairResult:
     grafted: dict = field(default_factory=dict)     # original soname -> (host path, member)
     patched: list = field(default_factory=list)     # members rewritten
     audit: AuditResult | None = None
+    sbom: str | None = None                         # the SBOM member written, if any
 
     def to_dict(self):
         return {"input": self.input, "output": self.output, "tags": self.tags,
                 "grafted": {k: {"from": v[0], "to": v[1]} for k, v in self.grafted.items()},
-                "patched": self.patched}
+                "patched": self.patched, "sbom": self.sbom}
 
 
 def hashed_name(soname: str, data: bytes) -> str:
@@ -198,14 +201,30 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                               "another output directory (-w)")
         _s, py, abi, _p = split_wheel_name(out_name)
         wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi for t in tags]
+        sbom_member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
+        sbom = _sbom(out_name, grafts, grafted, root)
+        if sbom is not None:
+            added[sbom_member] = (sbom, 0o644)
         try:
             os.makedirs(wheel_dir, exist_ok=True)
             rewrite_wheel(reader, out, replace=replaced, add=added, wheel_tags=wheel_tags,
+                          remove={sbom_member} if sbom is not None else (),
                           compresslevel=compresslevel)
         except OSError as e:      # disk full, -w is a file, no permission: a clean error
             raise RepairError(f"{path}: cannot write {out}: {e.strerror or e}") from e
     return RepairResult(input=path, output=out, tags=tags, grafted=grafted,
-                        patched=sorted(replaced), audit=after)
+                        patched=sorted(replaced), audit=after,
+                        sbom=sbom_member if sbom is not None else None)
+
+
+def _sbom(out_name: str, grafts: dict, grafted: dict, root: str) -> bytes | None:
+    """The SBOM of the grafted libraries, or None when nothing was grafted (then an
+    SBOM already in the input, from an earlier repair, is kept as it is: the
+    libraries it names are still there).  A new one replaces an older one."""
+    files = [GraftedFile(lib, host_path, grafted[lib][1], hashlib.sha256(data).hexdigest())
+             for lib, (host_path, data, _e) in grafts.items()]
+    packages = owning_packages([f.source_path for f in files], root) if files else {}
+    return build_sbom(out_name, files, packages, __version__)
 
 
 def _target_policies(before: AuditResult, plat: str | None) -> list:
