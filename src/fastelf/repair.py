@@ -33,10 +33,10 @@ from .errors import FastElfError, PolicyError
 from .libfinder import LibraryFinder
 from .patch import patch_elf
 from .strip import strip_elf
-from .retag import expand_tag, retagged_name, split_wheel_name
+from .retag import expand_tag, split_wheel_name
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .wheel import DEFAULT_LIMITS, WheelReader
-from .wheelwriter import dist_info_dir, rewrite_wheel
+from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
 
 
 class RepairError(FastElfError):
@@ -98,6 +98,9 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
     path = os.fspath(path)
     filename = os.path.basename(path)
     stem = split_wheel_name(filename)[0]
+    problem = output_dir_problem(wheel_dir)
+    if problem:
+        raise RepairError(f"{path}: {problem}")
     libs_dir = stem.split("-", 1)[0] + ".libs"
     scripts_dir = stem.split("-", 1)[0] + ".scripts"
     with WheelReader(path, limits) as reader:
@@ -194,13 +197,16 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         tags = _output_tags(after, target, plat, only_plat)
         if not update_tags:
             tags = split_wheel_name(filename)[3]
-        out_name = retagged_name(filename, tags)
+        out_name = _output_name(filename, tags, after) if update_tags else filename
         out = os.path.join(os.fspath(wheel_dir), out_name)
         if os.path.exists(out) and os.path.samefile(out, path):
             raise RepairError(f"{path}: the repaired wheel would overwrite its input; choose "
                               "another output directory (-w)")
-        _s, py, abi, _p = split_wheel_name(out_name)
-        wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi for t in tags]
+        _s, py, abi, out_plats = split_wheel_name(out_name)
+        # WHEEL lists the input's kept tags first, then the new ones, as auditwheel does
+        line_order = [t for t in split_wheel_name(filename)[3] + list(tags) if t in out_plats]
+        wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
+                      for t in dict.fromkeys(line_order + out_plats)]
         sbom_member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
         sbom = _sbom(out_name, grafts, grafted, root)
         if sbom is not None:
@@ -269,7 +275,7 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
         _refuse_path_name(path, node, lib)
         found = finder.find(lib, node)
         if found is None:
-            missing.setdefault(lib, None)
+            missing.setdefault(lib, node)
             continue
         host_path, data, elf, found_node = found
         if any(fnmatch.fnmatchcase(p, pat) for pat in exclude
@@ -282,10 +288,26 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
         names = sorted(missing)
         shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         raise RepairError(f"{path}: cannot find external librar"
-                          f"{'y' if len(missing) == 1 else 'ies'} {shown} "
-                          "(searched RPATH/RUNPATH, LD_LIBRARY_PATH, ld.so.conf and the default "
-                          "directories; use --ldpaths, LD_LIBRARY_PATH or --exclude)")
+                          f"{'y' if len(missing) == 1 else 'ies'} {shown} (searched for "
+                          f"{names[0]}: {_searched(finder, missing[names[0]])}; "
+                          "use --ldpaths, LD_LIBRARY_PATH or --exclude)")
     return grafts, excluded
+
+
+_SEARCH_LABELS = {"rpath": "RPATH", "runpath": "RUNPATH", "ld_library_path": "LD_LIBRARY_PATH",
+                  "ldpaths": "--ldpaths", "system": "ld.so.conf and default directories"}
+
+
+def _searched(finder: LibraryFinder, node) -> str:
+    """The directories ld.so's rules searched for a requester, by where each came
+    from (``--ldpaths`` replaces ld.so.conf and the default directories)."""
+    groups: dict = {}
+    for d, label in finder.searcher.search_order(node):
+        groups.setdefault(label, []).append(d)
+    if not groups:
+        return "no directory"
+    return "; ".join(f"{_SEARCH_LABELS.get(label, label)} {':'.join(dirs)}"
+                     for label, dirs in groups.items())
 
 
 def _refuse_path_name(path, node, lib: str) -> None:
@@ -302,11 +324,30 @@ def _refuse_path_name(path, node, lib: str) -> None:
 
 
 def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:
+    """The tags repair adds, as auditwheel chooses them: the requested policy's, after
+    the best satisfied policy's when that is more compatible.  A ``--plat`` given by
+    its legacy name (manylinux2014_x86_64) gets no better tag, as in auditwheel,
+    whose graft check matches only PEP 600 policy names."""
     requested = [target.tag, *target.alias_tags]
-    if only_plat:
+    if only_plat or (plat not in (None, "auto") and _is_legacy_name(plat)):
         return requested
     best = next((c for c in after.policies if c.satisfied), None)
     best_tags = [best.tag, *best.aliases] if best else []
     if plat in (None, "auto"):
         return best_tags or requested
     return list(dict.fromkeys(best_tags + requested))
+
+
+def _is_legacy_name(plat: str) -> bool:
+    return plat.split("_", 1)[0] in pol.LEGACY_ALIASES
+
+
+def _output_name(filename: str, tags: list, after: AuditResult) -> str:
+    """The repaired wheel's file name, as auditwheel forms it: the input's platform
+    tags without ``linux_<arch>``, then the new tags, duplicates dropped, sorted
+    alphabetically.  Unlike auditwheel, an input tag the repaired wheel does not
+    satisfy (a false claim) is dropped rather than carried over."""
+    stem, py, abi, old = split_wheel_name(filename)
+    kept = [t for t in old if not t.startswith("linux_") and after.satisfies(t)]
+    plats = sorted(dict.fromkeys(kept + list(tags)))
+    return f"{stem}-{'.'.join(py)}-{'.'.join(abi)}-{'.'.join(plats)}.whl"

@@ -248,6 +248,16 @@ class WheelWriter:
                                 cd_start, 0))
 
 
+def output_dir_problem(directory) -> str | None:
+    """Why ``directory`` (the -w option) cannot receive a wheel, checked before any work:
+    an existing path that is not a directory (``os.makedirs`` would only say "File
+    exists")."""
+    directory = os.fspath(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return f"cannot write into {directory}: not a directory"
+    return None
+
+
 def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remove=(),
                   wheel_tags=None, compresslevel=6):
     """Write a copy of ``reader``'s wheel to ``out_path`` with changes.
