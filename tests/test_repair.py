@@ -1061,3 +1061,26 @@ def test_cannot_find_error_names_the_search_path_used(fx, tmp_path):
     system = msg.split("ld.so.conf and default directories ", 1)[1].split(";")[0].split(":")
     assert conf_dirs and set(conf_dirs) <= set(system)
     assert listing(tmp_path / "a") is None and listing(tmp_path / "b") is None
+
+
+def test_show_promises_only_what_repair_reaches(fx, newlib_wheel, tmp_path, auditwheel_path):
+    """The extension alone is manylinux_2_5, but the library to graft needs glibc 2.36:
+    show's advice says so, reaches what repair writes, and agrees with auditwheel show."""
+    env = {"LD_LIBRARY_PATH": str(fx.private)}
+    res = repair_wheel(newlib_wheel, tmp_path / "out", ld_library_path=str(fx.private))
+    proc = run_cli("show", newlib_wheel, env=env)
+    text = " ".join(proc.stdout.split())
+    assert f'Repair would reach "{res.tags[0]}"' in text and "libnew.so.1 from" in text
+    # every more compatible tag's advice names the grafted library's symbol version
+    assert 'To achieve any of "manylinux_2_5_x86_64" … "manylinux_2_35_x86_64"' in text
+    assert "symbol version GLIBC_2.36 is too recent (pkg.libs/libnew.so.1: arc4random)" in text
+    js = json.loads(run_cli("show", newlib_wheel, "--json", env=env).stdout)
+    assert js["repair"]["tag"] == res.tags[0] == "manylinux_2_36_x86_64"
+    assert js["repair"]["grafted"] == {"libnew.so.1": res.grafted["libnew.so.1"][0]}
+    aw = subprocess.run([sys.executable, "-m", "auditwheel", "show", "--json", str(newlib_wheel)],
+                        capture_output=True, text=True, env=clean_env(**env), timeout=300)
+    assert json.loads(aw.stdout)["sym_tag"] == js["repair"]["tag"]    # what it says it constrains
+    # without the library on the search path, show says repair cannot find it
+    proc = run_cli("show", newlib_wheel, "--ldpaths", tmp_path)
+    assert "Repair cannot make it more compatible" in proc.stdout
+    assert "cannot find external library libnew.so.1" in " ".join(proc.stdout.split())

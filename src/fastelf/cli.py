@@ -46,6 +46,10 @@ def build_parser():
     p.add_argument("wheel", metavar="WHEEL_FILE")
     _add_audit_options(p)
     _add_record_option(p)
+    p.add_argument("--ldpaths", metavar="PATHS",
+                   help="for the repair advice: colon-separated directories replacing "
+                        "ld.so.conf and the default ones (as in repair)")
+    p.add_argument("--root", default="/", help="for the repair advice: a sysroot to search")
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
@@ -142,11 +146,27 @@ def cmd_show(args, out):
         _error(f"cannot access {args.wheel}: no such file")
         return EXIT_USAGE
     r = audit_path(args.wheel, **_options(args))
+    reach = _repair_reach(args, r)
     if args.json:
-        out.write(json.dumps(r.to_dict(), indent=2) + "\n")
+        d = r.to_dict()
+        if reach is not None:
+            d["repair"] = {"tag": reach.tag, "grafted": reach.grafted, "problem": reach.problem}
+        out.write(json.dumps(d, indent=2) + "\n")
     else:
-        out.write(show_text(r))
+        out.write(show_text(r, reach))
     return _exit_code([r])
+
+
+def _repair_reach(args, r):
+    """Where ``repair`` would land, when the wheel needs external libraries: the
+    libraries are searched on this system as repair searches them, so the advice
+    counts their own symbol versions.  None when there is nothing to graft."""
+    if r.error or r.pure or not r.external_libraries:
+        return None
+    from .repair import repair_reach
+    return repair_reach(args.wheel, root=args.root, ldpaths=args.ldpaths,
+                        ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
+                        disable_isa_ext_check=args.disable_isa_ext_check)
 
 
 def _one_line(r) -> str:

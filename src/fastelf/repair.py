@@ -21,6 +21,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 from . import __version__
 from . import policy as pol
@@ -126,25 +127,9 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         first = next(i.path for i in infos if i.arch == before.arch)
         finder = LibraryFinder(elf_of(first), root=root, libc=before.libc,
                                ld_library_path=ld_library_path, extra_paths=ldpaths)
-        # the grafted libraries' own symbol versions count too: with --plat auto, take the
-        # most compatible policy that the wheel plus what it would graft can meet
-        candidates = _target_policies(before, plat)
-        for target in candidates:
-            external = {lib: who for lib, who in before.external_libraries.items()
-                        if lib not in target.libraries}
-            grafts, excluded = _collect_grafts(external, elf_of, finder, target, exclude, path)
-            if len(candidates) == 1:
-                break
-            probe = judge(infos + [elf_info(f"{libs_dir}/{lib}", elf)
-                                   for lib, (_h, _d, elf) in grafts.items()],
-                          filename, path, exclude=(*exclude, *excluded),
-                          disable_isa_ext_check=disable_isa_ext_check)
-            check = next(c for c in probe.policies if c.tag == target.tag)
-            if not (check.fails_beyond_libraries() or probe.blocking):
-                break
-        else:
-            raise RepairError(f"{path}: no {before.libc} policy can be reached by grafting: "
-                              + "; ".join(check.reasons(limit=4)))
+        target, grafts, excluded, _probe = _choose_target(
+            _Wheel(path, filename, libs_dir, infos, elf_of), before, finder, plat, exclude,
+            disable_isa_ext_check, probe_always=False)
 
         # new names, then the patched bytes of grafted libraries and wheel members
         renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
@@ -231,6 +216,87 @@ def _sbom(out_name: str, grafts: dict, grafted: dict, root: str) -> bytes | None
              for lib, (host_path, data, _e) in grafts.items()]
     packages = owning_packages([f.source_path for f in files], root) if files else {}
     return build_sbom(out_name, files, packages, __version__)
+
+
+class _Wheel(NamedTuple):
+    """The wheel being repaired, as the planning steps see it."""
+    path: str
+    filename: str
+    libs_dir: str
+    infos: list
+    elf_of: Callable
+
+
+def _choose_target(w: _Wheel, before: AuditResult, finder: LibraryFinder, plat, exclude,
+                   disable_isa_ext_check: bool, probe_always: bool) -> tuple:
+    """(target policy, grafts, excluded sonames, probe audit or None).
+
+    The grafted libraries' own symbol versions count too: with --plat auto, the
+    target is the most compatible policy that the wheel plus what it would graft
+    can meet.  The probe is the wheel with the grafted libraries added, judged."""
+    candidates = _target_policies(before, plat)
+    probe = None
+    for target in candidates:
+        external = {lib: who for lib, who in before.external_libraries.items()
+                    if lib not in target.libraries}
+        grafts, excluded = _collect_grafts(external, w.elf_of, finder, target, exclude, w.path)
+        if len(candidates) == 1 and not probe_always:
+            break
+        probe = judge(w.infos + [elf_info(f"{w.libs_dir}/{lib}", elf)
+                                 for lib, (_h, _d, elf) in grafts.items()],
+                      w.filename, w.path, exclude=(*exclude, *excluded),
+                      disable_isa_ext_check=disable_isa_ext_check)
+        check = next(c for c in probe.policies if c.tag == target.tag)
+        if not (check.fails_beyond_libraries() or probe.blocking):
+            break
+    else:
+        raise RepairError(f"{w.path}: no {before.libc} policy can be reached by grafting: "
+                          + "; ".join(check.reasons(limit=4)))
+    return target, grafts, excluded, probe
+
+
+class RepairReach(NamedTuple):
+    """What ``repair`` (with --plat auto) would reach, found without writing anything,
+    for ``show``'s advice: the grafted libraries' own symbol versions count."""
+    tag: str | None                 # the policy repair would reach; None when it cannot
+    grafted: dict                   # soname -> host path of each library it would graft
+    probe: AuditResult | None       # the wheel plus those libraries, judged
+    problem: str | None             # why repair would fail
+
+
+def repair_reach(path, *, root: str = "/", ld_library_path: str | None = None,
+                 ldpaths: str | None = None, exclude=(), disable_isa_ext_check: bool = False,
+                 limits=DEFAULT_LIMITS) -> RepairReach:
+    """Plan a repair of ``path`` (search the libraries, judge the result) and say where
+    it would land; nothing is written.  Raises nothing for a wheel repair refuses:
+    the reason is in ``problem``."""
+    path = os.fspath(path)
+    filename = os.path.basename(path)
+    libs_dir = split_wheel_name(filename)[0].split("-", 1)[0] + ".libs"
+    try:
+        with WheelReader(path, limits) as reader:
+            infos = read_elf_infos(reader)
+            before = judge(infos, filename, path, exclude=exclude,
+                           disable_isa_ext_check=disable_isa_ext_check)
+            if before.error or before.pure:
+                return RepairReach(None, {}, None, before.error or "no ELF file to repair")
+            elfs: dict = {}
+
+            def elf_of(member):
+                if member not in elfs:
+                    elfs[member] = parse(bytes(reader.read(member)))
+                return elfs[member]
+
+            first = next(i.path for i in infos if i.arch == before.arch)
+            finder = LibraryFinder(elf_of(first), root=root, libc=before.libc,
+                                   ld_library_path=ld_library_path, extra_paths=ldpaths)
+            target, grafts, _x, probe = _choose_target(
+                _Wheel(path, filename, libs_dir, infos, elf_of), before, finder, None,
+                exclude, disable_isa_ext_check, probe_always=True)
+    except FastElfError as e:
+        return RepairReach(None, {}, None, str(e))
+    return RepairReach(target.tag, {lib: h for lib, (h, _d, _e) in grafts.items()}, probe,
+                       None)
 
 
 def _target_policies(before: AuditResult, plat: str | None) -> list:
