@@ -120,9 +120,51 @@ class _Entry:
         self.date_time, self.payload, self.offset = date_time, payload, 0
 
 
-def _deflate(data, level):
+try:                                    # the [speed] extra: libdeflate
+    import deflate as _libdeflate
+except ImportError:                     # pragma: no cover - depends on the environment
+    _libdeflate = None
+
+CHUNK_SIZE = 1 << 20          # input bytes per independently compressed piece of a member
+_WINDOW = 32768               # deflate's window: each piece is primed with the bytes before it
+# zlib on N cores beats libdeflate on one (about 2.2x zlib's speed at level 6 on x86-64)
+# from three cores on; below that a large member stays whole and goes to libdeflate
+CHUNKED_MIN_JOBS = 3
+
+
+def deflate_whole(data, level: int) -> bytes:
+    """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
+    at the same level), else zlib."""
+    if _libdeflate is not None and level != 0:
+        return _libdeflate.deflate_compress(bytes(data), 6 if level < 0 else level)
     z = zlib.compressobj(level, zlib.DEFLATED, -15)
     return z.compress(data) + z.flush()
+
+
+def deflate_piece(data, start: int, stop: int, level: int) -> bytes:
+    """Bytes ``data[start:stop]`` as a piece of one raw deflate stream (pigz's method).
+
+    The piece is primed with the 32 KiB before it as a preset dictionary, so
+    matches may reach back across the cut (they are resolved by the inflater,
+    which has those bytes already); a piece that is not the last ends with a
+    sync flush (an empty stored block: byte-aligned, not final), the last with
+    the final block.  Concatenated in order, the pieces are one valid stream."""
+    last = stop >= len(data)
+    if start:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15,
+                             zdict=bytes(data[max(0, start - _WINDOW):start]))
+    else:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = z.compress(data[start:stop])
+    return out + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def deflate_chunked(data, level: int, pool, chunk: int | None = None) -> bytes:
+    """``data`` as one raw deflate stream compressed in pieces on ``pool``'s threads
+    (zlib releases the GIL while it compresses)."""
+    chunk = chunk or CHUNK_SIZE
+    bounds = [(i, min(i + chunk, len(data))) for i in range(0, max(len(data), 1), chunk)]
+    return b"".join(pool.map(lambda b: deflate_piece(data, b[0], b[1], level), bounds))
 
 
 class WheelWriter:
@@ -159,16 +201,24 @@ class WheelWriter:
         self._add_entry(entry)
         self._pending.append((entry, data))
 
+    def _splits(self, data) -> bool:
+        """Whether a member is compressed in pieces across threads: large, several
+        threads, and either no libdeflate or enough threads for zlib to win."""
+        return (self.level != 0 and len(data) >= 2 * CHUNK_SIZE and self.jobs > 1
+                and (_libdeflate is None or self.jobs >= CHUNKED_MIN_JOBS))
+
     def _compress_pending(self):
         if not self._pending:
             return
         level = self.level
         datas = [d for _e, d in self._pending]
-        if self.jobs > 1 and len(datas) > 1:
-            with ThreadPoolExecutor(self.jobs) as ex:
-                outs = list(ex.map(lambda d: _deflate(d, level), datas))
+        if self.jobs > 1 and (len(datas) > 1 or self._splits(datas[0])):
+            with ThreadPoolExecutor(self.jobs) as ex, ThreadPoolExecutor(self.jobs) as pieces:
+                outs = list(ex.map(
+                    lambda d: deflate_chunked(d, level, pieces) if self._splits(d)
+                    else deflate_whole(d, level), datas))
         else:
-            outs = [_deflate(d, level) for d in datas]
+            outs = [deflate_whole(d, level) for d in datas]
         for (entry, data), out in zip(self._pending, outs):
             if level == 0 or len(out) >= len(data):
                 entry.method, entry.payload, entry.csize = STORED, data, len(data)
