@@ -45,6 +45,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -124,13 +125,26 @@ def patchelf_path(work: Path) -> str:
     return f"{d}{os.pathsep}{os.environ['PATH']}"
 
 
-def run(cmd, env):
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return dt
+class Run(NamedTuple):
+    seconds: float
+    peak_mib: float       # the command's peak resident set size
+
+
+def run(cmd, env) -> Run:
+    """Run ``cmd``; its wall time and peak memory.  The peak comes from GNU time
+    (``%M``): a child forked from this (large) process would report this process's
+    resident size as its own maximum, since Linux carries it over fork and exec."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mem = Path(tmp) / "maxrss"
+        timer = ["/usr/bin/time", "-f", "%M", "-o", str(mem)] if Path("/usr/bin/time").exists() \
+            else []
+        t = time.perf_counter()
+        proc = subprocess.run(timer + list(cmd), capture_output=True, text=True, env=env)
+        dt = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        peak = int(mem.read_text().split()[-1]) / 1024 if timer else float("nan")
+    return Run(dt, peak)
 
 
 def only_wheel(d: Path) -> Path:
@@ -183,11 +197,12 @@ def main(argv=None):
     print(f"host: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
           f", {args.runs} runs each, medians in seconds\n")
     print("| wheel | input MB | output MB | .libs files | fastelf (CLI) | fastelf (in process) "
-          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc "
+          "| fastelf peak MiB | auditwheel peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = []
     for name, wheel in cases:
-        t_fe, t_fe_in, t_aw = [], [], []
+        t_fe, t_fe_in, t_aw, mem_fe, mem_aw = [], [], [], [], []
         outs = {}
         for i in range(args.runs):
             # alternate the order so neither tool always runs on a warm page cache first
@@ -196,11 +211,15 @@ def main(argv=None):
                 d = work / "out" / name.replace(":", "_") / f"{tool}-{i}"
                 shutil.rmtree(d, ignore_errors=True)
                 if tool == "fe":
-                    t_fe.append(run([sys.executable, "-m", "fastelf", "repair", str(wheel),
-                                     "-w", str(d)], env))
+                    r = run([sys.executable, "-m", "fastelf", "repair", str(wheel),
+                             "-w", str(d)], env)
+                    t_fe.append(r.seconds)
+                    mem_fe.append(r.peak_mib)
                 else:
-                    t_aw.append(run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
-                                     "-w", str(d)], env))
+                    r = run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
+                             "-w", str(d)], env)
+                    t_aw.append(r.seconds)
+                    mem_aw.append(r.peak_mib)
                 outs[tool] = only_wheel(d)
             d = work / "out" / name.replace(":", "_") / f"inproc-{i}"
             shutil.rmtree(d, ignore_errors=True)
@@ -214,18 +233,19 @@ def main(argv=None):
                "auditwheel_output_bytes": outs["aw"].stat().st_size,
                "grafted": fe_sum[0], "tags": fe_sum[1],
                "fastelf_cli_s": t_fe, "fastelf_inproc_s": t_fe_in, "auditwheel_cli_s": t_aw,
+               "fastelf_peak_mib": max(mem_fe), "auditwheel_peak_mib": max(mem_aw),
                "agree": fe_sum == aw_sum, "auditwheel_summary": aw_sum}
         results.append(row)
         print(f"| {name} | {row['input_bytes'] / 1e6:.2f} | {row['output_bytes'] / 1e6:.2f} | "
               f"{len(fe_sum[0])} | {m_fe:.3f} | {m_in:.3f} | {m_aw:.3f} | {m_aw / m_fe:.1f} | "
-              f"{m_aw / m_in:.1f} |")
+              f"{m_aw / m_in:.1f} | {max(mem_fe):.0f} | {max(mem_aw):.0f} |")
         sys.stdout.flush()
     tot = {k: sum(statistics.median(r[k]) for r in results)
            for k in ("fastelf_cli_s", "fastelf_inproc_s", "auditwheel_cli_s")}
     print(f"| **sum of medians** | | | | {tot['fastelf_cli_s']:.3f} | "
           f"{tot['fastelf_inproc_s']:.3f} | {tot['auditwheel_cli_s']:.3f} | "
           f"{tot['auditwheel_cli_s'] / tot['fastelf_cli_s']:.1f} | "
-          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} |")
+          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} | | |")
     bad = [r for r in results if not r["agree"]]
     print()
     print("Load average while running:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
