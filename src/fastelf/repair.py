@@ -136,6 +136,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         added = {}
         result_infos = [i for i in infos]
         grafted = {}
+        source_sha = {lib: hashlib.sha256(data).hexdigest()
+                      for lib, (_p, data, _e) in grafts.items()}
         for lib, (host_path, data, elf) in grafts.items():
             deps = {d: renames[d] for d in elf.needed if d in renames}
             drop = [d for d in elf.needed if LIBPYTHON_RE.match(d)] or None
@@ -146,6 +148,9 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             added[member] = (new, 0o755)
             grafted[lib] = (host_path, member)
             result_infos.append(elf_info(member, parse(new, exports=extension_init_names(member))))
+        # the originals are not needed any more (peak memory: the patched copies remain)
+        grafts = {lib: (h, None, e) for lib, (h, _d, e) in grafts.items()}
+        finder.forget_files()
         replaced = {}
         for i, info in enumerate(result_infos[:len(infos)]):
             deps = {d: renames[d] for d in info.needed if d in renames}
@@ -193,7 +198,8 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
                       for t in dict.fromkeys(line_order + out_plats)]
         sbom_member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
-        sbom = _sbom(out_name, grafts, grafted, root)
+        member_data.clear()
+        sbom = _sbom(out_name, source_sha, grafted, root)
         if sbom is not None:
             added[sbom_member] = (sbom, 0o644)
         try:
@@ -208,12 +214,13 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
                         sbom=sbom_member if sbom is not None else None)
 
 
-def _sbom(out_name: str, grafts: dict, grafted: dict, root: str) -> bytes | None:
+def _sbom(out_name: str, source_sha: dict, grafted: dict, root: str) -> bytes | None:
     """The SBOM of the grafted libraries, or None when nothing was grafted (then an
     SBOM already in the input, from an earlier repair, is kept as it is: the
-    libraries it names are still there).  A new one replaces an older one."""
-    files = [GraftedFile(lib, host_path, grafted[lib][1], hashlib.sha256(data).hexdigest())
-             for lib, (host_path, data, _e) in grafts.items()]
+    libraries it names are still there).  A new one replaces an older one.
+    ``source_sha``: soname -> sha256 of the file as read from the system."""
+    files = [GraftedFile(lib, host_path, member, source_sha[lib])
+             for lib, (host_path, member) in grafted.items()]
     packages = owning_packages([f.source_path for f in files], root) if files else {}
     return build_sbom(out_name, files, packages, __version__)
 

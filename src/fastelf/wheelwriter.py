@@ -179,6 +179,7 @@ class WheelWriter:
         self._entries: list = []
         self._pending: list = []      # (entry, data) still to deflate
         self._names: set = set()
+        self._compressed = lambda entry: None     # set while write() runs
 
     def _add_entry(self, entry):
         if entry.name in self._names:
@@ -207,34 +208,59 @@ class WheelWriter:
         return (self.level != 0 and len(data) >= 2 * CHUNK_SIZE and self.jobs > 1
                 and (_libdeflate is None or self.jobs >= CHUNKED_MIN_JOBS))
 
-    def _compress_pending(self):
-        if not self._pending:
-            return
-        level = self.level
-        datas = [d for _e, d in self._pending]
-        if self.jobs > 1 and (len(datas) > 1 or self._splits(datas[0])):
-            with ThreadPoolExecutor(self.jobs) as ex, ThreadPoolExecutor(self.jobs) as pieces:
-                outs = list(ex.map(
-                    lambda d: deflate_chunked(d, level, pieces) if self._splits(d)
-                    else deflate_whole(d, level), datas))
+    def _compress(self, data, pieces) -> bytes:
+        return deflate_chunked(data, self.level, pieces) if self._splits(data) \
+            else deflate_whole(data, self.level)
+
+    def _finish(self, entry, data, out) -> None:
+        """Store a member's compressed bytes (or the data, stored, when deflate does not help)."""
+        if self.level == 0 or len(out) >= len(data):
+            entry.method, entry.payload, entry.csize = STORED, data, len(data)
         else:
-            outs = [deflate_whole(d, level) for d in datas]
-        for (entry, data), out in zip(self._pending, outs):
-            if level == 0 or len(out) >= len(data):
-                entry.method, entry.payload, entry.csize = STORED, data, len(data)
-            else:
-                entry.payload, entry.csize = out, len(out)
+            entry.payload, entry.csize = out, len(out)
+
+    @contextlib.contextmanager
+    def _compressor(self) -> Iterator:
+        """Deflate the new members in threads, ahead of the writer by a bounded window
+        (``jobs`` members, or one split member): ``get(entry)`` waits for one entry.
+        A written member's bytes are dropped, so the compressed copies held at once
+        stay near the largest member instead of the sum of all."""
+        pending = {id(e): d for e, d in self._pending}
+        order = [e for e, _d in self._pending]
         self._pending = []
+        if not order:
+            yield lambda entry: None
+            return
+        with ThreadPoolExecutor(self.jobs) as pool, ThreadPoolExecutor(self.jobs) as pieces:
+            futures: dict = {}
+            queue = iter(order)
+
+            def top_up() -> None:
+                while len(futures) < self.jobs:
+                    e = next(queue, None)
+                    if e is None:
+                        return
+                    futures[id(e)] = pool.submit(self._compress, pending[id(e)], pieces)
+
+            def get(entry) -> None:
+                if id(entry) not in pending:
+                    return
+                top_up()
+                out = futures.pop(id(entry)).result()
+                self._finish(entry, pending.pop(id(entry)), out)
+                top_up()
+
+            yield get
 
     def write(self, path):
         """Write the zip to ``path`` via a temporary file and an atomic rename."""
-        self._compress_pending()
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
         with _dying_signals_raise():
             fd, tmp = tempfile.mkstemp(prefix=".fastelf-", suffix=".whl.part", dir=directory)
             try:
-                with os.fdopen(fd, "wb") as f:
+                with os.fdopen(fd, "wb") as f, self._compressor() as compressed:
+                    self._compressed = compressed
                     self._write_zip(f)
                     f.flush()
                     os.fsync(f.fileno())
@@ -250,6 +276,7 @@ class WheelWriter:
     def _write_zip(self, f):
         pos = 0
         for e in self._entries:
+            self._compressed(e)           # a new member: its bytes, deflated by now
             e.offset = pos
             name = e.name.encode()
             flags = 0x800 if not e.name.isascii() else 0
@@ -261,6 +288,7 @@ class WheelWriter:
                               0xFFFFFFFF if big else e.usize, len(name), len(extra))
             f.write(hdr + name + extra)
             f.write(e.payload)
+            e.payload = None              # written: the central directory needs no bytes
             pos += len(hdr) + len(name) + len(extra) + e.csize
         cd_start = pos
         for e in self._entries:
