@@ -112,12 +112,12 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             raise RepairError(f"{path}: {before.error}")
         if before.pure:
             raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
-        member_data, member_elf = {}, {}
+        member_elf: dict = {}
 
-        def data_of(member):          # each ELF member inflated at most once more
-            if member not in member_data:
-                member_data[member] = bytes(reader.read(member))
-            return member_data[member]
+        def data_of(member):
+            """Inflated anew, not kept: each member is patched once, and holding every
+            ELF member's bytes would set the peak memory (parse keeps no reference)."""
+            return bytes(reader.read(member))
 
         def elf_of(member):
             if member not in member_elf:
@@ -198,7 +198,6 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
         wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
                       for t in dict.fromkeys(line_order + out_plats)]
         sbom_member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
-        member_data.clear()
         sbom = _sbom(out_name, source_sha, grafted, root)
         if sbom is not None:
             added[sbom_member] = (sbom, 0o644)
