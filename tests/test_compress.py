@@ -20,10 +20,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_writer_pypi import pypi_zip_problems  # noqa: E402
+from test_writer_pypi import pypi_zip_problems
 
-from fastelf import wheelwriter  # noqa: E402
-from fastelf.wheelwriter import WheelWriter, deflate_chunked, deflate_whole  # noqa: E402
+from fastelf import wheelwriter
+from fastelf.wheelwriter import WheelWriter, deflate_chunked, deflate_whole
 
 
 def _sample() -> bytes:

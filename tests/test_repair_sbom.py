@@ -27,13 +27,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from elfbuild import compile_c, python_ext_source  # noqa: E402
-from test_repair import (EXT, PY, PY_INCLUDE, auditwheel_path, auditwheel_repair,  # noqa: E402,F401
-                         check_record, fx)
-from wheelbuild import build_wheel  # noqa: E402
+from elfbuild import compile_c, python_ext_source
+from test_repair import (  # noqa: F401
+    EXT,
+    PY,
+    PY_INCLUDE,
+    auditwheel_path,
+    auditwheel_repair,
+    check_record,
+    fx,
+)
+from wheelbuild import build_wheel
 
-from fastelf.repair import repair_wheel  # noqa: E402
-from fastelf.sbom import OsPackage, lookup_paths, os_release_id, owning_packages  # noqa: E402
+from fastelf.repair import repair_wheel
+from fastelf.sbom import OsPackage, lookup_paths, os_release_id, owning_packages
 
 SYSTEM_LIBS = {"libbz2.so.1.0": "BZ2_bzlibVersion", "libffi.so.8": "ffi_get_struct_offsets"}
 
@@ -118,7 +125,7 @@ def test_sbom_is_deterministic(system_wheel, tmp_path):
     assert _sbom_of(one.output)[1] == _sbom_of(two.output)[1]
 
 
-def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_path):
+def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_path):  # noqa: F811
     ours = repair_wheel(system_wheel, tmp_path / "ours")
     theirs = auditwheel_repair(system_wheel, tmp_path / "aw", auditwheel_path)
     assert Path(theirs).name == Path(ours.output).name
@@ -142,7 +149,7 @@ def test_no_sbom_when_nothing_is_grafted(fx, tmp_path):  # noqa: F811
     assert res.sbom is None and _sbom_of(res.output)[0] == []
 
 
-def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(fx, tmp_path):  # noqa: F811,E501
+def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(fx, tmp_path):  # noqa: F811
     res = repair_wheel(fx.wheel, tmp_path / "out", ld_library_path=str(fx.private))
     raw = _sbom_of(res.output)[1][res.sbom]
     _validate(raw)
@@ -153,7 +160,7 @@ def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(f
         assert c["hashes"][0]["content"] == fx.sha[c["name"]]
     # repairing the repaired wheel again grafts nothing and keeps the SBOM as it was
     again = repair_wheel(res.output, tmp_path / "again", plat="manylinux_2_17_x86_64")
-    names, docs = _sbom_of(again.output)
+    _names, docs = _sbom_of(again.output)
     assert docs == {res.sbom: raw}
     check_record(again.output)
 

@@ -19,12 +19,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from realwheels import auditwheel_show, have_auditwheel  # noqa: E402
-from test_repair import (EXT, PY, check_record, clean_env, extract, fx,  # noqa: E402,F401
-                         hidden)
-from wheelbuild import build_wheel  # noqa: E402
+from realwheels import auditwheel_show, have_auditwheel
+from test_repair import EXT, PY, check_record, clean_env, extract, fx, hidden  # noqa: F401
+from wheelbuild import build_wheel
 
-from fastelf.repair import repair_wheel  # noqa: E402
+from fastelf.repair import repair_wheel
 
 pytestmark = pytest.mark.skipif(not have_auditwheel() or shutil.which("readelf") is None,
                                 reason="auditwheel and readelf needed")

@@ -20,10 +20,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from elfbuild import compile_c, have_compiler  # noqa: E402
+from elfbuild import compile_c, have_compiler
 
-from fastelf import parse_elf  # noqa: E402
-from fastelf.strip import ElfStripError, strip_elf  # noqa: E402
+from fastelf import parse_elf
+from fastelf.strip import ElfStripError, strip_elf
 
 pytestmark = pytest.mark.skipif(shutil.which("readelf") is None or shutil.which("strip") is None,
                                 reason="binutils not installed")
@@ -38,7 +38,7 @@ CROSS = {"aarch64": "aarch64-linux-gnu", "i686": "i686-linux-gnu", "s390x": "s39
 def section_names(path: Path) -> list:
     out = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True)
     assert out.returncode == 0 and not out.stderr, out.stderr
-    return [m.group(1) for m in re.finditer(r"^\s*\[\s*\d+\]\s+(\S*)", out.stdout, re.M)]
+    return [m.group(1) for m in re.finditer(r"^\s*\[\s*\d+\]\s+(\S*)", out.stdout, re.MULTILINE)]
 
 
 def tool_verdicts(path: Path) -> list:

@@ -28,12 +28,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from elfbuild import compile_c  # noqa: E402
-from test_repair import EXT, PY, check_record, fx, wheel_tag_lines  # noqa: E402,F401
-from wheelbuild import build_wheel  # noqa: E402
+from elfbuild import compile_c
+from test_repair import EXT, PY, check_record, fx, wheel_tag_lines  # noqa: F401
+from wheelbuild import build_wheel
 
-from fastelf.repair import repair_wheel  # noqa: E402
-from fastelf.retag import retag_wheel  # noqa: E402
+from fastelf.repair import repair_wheel
+from fastelf.retag import retag_wheel
 
 packaging_tags = pytest.importorskip("packaging.tags")
 

@@ -112,7 +112,7 @@ def show_text(r, reach=None) -> str:
     for check in r.policies:
         if check.satisfied:
             break
-        reasons = (probe[check.tag] if check.tag in probe else check).reasons(limit=4)
+        reasons = probe.get(check.tag, check).reasons(limit=4)
         if groups and groups[-1][1] == reasons:
             groups[-1][0].append(check.tag)
         else:

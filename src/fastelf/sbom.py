@@ -28,12 +28,13 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Iterable, Mapping, NamedTuple, Optional
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 from urllib.parse import quote
 
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
-_OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.M)
+_OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
 
 
 class OsPackage(NamedTuple):
@@ -41,7 +42,7 @@ class OsPackage(NamedTuple):
     type: str
     name: str
     version: str
-    distro: Optional[str]
+    distro: str | None
 
     @property
     def purl(self) -> str:
@@ -60,7 +61,7 @@ class GraftedFile(NamedTuple):
 
 # ------------------------------------------------------------------ package databases
 
-def os_release_id(root: str = "/") -> Optional[str]:
+def os_release_id(root: str = "/") -> str | None:
     """``ID`` from os-release under ``root`` (the purl namespace, e.g. ``debian``)."""
     for rel in ("etc/os-release", "usr/lib/os-release"):
         try:
@@ -130,7 +131,7 @@ def _dpkg_versions(status_path: str) -> dict:
         return {}
     out = {}
     for stanza in text.split("\n\n"):
-        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", stanza, re.M))
+        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", stanza, re.MULTILINE))
         if not fields.get("Status", "").endswith(" installed") or "Version" not in fields:
             continue
         name, arch = fields.get("Package", ""), fields.get("Architecture", "")
@@ -150,7 +151,7 @@ def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
     except OSError:
         return {}
     distro = os_release_id(root)
-    out = {}
+    out: dict = {}
     for stanza in text.split("\n\n"):
         name = version = directory = None
         for line in stanza.splitlines():
@@ -174,7 +175,7 @@ def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
     if rpm is None:
         return {}
     distro = os_release_id(root)
-    out = {}
+    out: dict = {}
     for p in paths:
         cmd = [rpm, *(["--root", root] if os.path.abspath(root) != "/" else []), "-qf",
                "--queryformat", "%{NAME} %{VERSION} %{RELEASE}\\n", p]
@@ -217,7 +218,7 @@ def wheel_purl(filename: str) -> tuple:
 
 
 def build_sbom(wheel_filename: str, grafted: Iterable[GraftedFile],
-               packages: Mapping[str, OsPackage], tool_version: str) -> Optional[bytes]:
+               packages: Mapping[str, OsPackage], tool_version: str) -> bytes | None:
     """The CycloneDX 1.4 document (JSON bytes), or None when nothing was grafted."""
     grafted = list(grafted)
     if not grafted:
