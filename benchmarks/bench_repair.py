@@ -57,11 +57,11 @@ from typing import NamedTuple
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from elfbuild import compile_c, python_ext_source
-from realwheels import WHEELS, RealWheel, cache_dir, fetch
-from wheelbuild import build_wheel
+from elfbuild import compile_c, python_ext_source  # noqa: E402
+from realwheels import WHEELS, RealWheel, cache_dir, fetch  # noqa: E402
+from wheelbuild import build_wheel  # noqa: E402
 
-from fastelf.repair import repair_wheel
+from fastelf.repair import repair_wheel  # noqa: E402
 
 PY = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 EXT = sysconfig.get_config_var("EXT_SUFFIX")
