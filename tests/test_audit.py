@@ -636,6 +636,9 @@ def test_show_json_matches_the_api(fx, mk):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
+    # beside the audit: where repair would land (libbar.so.1 is on no search path here)
+    repair = d.pop("repair")
+    assert repair["tag"] is None and "cannot find external library libbar.so.1" in repair["problem"]
     assert d == json.loads(json.dumps(audit_wheel(w).to_dict()))
     assert d["best_tag"] == "linux_x86_64"
     assert d["external_libraries"] == {"libbar.so.1": ["pkg/ext" + X86_EXT]}

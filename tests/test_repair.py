@@ -234,7 +234,8 @@ def test_record_wheel_tags_and_file_name(fx, repaired):
     expected = expected_tags([fx.ext, fx.ext2, fx.bar, fx.baz])
     assert expected == BEST
     assert res.tags == BEST
-    assert Path(res.output).name == f"pkg-1.0-{PY}-{PY}-manylinux_2_5_x86_64.manylinux1_x86_64.whl"
+    # auditwheel's file name: the tags sorted alphabetically
+    assert Path(res.output).name == f"pkg-1.0-{PY}-{PY}-manylinux1_x86_64.manylinux_2_5_x86_64.whl"
     assert wheel_tag_lines(res.output) == [f"{PY}-{PY}-{t}" for t in BEST]
     # the rest of WHEEL is untouched
     before, after = members(fx.wheel), members(res.output)
@@ -478,7 +479,7 @@ def test_refuses_to_overwrite_its_input(fx, tmp_path):
     # mislabeled input whose repaired name is its own name
     d = tmp_path / "d"
     wheel = build_wheel(d, {f"pkg/_ext{EXT}": fx.ext}, name="pkg", python_tag=PY, abi_tag=PY,
-                        tags=BEST)
+                        tags=sorted(BEST))
     before = wheel.read_bytes()
     with pytest.raises(RepairError, match="overwrite"):
         repair_wheel(wheel, d, ld_library_path=str(fx.private))
@@ -522,22 +523,29 @@ def test_source_date_epoch_outside_the_zip_range_is_clipped(fx, tmp_path, monkey
 # ------------------------------------------------------------------ options
 
 def test_plat_legacy_alias_and_only_plat(fx, tmp_path):
-    for plat in ("manylinux2014", "manylinux2014_x86_64"):
+    for plat in ("manylinux_2_17", "manylinux_2_17_x86_64"):
         proc = run_cli("repair", fx.wheel, "-w", tmp_path / plat, "--ldpaths", fx.private,
                        "--plat", plat, "--json")
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout)["output"]
-        # better tags it meets first, then the requested one, each followed by its alias
-        assert plat_of(out) == ("manylinux_2_5_x86_64.manylinux1_x86_64."
-                                "manylinux_2_17_x86_64.manylinux2014_x86_64")
-        assert wheel_tag_lines(out) == [f"{PY}-{PY}-{t}" for t in plat_of(out).split(".")]
+        # better tags it meets, then the requested one, each with its alias; sorted
+        assert plat_of(out) == ("manylinux1_x86_64.manylinux2014_x86_64."
+                                "manylinux_2_17_x86_64.manylinux_2_5_x86_64")
+        assert sorted(wheel_tag_lines(out)) == [f"{PY}-{PY}-{t}" for t in plat_of(out).split(".")]
+    for plat in ("manylinux2014", "manylinux2014_x86_64"):
+        # by its legacy name: no better tag (auditwheel's behaviour)
+        proc = run_cli("repair", fx.wheel, "-w", tmp_path / plat, "--ldpaths", fx.private,
+                       "--plat", plat, "--json")
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)["output"]
+        assert plat_of(out) == "manylinux2014_x86_64.manylinux_2_17_x86_64"
     proc = run_cli("repair", fx.wheel, "-w", tmp_path / "only", "--ldpaths", fx.private,
                    "--plat", "manylinux2014", "--only-plat", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)["output"]
-    assert plat_of(out) == "manylinux_2_17_x86_64.manylinux2014_x86_64"
-    assert wheel_tag_lines(out) == [f"{PY}-{PY}-manylinux_2_17_x86_64",
-                                    f"{PY}-{PY}-manylinux2014_x86_64"]
+    assert plat_of(out) == "manylinux2014_x86_64.manylinux_2_17_x86_64"
+    assert sorted(wheel_tag_lines(out)) == [f"{PY}-{PY}-manylinux2014_x86_64",
+                                            f"{PY}-{PY}-manylinux_2_17_x86_64"]
     check_record(out)
 
 
@@ -554,7 +562,7 @@ def test_exclude_leaves_the_library_needed_under_its_old_name(fx, tmp_path):
     assert [n for n in after if n.startswith("pkg.libs/")] == [res.grafted["libbar.so.1"][1]]
     x = extract(res.output, tmp_path / "xa")
     assert "libbaz.so.2" in readelf_dynamic(x / "pkg" / f"_ext{EXT}")["NEEDED"]
-    assert plat_of(res.output) == "manylinux_2_5_x86_64.manylinux1_x86_64"
+    assert plat_of(res.output) == "manylinux1_x86_64.manylinux_2_5_x86_64"
     # a glob: libbar excluded, libbaz grafted and still NEEDing libbar.so.1 by its old name
     proc = run_cli("repair", fx.wheel, "-w", tmp_path / "b", "--ldpaths", fx.private,
                    "--exclude", "libbar.so.*", "--json")
@@ -566,7 +574,7 @@ def test_exclude_leaves_the_library_needed_under_its_old_name(fx, tmp_path):
     assert "libbar.so.1" in baz["NEEDED"] and (baz["RPATH"], baz["RUNPATH"]) == (None, None)
     ext2 = readelf_dynamic(x / "pkg" / "sub" / f"_ext2{EXT}")
     assert "libbar.so.1" in ext2["NEEDED"]
-    assert plat_of(out["output"]) == "manylinux_2_5_x86_64.manylinux1_x86_64"
+    assert plat_of(out["output"]) == "manylinux1_x86_64.manylinux_2_5_x86_64"
     check_record(out["output"])
 
 
@@ -611,7 +619,7 @@ def test_already_compliant_wheel_is_retagged_without_grafting(fx, tmp_path):
     after = members(res.output)
     assert after[f"pkg/_plain{EXT}"] == fx.plain.read_bytes()
     assert not any(n.startswith("pkg.libs/") for n in after)
-    assert plat_of(res.output) == ".".join(BEST)
+    assert plat_of(res.output) == ".".join(sorted(BEST))
     check_record(res.output)
 
 
@@ -696,12 +704,14 @@ def test_auto_plat_counts_the_grafted_libraries_symbol_versions(fx, newlib_wheel
 
 def test_write_errors_are_clean(fx, tmp_path):
     afile = tmp_path / "afile"
-    afile.write_text("not a directory")
-    with pytest.raises(RepairError, match="cannot write"):
+    afile.write_text("a file")
+    with pytest.raises(RepairError, match=f"cannot write into {afile}: not a directory"):
         repair_wheel(fx.wheel, afile, ld_library_path=str(fx.private))
-    proc = run_cli("repair", fx.wheel, "-w", afile, "--ldpaths", fx.private)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "cannot write" in proc.stderr and afile.read_text() == "not a directory"
+    for cmd in (["repair", "--ldpaths", fx.private], ["retag"]):
+        proc = run_cli(cmd[0], fx.wheel, "-w", afile, *cmd[1:])
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert f"{afile}: not a directory" in proc.stderr and afile.read_text() == "a file"
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
@@ -901,8 +911,8 @@ def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case, requ
     fe = Path(json.loads(proc.stdout)["output"])
     originals = [fx.bar, fx.baz, fx.libnew]
     assert grafted_by_original_soname(fe, originals) == grafted_by_original_soname(aw, originals)
-    # the same tags; auditwheel sorts them alphabetically in the name, fastelf by version
-    assert sorted(plat_of(fe).split(".")) == plat_of(aw).split(".")
+    # the same file name (tags sorted alphabetically, as auditwheel writes them)
+    assert fe.name == aw.name
     assert set(wheel_tag_lines(fe)) == set(wheel_tag_lines(aw))
     # the same dynamic sections member by member (NEEDED order, SONAME, RPATH string),
     # the same script shim and other files
@@ -911,17 +921,16 @@ def test_agrees_with_auditwheel_repair(fx, tmp_path, auditwheel_path, case, requ
     check_record(fe)
 
 
-def test_auditwheel_difference_legacy_plat_name(fx, tmp_path, auditwheel_path):
-    """--plat manylinux2014_x86_64: auditwheel adds no better tag, unlike with its PEP 600 name."""
+def test_legacy_plat_name_gives_auditwheels_file_name(fx, tmp_path, auditwheel_path):
+    """--plat manylinux2014_x86_64: auditwheel adds no better tag, unlike with its PEP 600
+    name; fastelf writes the same file name."""
     aw = auditwheel_repair(fx.wheel, tmp_path / "aw", auditwheel_path, "--plat",
                            "manylinux2014_x86_64", ld_library_path=str(fx.private))
     assert plat_of(aw) == "manylinux2014_x86_64.manylinux_2_17_x86_64"
     res = repair_wheel(fx.wheel, tmp_path / "fe", plat="manylinux2014_x86_64",
                        ld_library_path=str(fx.private))
-    assert res.tags == BEST + ["manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-    # the better tag is real: readelf's version needs of every ELF in the result allow it
-    x = extract(res.output, tmp_path / "x")
-    assert expected_tags([p for p in x.rglob("*.so*") if p.is_file()]) == BEST
+    assert Path(res.output).name == aw.name
+    assert set(wheel_tag_lines(res.output)) == set(wheel_tag_lines(aw))
 
 
 def test_auditwheel_difference_failed_repair_leaves_a_wheel(fx, tmp_path, auditwheel_path):
@@ -980,8 +989,9 @@ def test_auditwheel_difference_grafted_file_name(fx, tmp_path, auditwheel_path):
         assert (run.returncode, run.stdout) == (0, "9\n"), run.stderr
 
 
-def test_auditwheel_difference_existing_tags_are_kept(fx, tmp_path, auditwheel_path):
-    """auditwheel keeps the input's other manylinux tags; fastelf writes the tags it found."""
+def test_compliant_input_keeps_its_tags_as_in_auditwheel(fx, tmp_path, auditwheel_path):
+    """An already-compliant wheel: auditwheel writes a copy into -w, nothing grafted, with
+    the input's tags kept beside the ones it finds (sorted); fastelf does the same."""
     wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/_plain{EXT}": fx.plain},
                         name="pkg", python_tag=PY, abi_tag=PY,
                         tags=["manylinux_2_17_x86_64", "manylinux2014_x86_64"])
@@ -989,7 +999,28 @@ def test_auditwheel_difference_existing_tags_are_kept(fx, tmp_path, auditwheel_p
     assert plat_of(aw) == ("manylinux1_x86_64.manylinux2014_x86_64.manylinux_2_17_x86_64."
                            "manylinux_2_5_x86_64")
     res = repair_wheel(wheel, tmp_path / "fe")
-    assert plat_of(res.output) == ".".join(BEST) == ".".join(expected_tags([fx.plain]))
+    assert Path(res.output).name == aw.name
+    assert set(wheel_tag_lines(res.output)) == set(wheel_tag_lines(aw))
+    assert res.grafted == {} and res.sbom is None
+    # and the repaired wheel repaired once more: the same name again, in both tools
+    aw2 = auditwheel_repair(aw, tmp_path / "aw2", auditwheel_path)
+    res2 = repair_wheel(res.output, tmp_path / "fe2")
+    assert Path(res2.output).name == aw2.name == aw.name
+
+
+def test_auditwheel_difference_false_input_tag_is_dropped(fx, tmp_path, auditwheel_path):
+    """An input claiming a tag it does not meet (needs glibc 2.36, says manylinux_2_17):
+    auditwheel carries the false tag into the repaired name; fastelf drops it."""
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/_new{EXT}": fx.newsym},
+                        name="pkg", python_tag=PY, abi_tag=PY, tags=["manylinux_2_17_x86_64"])
+    aw = auditwheel_repair(wheel, tmp_path / "aw", auditwheel_path,
+                           ld_library_path=str(fx.private))
+    assert plat_of(aw) == "manylinux_2_17_x86_64.manylinux_2_36_x86_64"
+    res = repair_wheel(wheel, tmp_path / "fe", ld_library_path=str(fx.private))
+    assert plat_of(res.output) == "manylinux_2_36_x86_64"
+    x = extract(res.output, tmp_path / "x")
+    assert expected_tags([p for p in x.rglob("*.so*") if p.is_file()]) == [
+        "manylinux_2_36_x86_64"]
 
 
 def test_stale_record_hash_in_the_input_is_corrected(fx, tmp_path):
@@ -1005,3 +1036,51 @@ def test_stale_record_hash_in_the_input_is_corrected(fx, tmp_path):
             zo.writestr(info, bad.encode() if info.filename == rec else zi.read(info))
     res = repair_wheel(stale, tmp_path / "out", ld_library_path=str(fx.private))
     check_record(res.output)
+
+
+def test_cannot_find_error_names_the_search_path_used(fx, tmp_path):
+    """The error lists the directories actually searched: --ldpaths replaces ld.so.conf
+    and the default directories; without it, those from /etc/ld.so.conf.d are named."""
+    only_baz = tmp_path / "only-baz"
+    only_baz.mkdir()
+    shutil.copy(fx.baz, only_baz)
+    with pytest.raises(RepairError) as e:
+        repair_wheel(fx.wheel, tmp_path / "a", ldpaths=f"{only_baz}:{tmp_path / 'none'}")
+    msg = str(e.value)
+    assert "cannot find external library libbar.so.1" in msg
+    searched = msg.split("(searched for libbar.so.1: ", 1)[1].split("; use ")[0]
+    assert searched == f"--ldpaths {only_baz}:{tmp_path / 'none'}"
+    with pytest.raises(RepairError) as e:
+        repair_wheel(fx.wheel, tmp_path / "b", ld_library_path=str(only_baz))
+    msg = str(e.value)
+    searched = msg.split("(searched for libbar.so.1: ", 1)[1].split("; use ")[0]
+    assert searched.startswith(f"LD_LIBRARY_PATH {only_baz}; ld.so.conf and default ")
+    conf_dirs = [ln.strip() for f in Path("/etc/ld.so.conf.d").glob("*.conf")
+                 for ln in f.read_text().splitlines()
+                 if ln.strip().startswith("/") and Path(ln.strip()).is_dir()]
+    system = msg.split("ld.so.conf and default directories ", 1)[1].split(";")[0].split(":")
+    assert conf_dirs and set(conf_dirs) <= set(system)
+    assert listing(tmp_path / "a") is None and listing(tmp_path / "b") is None
+
+
+def test_show_promises_only_what_repair_reaches(fx, newlib_wheel, tmp_path, auditwheel_path):
+    """The extension alone is manylinux_2_5, but the library to graft needs glibc 2.36:
+    show's advice says so, reaches what repair writes, and agrees with auditwheel show."""
+    env = {"LD_LIBRARY_PATH": str(fx.private)}
+    res = repair_wheel(newlib_wheel, tmp_path / "out", ld_library_path=str(fx.private))
+    proc = run_cli("show", newlib_wheel, env=env)
+    text = " ".join(proc.stdout.split())
+    assert f'Repair would reach "{res.tags[0]}"' in text and "libnew.so.1 from" in text
+    # every more compatible tag's advice names the grafted library's symbol version
+    assert 'To achieve any of "manylinux_2_5_x86_64" … "manylinux_2_35_x86_64"' in text
+    assert "symbol version GLIBC_2.36 is too recent (pkg.libs/libnew.so.1: arc4random)" in text
+    js = json.loads(run_cli("show", newlib_wheel, "--json", env=env).stdout)
+    assert js["repair"]["tag"] == res.tags[0] == "manylinux_2_36_x86_64"
+    assert js["repair"]["grafted"] == {"libnew.so.1": res.grafted["libnew.so.1"][0]}
+    aw = subprocess.run([sys.executable, "-m", "auditwheel", "show", "--json", str(newlib_wheel)],
+                        capture_output=True, text=True, env=clean_env(**env), timeout=300)
+    assert json.loads(aw.stdout)["sym_tag"] == js["repair"]["tag"]    # what it says it constrains
+    # without the library on the search path, show says repair cannot find it
+    proc = run_cli("show", newlib_wheel, "--ldpaths", tmp_path)
+    assert "Repair cannot make it more compatible" in proc.stdout
+    assert "cannot find external library libnew.so.1" in " ".join(proc.stdout.split())

@@ -51,6 +51,10 @@ def build_parser():
                    help="a path, an https:// URL or any fsspec URL (s3://, gs://, ...)")
     _add_audit_options(p)
     _add_record_option(p)
+    p.add_argument("--ldpaths", metavar="PATHS",
+                   help="for the repair advice: colon-separated directories replacing "
+                        "ld.so.conf and the default ones (as in repair)")
+    p.add_argument("--root", default="/", help="for the repair advice: a sysroot to search")
 
     p = sub.add_parser("audit", help="audit many wheels (files or directories), in parallel",
                        description="Audit wheels and directories of wheels (recursively).")
@@ -117,7 +121,7 @@ def build_parser():
     p.add_argument("--no-update-tags", action="store_true",
                    help="keep the file name's platform tags")
     p.add_argument("--strip", action="store_true",
-                   help="strip symbol tables, debug sections and section headers from every "
+                   help="strip symbol tables and debug sections (like strip -s) from every "
                         "ELF file (in process)")
     p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
                    metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
@@ -185,13 +189,29 @@ def cmd_show(args, out):
         return EXIT_USAGE
     else:
         r = audit_path(args.wheel, **_options(args))
+    reach = _repair_reach(args, r)
     if args.json:
-        out.write(json.dumps(r.to_dict(), indent=2) + "\n")
+        d = r.to_dict()
+        if reach is not None:
+            d["repair"] = {"tag": reach.tag, "grafted": reach.grafted, "problem": reach.problem}
+        out.write(json.dumps(d, indent=2) + "\n")
     else:
-        out.write(show_text(r))
+        out.write(show_text(r, reach))
         if r.bytes_fetched is not None:
             out.write(f"fetched {r.bytes_fetched} bytes\n")
     return _exit_code([r])
+
+
+def _repair_reach(args, r):
+    """Where ``repair`` would land, when the wheel needs external libraries: the
+    libraries are searched on this system as repair searches them, so the advice
+    counts their own symbol versions.  None when there is nothing to graft."""
+    if r.error or r.pure or not r.external_libraries or is_url(args.wheel):
+        return None
+    from .repair import repair_reach
+    return repair_reach(args.wheel, root=args.root, ldpaths=args.ldpaths,
+                        ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
+                        disable_isa_ext_check=args.disable_isa_ext_check)
 
 
 def _one_line(r) -> str:

@@ -29,6 +29,10 @@ class LibraryFinder:
         self._data = {}           # host path -> bytes: repair may ask for a library again
         self._requesters = {}     # member -> Node
 
+    def forget_files(self) -> None:
+        """Drop the bytes read so far (repair keeps only its patched copies)."""
+        self._data.clear()
+
     def requester(self, member: str, elf) -> Node:
         """The search context of an ELF file inside the wheel: one Node per member,
         so its search order is computed once however many libraries it needs."""

@@ -59,9 +59,14 @@ def _para(text, width=78):
     return textwrap.fill(text, width) + "\n"
 
 
-def show_text(r) -> str:
-    """The ``fastelf show`` report for one AuditResult (names escaped, see printable)."""
+def show_text(r, reach=None) -> str:
+    """The ``fastelf show`` report for one AuditResult (names escaped, see printable).
+
+    ``reach`` (a :class:`fastelf.repair.RepairReach`, or None) is what repair would
+    reach: the advice for each more compatible tag then names what grafting cannot
+    remove, such as the grafted libraries' own too-recent symbol versions."""
     r = escaped(r)
+    reach = escaped(reach) if reach is not None else None
     out = []
     if r.error:
         return f"error: {r.error}\n"
@@ -100,12 +105,14 @@ def show_text(r) -> str:
             out.append(f"  {lib}  (needed by {', '.join(who)})\n")
     else:
         out.append("The wheel requires no external shared libraries! :)\n")
+    out.extend(_reach_lines(reach))
+    probe = {c.tag: c for c in reach.probe.policies} if reach and reach.probe else {}
     # policies more compatible than the best one, grouped when their reasons agree
     groups = []
     for check in r.policies:
         if check.satisfied:
             break
-        reasons = check.reasons(limit=4)
+        reasons = probe.get(check.tag, check).reasons(limit=4)
         if groups and groups[-1][1] == reasons:
             groups[-1][0].append(check.tag)
         else:
@@ -117,6 +124,16 @@ def show_text(r) -> str:
     out.extend(_ignored(r))
     out.extend(_claims(r))
     return "".join(x if x.endswith("\n") else x + "\n" for x in out)
+
+
+def _reach_lines(reach) -> list:
+    if reach is None:
+        return []
+    if reach.tag is None:
+        return [_para(f"Repair cannot make it more compatible: {reach.problem}")]
+    libs = ", ".join(f"{lib} from {path}" for lib, path in reach.grafted.items())
+    return [_para(f'Repair would reach "{reach.tag}" by grafting {libs} (their own '
+                  "symbol versions count).")]
 
 
 def _ignored(r) -> list:

@@ -8,7 +8,7 @@ import re
 from . import policy as pol
 from .errors import PolicyError, WheelError
 from .wheel import WheelReader
-from .wheelwriter import rewrite_wheel
+from .wheelwriter import output_dir_problem, rewrite_wheel
 
 _NAME_RE = re.compile(r"^(?P<stem>.+)-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
 
@@ -63,6 +63,9 @@ def retag_wheel(path, out_dir, plats, *, compresslevel=6) -> str:
     plats = ordered_tags(plats)
     if not plats:
         raise PolicyError("no platform tag given")
+    problem = output_dir_problem(out_dir)
+    if problem:
+        raise WheelError(path, problem)
     name = retagged_name(os.path.basename(os.fspath(path)), plats)
     out = os.path.join(os.fspath(out_dir), name)
     if os.path.exists(out) and os.path.samefile(out, path):

@@ -1,0 +1,258 @@
+"""A CycloneDX SBOM (PEP 770) for a repaired wheel: where each grafted library came from.
+
+``.dist-info/sboms/fastelf.cdx.json`` lists the wheel and, for each grafted
+library, the OS package that installed it as a package URL (purl), read from
+the package database of the system searched (dpkg's ``info/*.list`` and
+``status``, apk's ``installed`` file, or ``rpm -qf`` when an ``rpm`` program
+exists).  The components for packages have the same name, version, purl and
+``bom-ref`` as auditwheel 6.5+ writes in ``auditwheel.cdx.json``; beyond it,
+each carries the SHA-256 of the library file as it was taken from the system
+and the path it was taken from, and a grafted library no package owns still
+appears (as a ``file`` component) instead of being left out.
+
+The document is deterministic: no timestamp, no serial number, components in
+a fixed order, so two repairs of the same input give the same bytes.
+
+Paths are looked up as found, resolved through symlinks, and under their
+merged-``/usr`` alias (``/lib/x`` and ``/usr/lib/x``): Debian 12's dpkg
+database names ``/lib/x86_64-linux-gnu/libz.so.1.2.13`` while the file's real
+path is under ``/usr/lib``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+from urllib.parse import quote
+
+SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
+_MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
+_OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
+
+
+class OsPackage(NamedTuple):
+    """An installed OS package: its database type (deb, apk, rpm), name and version."""
+    type: str
+    name: str
+    version: str
+    distro: str | None
+
+    @property
+    def purl(self) -> str:
+        """The package URL, quoted as auditwheel quotes it (every reserved character)."""
+        ns = f"{quote(self.distro, safe='')}/" if self.distro else ""
+        return f"pkg:{self.type}/{ns}{quote(self.name, safe='')}@{quote(self.version, safe='')}"
+
+
+class GraftedFile(NamedTuple):
+    """One library copied into the wheel: where it came from and where it went."""
+    soname: str
+    source_path: str      # the path on the system (under --root if one was given)
+    member: str           # its path in the repaired wheel
+    sha256: str           # hex digest of the file as read from the system
+
+
+# ------------------------------------------------------------------ package databases
+
+def os_release_id(root: str = "/") -> str | None:
+    """``ID`` from os-release under ``root`` (the purl namespace, e.g. ``debian``)."""
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for key, quoted, plain in _OS_RELEASE_RE.findall(text):
+            if key == "ID":
+                return quoted or plain or None
+    return None
+
+
+def lookup_paths(host_path: str, root: str = "/") -> list:
+    """The database paths under which ``host_path`` may be recorded, most direct first."""
+    root = os.path.abspath(root or "/")
+    out = []
+    for p in (host_path, os.path.realpath(host_path)):
+        rel = os.path.relpath(os.path.abspath(p), root)
+        if rel.startswith(".."):
+            continue
+        db = "/" + rel.replace(os.sep, "/") if rel != "." else "/"
+        out.append(db)
+        if db.startswith("/usr/") and db[4:].startswith(_MERGED_DIRS):
+            out.append(db[4:])
+        elif db.startswith(_MERGED_DIRS):
+            out.append("/usr" + db)
+    return list(dict.fromkeys(out))
+
+
+def dpkg_owners(paths: Iterable[str], root: str = "/") -> dict:
+    """{path: OsPackage} from dpkg's database under ``root`` for the paths it lists."""
+    wanted = set(paths)
+    info = os.path.join(root, "var/lib/dpkg/info")
+    owners: dict = {}
+    for listing in sorted(glob.glob(os.path.join(glob.escape(info), "*.list"))):
+        try:
+            with open(listing, encoding="utf-8", errors="surrogateescape") as f:
+                hits = wanted.intersection(line.rstrip("\n") for line in f)
+        except OSError:
+            continue
+        stem = os.path.basename(listing)[:-len(".list")]
+        for p in hits:
+            owners.setdefault(p, stem)
+    if not owners:
+        return {}
+    versions = _dpkg_versions(os.path.join(root, "var/lib/dpkg/status"))
+    distro = os_release_id(root)
+    out = {}
+    for p, stem in owners.items():
+        name, _colon, arch = stem.partition(":")
+        version = versions.get((name, arch)) or versions.get((name, ""))
+        if version is None and not arch:
+            version = next((v for (n, _a), v in sorted(versions.items()) if n == name), None)
+        if version is not None:
+            out[p] = OsPackage("deb", name, version, distro)
+    return out
+
+
+def _dpkg_versions(status_path: str) -> dict:
+    """{(package, architecture): version} of the installed packages in dpkg's status file;
+    a ``Multi-Arch: same`` package is keyed by its architecture, any other also by ''."""
+    try:
+        with open(status_path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    out = {}
+    for stanza in text.split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", stanza, re.MULTILINE))
+        if not fields.get("Status", "").endswith(" installed") or "Version" not in fields:
+            continue
+        name, arch = fields.get("Package", ""), fields.get("Architecture", "")
+        out[(name, arch)] = fields["Version"]
+        if fields.get("Multi-Arch") != "same":
+            out.setdefault((name, ""), fields["Version"])
+    return out
+
+
+def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
+    """{path: OsPackage} from apk's ``lib/apk/db/installed`` under ``root``."""
+    wanted = set(paths)
+    try:
+        with open(os.path.join(root, "lib/apk/db/installed"), encoding="utf-8",
+                  errors="surrogateescape") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    distro = os_release_id(root)
+    out: dict = {}
+    for stanza in text.split("\n\n"):
+        name = version = directory = None
+        for line in stanza.splitlines():
+            key, _sep, value = line.partition(":")
+            if key == "P":
+                name = value
+            elif key == "V":
+                version = value
+            elif key == "F":
+                directory = value
+            elif key == "R" and name and version and directory is not None:
+                p = "/" + "/".join(x for x in (directory, value) if x)
+                if p in wanted:
+                    out.setdefault(p, OsPackage("apk", name, version, distro))
+    return out
+
+
+def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
+    """{path: OsPackage} from ``rpm -qf`` (the rpm database format is rpm's own business)."""
+    rpm = shutil.which("rpm")
+    if rpm is None:
+        return {}
+    distro = os_release_id(root)
+    out: dict = {}
+    for p in paths:
+        cmd = [rpm, *(["--root", root] if os.path.abspath(root) != "/" else []), "-qf",
+               "--queryformat", "%{NAME} %{VERSION} %{RELEASE}\\n", p]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return out
+        fields = proc.stdout.split("\n", 1)[0].split()
+        if proc.returncode == 0 and len(fields) == 3:
+            out[p] = OsPackage("rpm", fields[0], f"{fields[1]}-{fields[2]}", distro)
+    return out
+
+
+def owning_packages(host_paths: Iterable[str], root: str = "/") -> dict:
+    """{host path: OsPackage} for the paths some package database on the system owns."""
+    candidates = {h: lookup_paths(h, root) for h in host_paths}
+    every = sorted({c for cs in candidates.values() for c in cs})
+    found: dict = {}
+    for source in (dpkg_owners, apk_owners, rpm_owners):
+        left = [c for c in every if c not in found]
+        if not left or all(any(c in found for c in cs) for cs in candidates.values()):
+            break
+        found.update(source(left, root))
+    out = {}
+    for h, cs in candidates.items():
+        hit = next((found[c] for c in cs if c in found), None)
+        if hit is not None:
+            out[h] = hit
+    return out
+
+
+# ------------------------------------------------------------------ the document
+
+def wheel_purl(filename: str) -> tuple:
+    """(name, version, purl) of the wheel, as auditwheel forms them from the file name."""
+    name, version = os.path.basename(filename).split("-")[:2]
+    purl = (f"pkg:pypi/{quote(name, safe='')}@{quote(version, safe='')}"
+            f"?file_name={quote(os.path.basename(filename), safe='')}")
+    return name, version, purl
+
+
+def build_sbom(wheel_filename: str, grafted: Iterable[GraftedFile],
+               packages: Mapping[str, OsPackage], tool_version: str) -> bytes | None:
+    """The CycloneDX 1.4 document (JSON bytes), or None when nothing was grafted."""
+    grafted = list(grafted)
+    if not grafted:
+        return None
+    name, version, purl = wheel_purl(wheel_filename)
+    top = {"type": "library", "bom-ref": purl, "name": name, "version": version, "purl": purl}
+    owned = sorted((g for g in grafted if g.source_path in packages),
+                   key=lambda g: (packages[g.source_path].purl, g.source_path))
+    loose = sorted((g for g in grafted if g.source_path not in packages),
+                   key=lambda g: g.member)
+    components = [top]
+    for g in owned:
+        pkg = packages[g.source_path]
+        ref = f"{pkg.purl}#{hashlib.sha256(g.source_path.encode(errors='ignore')).hexdigest()}"
+        components.append({"type": "library", "bom-ref": ref, "name": pkg.name,
+                           "version": pkg.version, "purl": pkg.purl, **_file_facts(g)})
+    for g in loose:
+        components.append({"type": "file", "bom-ref": f"file:{g.member}",
+                           "name": os.path.basename(g.source_path), **_file_facts(g)})
+    refs = [c["bom-ref"] for c in components[1:]]
+    doc = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.4",
+        "version": 1,
+        "metadata": {"component": top, "tools": [{"name": "fastelf", "version": tool_version}]},
+        "components": components,
+        "dependencies": [{"ref": purl, "dependsOn": refs}] + [{"ref": r} for r in refs],
+    }
+    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+
+
+def _file_facts(g: GraftedFile) -> dict:
+    """What fastelf adds to auditwheel's components: the file's hash and whereabouts."""
+    return {"hashes": [{"alg": "SHA-256", "content": g.sha256}],
+            "properties": [{"name": "fastelf:soname", "value": g.soname},
+                           {"name": "fastelf:source-path", "value": g.source_path},
+                           {"name": "fastelf:wheel-path", "value": g.member}]}

@@ -1,0 +1,240 @@
+"""The SBOM a repair writes (``.dist-info/sboms/fastelf.cdx.json``, PEP 770).
+
+Oracles: the CycloneDX 1.4 JSON schema (cyclonedx-python-lib's strict
+validator); dpkg's own answer (``dpkg -S`` and ``dpkg-query``) for the
+package that owns each grafted Debian library; hashlib on the host file for
+each hash; RECORD recomputed with zipfile; auditwheel 6.8.2's
+``auditwheel.cdx.json`` for the same repair (every package it names, fastelf
+names too, with the same purl).  The apk and rpm lookups run on fixture
+systems made here: an apk ``installed`` database under a sysroot, and an
+``rpm`` program stub that answers ``rpm -qf`` as rpm does (the rpm database
+format itself is rpm's; fastelf asks rpm, as auditwheel does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from elfbuild import compile_c, python_ext_source
+from test_repair import (  # noqa: F401
+    EXT,
+    PY,
+    PY_INCLUDE,
+    auditwheel_path,
+    auditwheel_repair,
+    check_record,
+    fx,
+)
+from wheelbuild import build_wheel
+
+from fastelf.repair import repair_wheel
+from fastelf.sbom import OsPackage, lookup_paths, os_release_id, owning_packages
+
+SYSTEM_LIBS = {"libbz2.so.1.0": "BZ2_bzlibVersion", "libffi.so.8": "ffi_get_struct_offsets"}
+
+
+def _validate(doc: bytes) -> None:
+    validation = pytest.importorskip("cyclonedx.validation.json")
+    schema = pytest.importorskip("cyclonedx.schema")
+    error = validation.JsonStrictValidator(schema.SchemaVersion.V1_4).validate_str(doc.decode())
+    assert error is None, error
+
+
+def _sbom_of(wheel) -> tuple:
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if "/sboms/" in n]
+        return names, {n: zf.read(n) for n in names}
+
+
+def _dpkg_owner(path: str):
+    """(package, version) from dpkg itself, trying the path and its /usr alias."""
+    for p in lookup_paths(path):
+        out = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True)
+        if out.returncode == 0:
+            pkg = out.stdout.split(": ", 1)[0].split(", ")[0]
+            ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg],
+                                 capture_output=True, text=True, check=True).stdout
+            return pkg.split(":")[0], ver
+    return None
+
+
+@pytest.fixture(scope="module")
+def system_wheel(tmp_path_factory):
+    """An extension linked to two Debian libraries that no manylinux policy allows."""
+    if shutil.which("dpkg") is None:
+        pytest.skip("no dpkg database on this system")
+    libdir = Path("/usr/lib") / sysconfig.get_config_var("MULTIARCH")
+    libs = [libdir / so for so in SYSTEM_LIBS if (libdir / so).exists()]
+    if len(libs) != len(SYSTEM_LIBS):
+        pytest.skip("libbz2 / libffi not installed")
+    decl = "".join(f"extern void {f}(void);\n" for f in SYSTEM_LIBS.values())
+    body = "0 * (long)" + " * 0 + 0 * (long)".join(f"(void *){f}" for f in SYSTEM_LIBS.values())
+    root = tmp_path_factory.mktemp("sys")
+    ext = compile_c(root / "b", "_sys" + EXT, python_ext_source("_sys", body, decl),
+                    args=["-I", PY_INCLUDE], libs=["-Wl,--no-as-needed", *map(str, libs)])
+    return build_wheel(root / "in", {"sysp/__init__.py": "", f"sysp/_sys{EXT}": ext},
+                       name="sysp", version="2.0", python_tag=PY, abi_tag=PY)
+
+
+def test_sbom_names_the_debian_packages_with_hashes_and_paths(system_wheel, tmp_path):
+    res = repair_wheel(system_wheel, tmp_path / "out")
+    names, docs = _sbom_of(res.output)
+    assert names == ["sysp-2.0.dist-info/sboms/fastelf.cdx.json"] == [res.sbom]
+    check_record(res.output)                  # listed in RECORD with its real hash
+    raw = docs[names[0]]
+    _validate(raw)
+    doc = json.loads(raw)
+    wheel_purl = f"pkg:pypi/sysp@2.0?file_name={Path(res.output).name}"
+    assert doc["metadata"]["component"]["purl"] == wheel_purl
+    comps = doc["components"][1:]
+    assert len(comps) == len(res.grafted) == len(SYSTEM_LIBS)
+    distro = subprocess.run(["sh", "-c", ". /etc/os-release && echo $ID"], capture_output=True,
+                            text=True).stdout.strip()
+    members = set(zipfile.ZipFile(res.output).namelist())
+    for c in comps:
+        props = {p["name"]: p["value"] for p in c["properties"]}
+        src = props["fastelf:source-path"]
+        assert res.grafted[props["fastelf:soname"]] == (src, props["fastelf:wheel-path"])
+        assert props["fastelf:wheel-path"] in members
+        assert c["hashes"] == [{"alg": "SHA-256",
+                                "content": hashlib.sha256(Path(src).read_bytes()).hexdigest()}]
+        owner = _dpkg_owner(src)
+        assert owner is not None, src
+        assert (c["type"], c["name"], c["version"]) == ("library", *owner)
+        assert c["purl"].startswith(f"pkg:deb/{distro}/{owner[0]}@")
+    refs = [c["bom-ref"] for c in comps]
+    assert doc["dependencies"] == [{"ref": wheel_purl, "dependsOn": refs}] + [
+        {"ref": r} for r in refs]
+
+
+def test_sbom_is_deterministic(system_wheel, tmp_path):
+    one = repair_wheel(system_wheel, tmp_path / "a")
+    two = repair_wheel(system_wheel, tmp_path / "b")
+    assert _sbom_of(one.output)[1] == _sbom_of(two.output)[1]
+
+
+def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_path):  # noqa: F811
+    ours = repair_wheel(system_wheel, tmp_path / "ours")
+    theirs = auditwheel_repair(system_wheel, tmp_path / "aw", auditwheel_path)
+    assert Path(theirs).name == Path(ours.output).name
+    _n, aw_docs = _sbom_of(theirs)
+    aw = json.loads(aw_docs["sysp-2.0.dist-info/sboms/auditwheel.cdx.json"])
+    doc = json.loads(_sbom_of(ours.output)[1][ours.sbom])
+    assert doc["metadata"]["component"] == aw["metadata"]["component"]
+    pick = ("type", "name", "version", "purl")
+    aw_pkgs = {tuple(c[k] for k in pick) for c in aw["components"][1:]}
+    our_pkgs = {tuple(c[k] for k in pick) for c in doc["components"][1:]}
+    assert aw_pkgs and aw_pkgs <= our_pkgs
+    # auditwheel looks up only the fully resolved path, which Debian 12's dpkg lists
+    # under /lib for libbz2 (merged /usr): fastelf tries the alias too and finds it
+    assert len(our_pkgs) == len(SYSTEM_LIBS)
+
+
+def test_no_sbom_when_nothing_is_grafted(fx, tmp_path):  # noqa: F811
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/_plain{EXT}": fx.plain},
+                        name="pkg", python_tag=PY, abi_tag=PY)
+    res = repair_wheel(wheel, tmp_path / "out")
+    assert res.sbom is None and _sbom_of(res.output)[0] == []
+
+
+def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(fx, tmp_path):  # noqa: F811
+    res = repair_wheel(fx.wheel, tmp_path / "out", ld_library_path=str(fx.private))
+    raw = _sbom_of(res.output)[1][res.sbom]
+    _validate(raw)
+    comps = json.loads(raw)["components"][1:]
+    assert sorted(c["name"] for c in comps) == ["libbar.so.1", "libbaz.so.2"]
+    assert {c["type"] for c in comps} == {"file"}
+    for c in comps:
+        assert c["hashes"][0]["content"] == fx.sha[c["name"]]
+    # repairing the repaired wheel again grafts nothing and keeps the SBOM as it was
+    again = repair_wheel(res.output, tmp_path / "again", plat="manylinux_2_17_x86_64")
+    _names, docs = _sbom_of(again.output)
+    assert docs == {res.sbom: raw}
+    check_record(again.output)
+
+
+# ------------------------------------------------------------------ fixture databases
+
+def _sysroot_with(tmp_path: Path, distro: str) -> Path:
+    root = tmp_path / "sysroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text(f'NAME="Test"\nID={distro}\n')
+    (root / "usr" / "lib").mkdir(parents=True)
+    return root
+
+
+def test_apk_database_fixture(fx, tmp_path):  # noqa: F811
+    root = _sysroot_with(tmp_path, "alpine")
+    shutil.copy(fx.bar, root / "usr" / "lib" / "libbar.so.1")
+    (root / "lib" / "apk" / "db").mkdir(parents=True)
+    (root / "lib" / "apk" / "db" / "installed").write_text(
+        "C:Q1abc=\nP:musl\nV:1.2.5-r0\nA:x86_64\nF:lib\nR:ld-musl-x86_64.so.1\n\n"
+        "C:Q1def=\nP:py3-bar-libs\nV:3.1-r2\nA:x86_64\nF:usr\nF:usr/lib\nR:libbar.so.1\n"
+        "a:0:0:755\nZ:Q1xyz=\n\n")
+    found = owning_packages([str(root / "usr/lib/libbar.so.1"), str(root / "usr/lib/nope.so")],
+                            str(root))
+    # a name with dashes stays whole (auditwheel's `apk info --who-owns` parsing would
+    # split "py3-bar-libs-3.1-r2" after "py3")
+    assert found == {str(root / "usr/lib/libbar.so.1"):
+                     OsPackage("apk", "py3-bar-libs", "3.1-r2", "alpine")}
+    assert found[str(root / "usr/lib/libbar.so.1")].purl == "pkg:apk/alpine/py3-bar-libs@3.1-r2"
+    # and through a whole repair searching only the sysroot's directory
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/sub/_ext2{EXT}": fx.ext2},
+                        name="pkg", python_tag=PY, abi_tag=PY)
+    res = repair_wheel(wheel, tmp_path / "out", root=str(root),
+                       ldpaths=str(root / "usr" / "lib"))
+    raw = _sbom_of(res.output)[1][res.sbom]
+    _validate(raw)
+    (comp,) = json.loads(raw)["components"][1:]
+    assert comp["purl"] == "pkg:apk/alpine/py3-bar-libs@3.1-r2"
+
+
+def test_dpkg_database_fixture_multiarch(tmp_path):
+    root = _sysroot_with(tmp_path, "ubuntu")
+    info = root / "var" / "lib" / "dpkg" / "info"
+    info.mkdir(parents=True)
+    (info / "libfoo1:amd64.list").write_text("/.\n/usr\n/usr/lib\n/usr/lib/libfoo.so.1\n")
+    (info / "libfoo1:i386.list").write_text("/.\n/usr/lib32/libfoo.so.1\n")
+    (info / "foo-bin.list").write_text("/usr/bin/foo\n")
+    (root / "var" / "lib" / "dpkg" / "status").write_text(
+        "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\n"
+        "Multi-Arch: same\nVersion: 1:2.0-3ubuntu1\n\n"
+        "Package: libfoo1\nStatus: install ok installed\nArchitecture: i386\n"
+        "Multi-Arch: same\nVersion: 1:2.0-3ubuntu2\n\n"
+        "Package: libgone\nStatus: deinstall ok config-files\nArchitecture: amd64\n"
+        "Version: 9\n\n")
+    (root / "usr" / "lib" / "libfoo.so.1").write_bytes(b"x")
+    found = owning_packages([str(root / "usr/lib/libfoo.so.1")], str(root))
+    pkg = found[str(root / "usr/lib/libfoo.so.1")]
+    assert pkg == OsPackage("deb", "libfoo1", "1:2.0-3ubuntu1", "ubuntu")
+    assert pkg.purl == "pkg:deb/ubuntu/libfoo1@1%3A2.0-3ubuntu1"
+
+
+def test_rpm_query_through_an_rpm_program(tmp_path, monkeypatch):
+    """A stub ``rpm`` answering ``-qf --queryformat`` as rpm does for one owned file."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub = bindir / "rpm"
+    stub.write_text("#!/bin/sh\n"
+                    'for a in "$@"; do last="$a"; done\n'
+                    'if [ "$last" = /usr/lib64/libfoo.so.1 ]; then\n'
+                    '  printf "libfoo 2.0 3.el9\\n"; exit 0; fi\n'
+                    'echo "file $last is not owned by any package"; exit 1\n')
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    found = owning_packages(["/usr/lib64/libfoo.so.1", "/usr/lib64/other.so"], "/")
+    distro = os_release_id("/")
+    assert found == {"/usr/lib64/libfoo.so.1": OsPackage("rpm", "libfoo", "2.0-3.el9", distro)}
+    assert found["/usr/lib64/libfoo.so.1"].purl == f"pkg:rpm/{distro}/libfoo@2.0-3.el9"
