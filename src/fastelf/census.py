@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import shutil
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, NamedTuple
 
@@ -221,7 +225,12 @@ def _strs(v: object) -> tuple[str, ...]:
 def project_of(wheel: str) -> tuple[str, str]:
     """(canonical project name, version) from a wheel file name's first two fields."""
     parts = wheel.rsplit("/", 1)[-1].split("-")
-    return canonicalize_name(parts[0]), (parts[1] if len(parts) > 1 else "")
+    return _canonical(parts[0]), (parts[1] if len(parts) > 1 else "")
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical(name: str) -> str:
+    return canonicalize_name(name)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -365,7 +374,7 @@ class RowSink:
     to write nothing).  Rows are written as they come, never held.
     """
 
-    def __init__(self, streams: dict[str, IO[bytes]]):
+    def __init__(self, streams: Mapping[str, IO[bytes]]):
         self.streams = streams
 
     def write(self, row: Row) -> None:
@@ -416,8 +425,10 @@ class Census:
         self.lines += 1
         self.status[row.status] += 1
         self._add_project(row)
-        self.problems.update(row.problems)
-        self.grafted.update(row.grafted)
+        if row.problems:                # Counter.update is slow on empty input
+            self.problems.update(row.problems)
+        if row.grafted:
+            self.grafted.update(row.grafted)
         if len(self.samples.setdefault(row.status, [])) < self.keep_rows:
             self.samples[row.status].append(row)
         if row.arch and row.best_tag:
@@ -428,13 +439,15 @@ class Census:
             self.glibc_needed[row.glibc_needed] += 1
         if row.musl_needed:
             self.musl_needed[row.musl_needed] += 1
-        self.external.update(row.external)
+        if row.external:
+            self.external.update(row.external)
 
     def _add_claims(self, row: Row) -> None:
         if row.claim_state is None:
             return
         self.claims[row.claim_state] += 1
-        self.claim_failures.update(row.claim_failures)
+        if row.claim_failures:
+            self.claim_failures.update(row.claim_failures)
         bad = set(row.unsatisfied)
         for tag in row.claimed:
             counts = self.claims_by_tag.setdefault(tag, [0, 0])
@@ -486,13 +499,7 @@ def _by_tag_order(c: Counter) -> dict[str, int]:
     return {t: c[t] for t in sorted(c, key=key)}
 
 
-def aggregate(lines: Iterable[InputLine], sink: RowSink | None = None,
-              keep_rows: int = 1000) -> CensusResult:
-    """The census of ``lines`` in one pass; each row also goes to ``sink``.
-
-    ``keep_rows``: how many rows of each status are kept for the page's tables.
-    """
-    census = Census(keep_rows=keep_rows)
+def _count(census: Census, lines: Iterable[InputLine], sink: RowSink | None) -> Census:
     for line in lines:
         item = parse_line(line)
         if isinstance(item, Reject):
@@ -501,4 +508,125 @@ def aggregate(lines: Iterable[InputLine], sink: RowSink | None = None,
         census.add(item)
         if sink is not None:
             sink.write(item)
-    return census.result()
+    return census
+
+
+def aggregate(lines: Iterable[InputLine], sink: RowSink | None = None,
+              keep_rows: int = 1000) -> CensusResult:
+    """The census of ``lines`` in one pass; each row also goes to ``sink``.
+
+    ``keep_rows``: how many rows of each status are kept for the page's tables.
+    """
+    return _count(Census(keep_rows=keep_rows), lines, sink).result()
+
+
+# ------------------------------------------------------------------ in parallel
+
+class Chunk(NamedTuple):
+    """A byte range of one input file that starts at a line start and ends after a newline
+    (or at the end of the file); ``first_line`` is filled in from the earlier chunks."""
+
+    path: str
+    start: int
+    end: int
+
+
+def chunks_of(path: str, parts: int) -> list[Chunk]:
+    """``path`` cut into up to ``parts`` ranges at line boundaries."""
+    size = os.path.getsize(path)
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            f.seek(max(cuts[-1], size * k // parts))
+            f.readline()                        # to the start of the next line
+            if f.tell() < size and f.tell() > cuts[-1]:
+                cuts.append(f.tell())
+    cuts.append(size)
+    return [Chunk(path, a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+def _chunk_lines(chunk: Chunk, counted: list[int]) -> Iterator[InputLine]:
+    """The lines of a chunk, numbered from 1 within it; ``counted[0]`` ends as their count."""
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.start)
+        pos = chunk.start
+        for lineno, data in enumerate(f, 1):
+            if pos >= chunk.end:
+                break
+            pos += len(data)
+            counted[0] = lineno
+            if data.strip():
+                yield InputLine(chunk.path, lineno, data)
+
+
+def count_chunk(chunk: Chunk, row_paths: dict[str, str], keep_rows: int) -> tuple[Census, int]:
+    """One worker's census of one chunk, its rows written to ``row_paths`` (key -> file),
+    and the number of lines the chunk holds (to renumber rejects)."""
+    counted = [0]
+    with ExitStack() as stack:
+        streams = {k: stack.enter_context(open(p, "wb", buffering=1 << 20))
+                   for k, p in row_paths.items()}
+        census = _count(Census(keep_rows=keep_rows), _chunk_lines(chunk, counted),
+                        RowSink(streams))
+    return census, counted[0]
+
+
+def merge(into: Census, other: Census, line_offset: int) -> None:
+    """Add ``other`` (the census of later lines) to ``into``; its rejects are renumbered."""
+    into.lines += other.lines
+    into.rejected += other.rejected
+    room = MAX_REJECTS_KEPT - len(into.rejects)
+    into.rejects += [r._replace(lineno=r.lineno + line_offset) for r in other.rejects[:room]]
+    for name in ("status", "claims", "claim_failures", "glibc_needed", "musl_needed",
+                 "external", "grafted", "problems"):
+        getattr(into, name).update(getattr(other, name))
+    for key, tags in other.best_tags.items():
+        into.best_tags.setdefault(key, Counter()).update(tags)
+    for tag, (sat, unsat) in other.claims_by_tag.items():
+        counts = into.claims_by_tag.setdefault(tag, [0, 0])
+        counts[0] += sat
+        counts[1] += unsat
+    for status, rows in other.samples.items():
+        mine = into.samples.setdefault(status, [])
+        mine += rows[:max(0, into.keep_rows - len(mine))]
+    for name, p in other.projects.items():
+        _merge_project(into.projects.setdefault(name, _Project()), p)
+
+
+def _merge_project(into: _Project, p: _Project) -> None:
+    into.statuses.update(p.statuses)
+    into.arches |= p.arches
+    g = p.newest_glibc
+    if g and (into.newest_glibc is None or _version_key(g) > _version_key(into.newest_glibc)):
+        into.newest_glibc = g
+
+
+def aggregate_files(paths: list[str], jobs: int, row_paths: dict[str, str],
+                    keep_rows: int = 1000) -> CensusResult:
+    """The census of files in ``jobs`` processes, each counting a chunk of lines.
+
+    The result is the one :func:`aggregate` gives on the same lines: counts
+    add up, rows files and table rows keep the input order (each chunk writes
+    part files, joined in order), rejects keep their file line numbers.
+    """
+    chunks = [c for p in paths for c in chunks_of(p, jobs)]
+    parts = [{k: f"{v}.part{i}" for k, v in row_paths.items()} for i in range(len(chunks))]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        done = list(pool.map(count_chunk, chunks, parts, [keep_rows] * len(chunks)))
+    total = Census(keep_rows=keep_rows)
+    offset, previous = 0, None
+    for chunk, (census, nlines) in zip(chunks, done):
+        offset = offset if chunk.path == previous else 0
+        merge(total, census, offset)
+        offset, previous = offset + nlines, chunk.path
+    for k, final in row_paths.items():
+        _join([part[k] for part in parts], final)
+    return total.result()
+
+
+def _join(parts: list[str], final: str) -> None:
+    with open(final, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+            os.unlink(p)

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from .census import CensusResult, InputLine, Row, RowSink, aggregate
+from .census import CensusResult, Row, RowSink, aggregate, aggregate_files, read_lines
 from .census_charts import Bar, Chart, all_charts, jq_select
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -123,10 +123,17 @@ def table_html(key: str, columns: list[Column], rows: Iterable[list[Any]],
 
 def _rows_table(key: str, rows: tuple[Row, ...], total: int, rows_file: str | None,
                 what: str) -> str:
-    cols = [Column("wheel"), Column("arch"), Column("libc"), Column("claimed"),
-            Column("best tag"), Column(what)]
-    cells = ([r.wheel, r.arch or "", r.libc or "", " ".join(r.claimed), r.best_tag or "",
-              r.reason or ""] for r in rows[:TABLE_ROWS])
+    """Mislabeled wheels with what they claim and satisfy; unreadable ones have only a name
+    and an error (nothing else of them was read)."""
+    cells: Iterable[list[Any]]
+    if key == "error":
+        cols = [Column("wheel"), Column(what)]
+        cells = ([r.wheel, r.reason or ""] for r in rows[:TABLE_ROWS])
+    else:
+        cols = [Column("wheel"), Column("arch"), Column("libc"), Column("claimed"),
+                Column("best tag"), Column(what)]
+        cells = ([r.wheel, r.arch or "", r.libc or "", " ".join(r.claimed), r.best_tag or "",
+                  r.reason or ""] for r in rows[:TABLE_ROWS])
     return table_html(key, cols, cells, min(len(rows), TABLE_ROWS), total, rows_file)
 
 
@@ -158,8 +165,9 @@ def _rejects(r: CensusResult) -> str:
         return ""
     items = "".join(f"<li>{esc(x.source)}:{x.lineno}: {esc(x.reason)}</li>" for x in r.rejects)
     more = "" if r.rejected == len(r.rejects) else f"<li>and {r.rejected - len(r.rejects)} more</li>"
-    return (f"<h2>Rejected input lines</h2><p>{r.rejected:,} lines are not audit results of "
-            f"schema version 2 and are left out of every count.</p><ul>{items}{more}</ul>")
+    lines = "1 line is" if r.rejected == 1 else f"{r.rejected:,} lines are"
+    return (f"<h2>Rejected input lines</h2><p>{lines} not an audit result of "
+            f"schema version 2, left out of every count.</p><ul>{items}{more}</ul>")
 
 
 def render_html(r: CensusResult, files: dict[str, str] | None = None,
@@ -210,19 +218,32 @@ def row_file_names(out: Path) -> RowFiles:
                                  for k in ROW_FILES})
 
 
-def write_html_report(lines: Iterable[InputLine], out: Path, title: str = "fastelf census",
-                      rows: bool = True) -> CensusResult:
-    """Aggregate ``lines``, write the page to ``out`` and (``rows``) the rows files beside it.
+def census_of(paths: list[str], jobs: int = 1, row_paths: dict[str, str] | None = None,
+              keep_rows: int = TABLE_ROWS) -> CensusResult:
+    """The census of input files (``-`` is stdin), rows to ``row_paths`` (key -> file).
+
+    ``jobs`` > 1 counts chunks of the files in that many processes (not for stdin).
+    """
+    row_paths = row_paths or {}
+    if jobs > 1 and "-" not in paths:
+        return aggregate_files(paths, jobs, row_paths, keep_rows)
+    with ExitStack() as stack:
+        streams: dict[str, IO[bytes]] = {
+            k: stack.enter_context(open(p, "wb", buffering=1 << 20))
+            for k, p in row_paths.items()}
+        return aggregate(read_lines(paths), RowSink(streams), keep_rows=keep_rows)
+
+
+def write_html_report(paths: list[str], out: Path, title: str = "fastelf census",
+                      rows: bool = True, jobs: int = 1) -> CensusResult:
+    """Count ``paths``, write the page to ``out`` and (``rows``) the rows files beside it.
 
     Each file is written under a temporary name and renamed when complete,
     so an interrupted run leaves the previous report whole.
     """
     files = row_file_names(out) if rows else RowFiles(out.parent, {})
     tmp = {k: files.directory / f".{n}.tmp" for k, n in files.names.items()}
-    with ExitStack() as stack:
-        streams: dict[str, IO[bytes]] = {
-            k: stack.enter_context(open(p, "wb", buffering=1 << 20)) for k, p in tmp.items()}
-        result = aggregate(lines, RowSink(streams), keep_rows=TABLE_ROWS)
+    result = census_of(paths, jobs, {k: str(p) for k, p in tmp.items()})
     page_tmp = out.with_name(f".{out.name}.tmp")
     page_tmp.write_text(render_html(result, files.names, title), encoding="utf-8")
     for k, p in tmp.items():

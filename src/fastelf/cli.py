@@ -126,6 +126,9 @@ def build_parser():
     p.add_argument("--title", default="fastelf census", help="the page's title")
     p.add_argument("--no-rows", action="store_true",
                    help="html: do not write the rows files beside the page")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="processes counting chunks of the input files (0 = one per CPU; "
+                        "default 1; stdin is read by one)")
     return parser
 
 
@@ -344,20 +347,20 @@ def cmd_report(args, out):
     """Aggregation and rendering live in census*.py; this only wires files and errors."""
     from pathlib import Path
 
-    from .census import aggregate, read_lines
-    from .census_html import write_html_report
+    from .census_html import census_of, write_html_report
     from .census_md import render_markdown
     from .errors import FastElfError
 
     if args.format == "html" and not args.output:
         _error("report: --format html needs -o FILE (the page and its rows files)")
         return EXIT_USAGE
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     try:
-        lines = read_lines(args.inputs)
         if args.format == "html":
-            result = write_html_report(lines, Path(args.output), args.title, not args.no_rows)
+            result = write_html_report(args.inputs, Path(args.output), args.title,
+                                       not args.no_rows, jobs)
         else:
-            result = aggregate(lines)
+            result = census_of(args.inputs, jobs)
             text = render_markdown(result, args.title)
             if args.output:
                 Path(args.output).write_text(text, encoding="utf-8")
