@@ -384,9 +384,14 @@ def test_markdown_escapes_and_counts(audited, tmp_path):
             assert f"| {bar.label.replace('|', chr(92) + '|')} | {bar.value}" in md
 
 
-def test_html_needs_an_output_file(capsys):
+def test_html_needs_an_output_file_in_a_directory(tmp_path, capsys):
     assert cli.main(["report", "x.jsonl"]) == cli.EXIT_USAGE
     assert "-o FILE" in capsys.readouterr().err
+    src = tmp_path / "r.jsonl"
+    src.write_text("")
+    assert cli.main(["report", str(src), "-o", str(tmp_path / "no" / "r.html")]) == 3
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "not a directory" in err
 
 
 def test_bar_conditions_match_the_rows_they_count(audited):

@@ -25,6 +25,7 @@ from typing import IO, Any, NamedTuple
 
 from .census import CensusResult, Row, RowSink, aggregate, aggregate_files, read_lines
 from .census_charts import Bar, Chart, all_charts, jq_select
+from .errors import FastElfError
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 TABLE_ROWS = 1000           # rows of each table in the page; all rows are in the rows files
@@ -241,6 +242,8 @@ def write_html_report(paths: list[str], out: Path, title: str = "fastelf census"
     Each file is written under a temporary name and renamed when complete,
     so an interrupted run leaves the previous report whole.
     """
+    if not out.parent.is_dir():
+        raise FastElfError(f"{out.parent}: not a directory (the report's place)")
     files = row_file_names(out) if rows else RowFiles(out.parent, {})
     tmp = {k: files.directory / f".{n}.tmp" for k, n in files.names.items()}
     result = census_of(paths, jobs, {k: str(p) for k, p in tmp.items()})
