@@ -15,6 +15,7 @@ loads the page from disk (charts drawn, script ran, no console message).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -446,3 +447,21 @@ def test_chromium_renders_the_page(page, tmp_path):
     assert _console(run) == []
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000   # not a blank page
+
+
+def test_the_json_fallback_counts_the_same(audited, monkeypatch):
+    """Without orjson (an optional extra) the standard json module parses and writes rows."""
+    from fastelf import census
+    lines = _lines(audited) + [InputLine("t", 999, b"{bad\n")]
+    with_default = aggregate(lines)
+    monkeypatch.setattr(census, "_loads", json.loads)
+    monkeypatch.setattr(census, "_dumps", lambda obj: json.dumps(obj).encode())
+    sink = io.BytesIO()
+    fallback = aggregate(lines, RowSink({"wheels": sink}))
+    # the two parsers word their errors differently: rejects are compared by place
+    assert [r[:2] for r in fallback.rejects] == [r[:2] for r in with_default.rejects] == \
+        [("t", 999)]
+    assert dataclasses.replace(fallback, rejects=()) == dataclasses.replace(with_default,
+                                                                           rejects=())
+    assert [json.loads(x)["wheel"] for x in sink.getvalue().splitlines()] == \
+        [d["wheel"] for d in audited]
