@@ -153,6 +153,22 @@ def build_parser():
     p.add_argument("-z", "--zip-compression-level", type=int, default=6, choices=range(-1, 10),
                    metavar="LEVEL", help="deflate level for rewritten members (-1..9, default 6)")
     _add_audit_options(p)
+
+    p = sub.add_parser("report", help="a census page (HTML or Markdown) of audit --json output",
+                       description="Count the JSON lines of `fastelf audit --json` (files, or - "
+                                   "for stdin) into one self-contained HTML page with charts "
+                                   "and tables, plus JSON lines files of the rows behind the "
+                                   "counts beside it; or Markdown with --format md.")
+    p.add_argument("inputs", nargs="+", metavar="RESULTS.jsonl")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write (required for html; md goes to stdout without it)")
+    p.add_argument("--format", choices=("html", "md"), default="html")
+    p.add_argument("--title", default="fastelf census", help="the page's title")
+    p.add_argument("--no-rows", action="store_true",
+                   help="html: do not write the rows files beside the page")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="processes counting chunks of the input files (0 = one per CPU; "
+                        "default 1; stdin is read by one)")
     return parser
 
 
@@ -495,12 +511,44 @@ def cmd_lddtree(args, out):
     return EXIT_OK
 
 
+def cmd_report(args, out):
+    """Aggregation and rendering live in census*.py; this only wires files and errors."""
+    from pathlib import Path
+
+    from .census_html import census_of, write_html_report
+    from .census_md import render_markdown
+    from .errors import FastElfError
+
+    if args.format == "html" and not args.output:
+        _error("report: --format html needs -o FILE (the page and its rows files)")
+        return EXIT_USAGE
+    jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+    try:
+        if args.format == "html":
+            result = write_html_report(args.inputs, Path(args.output), args.title,
+                                       not args.no_rows, jobs)
+        else:
+            result = census_of(args.inputs, jobs)
+            text = render_markdown(result, args.title)
+            if args.output:
+                Path(args.output).write_text(text, encoding="utf-8")
+            else:
+                out.write(text)
+    except (FastElfError, OSError) as e:
+        _error(f"report: {e}")
+        return EXIT_UNREADABLE
+    if result.rejected:
+        print(f"fastelf: report: {result.rejected} input lines are not schema-2 audit results "
+              "and were left out (listed in the report)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _aliases_of(r, tag):
     return next((c.aliases for c in r.policies if c.tag == tag), ())
 
 
 COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag,
-            "lddtree": cmd_lddtree, "check": cmd_check}
+            "lddtree": cmd_lddtree, "check": cmd_check, "report": cmd_report}
 
 
 def main(argv=None, out=None):
