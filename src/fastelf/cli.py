@@ -19,11 +19,11 @@ import time
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
-from .errors import FastElfError
+from .errors import (EXIT_MISLABELED, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE, FastElfError,
+                     exit_code_of)
 from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
-EXIT_OK, EXIT_MISLABELED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
 
 
 def _add_audit_options(p):
@@ -186,6 +186,12 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
 def _error(message: str) -> None:
     """One line on stderr; names from wheels and file systems are escaped (see printable)."""
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
+
+
+def _fail(error: FastElfError) -> int:
+    """Print ``error`` (one line) and return its exit code (errors.EXIT_CODES)."""
+    _error(error)
+    return exit_code_of(error)
 
 
 def _not_a_file(path: str) -> str:
@@ -381,7 +387,6 @@ def _report_batch(args, results, progress, cache_stats, out):
 
 
 def cmd_retag(args, out):
-    from .errors import FastElfError
     from .retag import expand_tag, retag_wheel
 
     code = EXIT_OK
@@ -410,13 +415,11 @@ def cmd_retag(args, out):
             out.write(printable(retag_wheel(path, args.wheel_dir, plats,
                                             compresslevel=args.zip_compression_level)) + "\n")
         except FastElfError as e:
-            _error(e)
-            code = max(code, EXIT_MISLABELED)
+            code = max(code, _fail(e))
     return code
 
 
 def cmd_repair(args, out):
-    from .errors import FastElfError, WheelError
     from .repair import repair_wheel
 
     code = EXIT_OK
@@ -433,13 +436,8 @@ def cmd_repair(args, out):
                 update_tags=not args.no_update_tags,
                 disable_isa_ext_check=args.disable_isa_ext_check,
                 compresslevel=args.zip_compression_level, strip=args.strip)
-        except WheelError as e:
-            _error(e)
-            code = EXIT_UNREADABLE
-            continue
         except FastElfError as e:
-            _error(e)
-            code = max(code, EXIT_MISLABELED)
+            code = max(code, _fail(e))
             continue
         if args.json:
             out.write(json.dumps(res.to_dict()) + "\n")
@@ -474,7 +472,6 @@ def cmd_check(args, out):
 
 
 def cmd_lddtree(args, out):
-    from .errors import FastElfError
     from .lddtree import resolve_tree
 
     try:
@@ -482,8 +479,7 @@ def cmd_lddtree(args, out):
                             ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
                             ldpaths=args.ldpaths.split(":") if args.ldpaths else None)
     except FastElfError as e:       # LddError, or LimitError from a hostile file or sysroot
-        _error(e)
-        return EXIT_UNREADABLE
+        return _fail(e)
     if args.json:
         out.write(json.dumps(tree.to_dict(), indent=2) + "\n")
         return EXIT_OK if not tree.missing else EXIT_MISLABELED
@@ -517,8 +513,6 @@ def cmd_report(args, out):
 
     from .census_html import census_of, write_html_report
     from .census_md import render_markdown
-    from .errors import FastElfError
-
     if args.format == "html" and not args.output:
         _error("report: --format html needs -o FILE (the page and its rows files)")
         return EXIT_USAGE

@@ -17,7 +17,7 @@ import re
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from ._elf import ElfError, parse
-from .errors import FastElfError
+from .errors import LddError
 from .hostfile import open_regular
 from .libc import libc_of
 from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, check_object_limits, default_lib,
@@ -31,15 +31,6 @@ ET_DYN = 3
 DT_FLAGS_1 = 0x6FFFFFFB
 DF_1_NODEFLIB = 0x800
 _MUSL_RESERVED = re.compile(r"lib(c|pthread|rt|m|dl|util|xnet)\.so(\..*)?")
-
-
-class LddError(FastElfError):
-    """The object whose tree was asked for cannot be read or is not dynamic."""
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 class ElfCache:

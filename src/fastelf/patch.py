@@ -42,19 +42,11 @@ import struct
 from typing import Iterable, List, Mapping, Optional, Tuple, Union
 
 from ._elf import ElfError, parse
-from .errors import FastElfError
+from .errors import ElfPatchError  # noqa: F401 (raised here; defined with the others)
 
 __all__ = ["ElfPatchError", "patch_elf", "DEFAULT_PAGE_SIZE"]
 
 DEFAULT_PAGE_SIZE = 0x10000   # valid for 4 KiB, 16 KiB and 64 KiB page kernels
-
-
-class ElfPatchError(FastElfError):
-    """An ELF file cannot be patched as asked; ``reason`` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # ------------------------------------------------------------------ constants

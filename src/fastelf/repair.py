@@ -30,7 +30,7 @@ from .audit import (AuditResult, elf_info, install_path, judge, read_elf_infos,
                     wheel_dir_of)
 from .ldpaths import split_path
 from .elfscan import extension_init_names
-from .errors import FastElfError, PolicyError
+from .errors import FastElfError, PolicyError, RepairError
 from .libfinder import LibraryFinder
 from .patch import patch_elf
 from .strip import strip_elf
@@ -38,10 +38,6 @@ from .retag import expand_tag, split_wheel_name
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .wheel import DEFAULT_LIMITS, WheelReader
 from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
-
-
-class RepairError(FastElfError):
-    """The wheel cannot be repaired as asked; nothing was written."""
 
 
 @dataclass

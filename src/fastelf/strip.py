@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .errors import FastElfError
+from .errors import ElfStripError
 from .patch import ElfPatchError, _Image
 
 SHT_NOBITS = 8
@@ -39,10 +39,6 @@ SHN_XINDEX = 0xFFFF
 
 _DEBUG_PREFIXES = (b".debug", b".zdebug", b".gnu.debuglto_", b".line", b".stab",
                    b".gnu.linkonce.wi.")
-
-
-class ElfStripError(FastElfError):
-    pass
 
 
 class _Section(NamedTuple):
