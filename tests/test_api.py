@@ -180,3 +180,28 @@ def test_only_fastelf_errors_escape(tmp_path):
             if isinstance(src, bytes) and not zipfile.is_zipfile(io.BytesIO(src)):
                 pytest.fail("a file that zipfile refuses was audited")
     assert issubclass(errors.LimitError, fastelf.WheelError)
+
+
+def test_one_exception_hierarchy_and_one_exit_code_table(tmp_path):
+    """Every exception fastelf defines is a FastElfError (the core's too), and the CLI's
+    exit code for an error is the one errors.EXIT_CODES gives its class."""
+    import inspect
+    from fastelf import errors
+    classes = [c for _n, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, BaseException)]
+    assert len(classes) >= 10
+    assert all(issubclass(c, errors.FastElfError) for c in classes)
+    assert issubclass(errors.ElfError, ValueError)          # parse_elf's old contract holds
+    for module in ("patch", "lddtree", "repair", "strip", "elfscan", "wheel", "audit", "check"):
+        mod = __import__(f"fastelf.{module}", fromlist=["x"])
+        own = [c for _n, c in inspect.getmembers(mod, inspect.isclass)
+               if issubclass(c, Exception) and c.__module__ == mod.__name__]
+        assert all(issubclass(c, errors.FastElfError) for c in own), (module, own)
+    missing = tmp_path / "nothing.so"
+    with pytest.raises(errors.LddError) as info:
+        __import__("fastelf.lddtree", fromlist=["x"]).resolve_tree(missing)
+    assert cli.main(["lddtree", str(missing)]) == errors.exit_code_of(info.value) == \
+        errors.EXIT_UNREADABLE
+    assert errors.exit_code_of(errors.LimitError("w", "r")) == errors.EXIT_UNREADABLE
+    assert errors.exit_code_of(errors.PolicyError("p")) == errors.EXIT_USAGE
+    assert errors.exit_code_of(errors.RepairError("r")) == errors.EXIT_MISLABELED

@@ -146,7 +146,13 @@ cdef enum:
     MAX_MISS = 16                    # missing ranges one ElfNeedMore reports (sparse mode)
 
 
-class ElfError(ValueError):
+class FastElfError(Exception):
+    """Base class of fastelf's errors.  It lives here, in the core, only so that
+    the core's own errors can derive from it; ``fastelf.errors`` holds the rest
+    of the hierarchy and re-exports this class."""
+
+
+class ElfError(FastElfError, ValueError):
     """The buffer is not a well-formed ELF file (or breaks a limit)."""
 
 

@@ -5,7 +5,7 @@ Keep it in step with the ``cdef readonly`` attributes of ``ElfFile`` in
 runs mypy's stubtest against the built module, so a missing or extra name fails.
 """
 
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from typing_extensions import Buffer
 
@@ -38,7 +38,10 @@ _Export = Tuple[str, Optional[str], int, int]
 # (p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align)
 _Segment = Tuple[int, int, int, int, int, int, int]
 
-class ElfError(ValueError):
+class FastElfError(Exception):
+    """Base class of fastelf's errors (fastelf.errors re-exports it)."""
+
+class ElfError(FastElfError, ValueError):
     """The buffer is not a well-formed ELF file (or breaks a limit)."""
 
 class ElfLimitError(ElfError):

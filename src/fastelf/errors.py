@@ -6,7 +6,7 @@ The command line maps an exception to its exit code with :func:`exit_code_of`
 (one table, :data:`EXIT_CODES`); results map through their status.
 """
 
-from ._elf import ElfError, ElfLimitError, ElfNeedMore
+from ._elf import ElfError, ElfLimitError, ElfNeedMore, FastElfError
 
 __all__ = ["FastElfError", "ElfError", "ElfLimitError", "ElfNeedMore", "WheelError",
            "LimitError", "PolicyError", "ElfPatchError", "ElfStripError", "LddError",
@@ -18,10 +18,6 @@ EXIT_OK = 0             # all good (skipped non-Linux wheels included)
 EXIT_MISLABELED = 1     # a claim not satisfied, RECORD mismatch, a repair/retag refused
 EXIT_USAGE = 2          # bad arguments, a missing file, an unknown policy
 EXIT_UNREADABLE = 3     # a wheel or ELF file that cannot be read (broken, hostile, limits)
-
-
-class FastElfError(Exception):
-    """Base class of fastelf's own errors."""
 
 
 class WheelError(FastElfError):
