@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs  # noqa: E402
+
 from fastelf._elf import parse  # noqa: E402
 from fastelf.audit import audit_wheel  # noqa: E402
 from fastelf.errors import WheelError  # noqa: E402

@@ -26,16 +26,15 @@ from typing import Callable, NamedTuple
 from . import __version__
 from . import policy as pol
 from ._elf import parse
-from .audit import (AuditResult, elf_info, install_path, judge, read_elf_infos,
-                    wheel_dir_of)
-from .ldpaths import split_path
+from .audit import AuditResult, elf_info, install_path, judge, read_elf_infos, wheel_dir_of
 from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError, RepairError
+from .ldpaths import split_path
 from .libfinder import LibraryFinder
 from .patch import patch_elf
-from .strip import strip_elf
 from .retag import expand_tag, split_wheel_name
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
+from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, WheelReader
 from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
 
