@@ -38,13 +38,17 @@ import operator
 import os
 import stat
 import struct
+import types
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union, overload
 
 from .errors import LimitError, WheelError
 
 # Optional faster inflaters (pip install fastelf[speed]); zlib is the fallback.
+_inflate_whole: Callable[[bytes | memoryview, int], bytearray] | None
+_zstream: types.ModuleType          # isal.isal_zlib, or zlib: the same interface
 try:  # libdeflate: whole-buffer only, about 3x zlib
     from deflate import DeflateError as _DeflateError
     from deflate import deflate_decompress as _inflate_whole
@@ -66,7 +70,8 @@ else:  # pragma: no cover - depends on the environment
         _crc32 = zlib.crc32
 
 # isal raises its own IsalError (not a zlib.error) for corrupt data
-_INFLATE_ERRORS = (zlib.error,) + ((_zstream.error,) if _zstream is not zlib else ())
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (
+    (zlib.error,) + ((_zstream.error,) if _zstream is not zlib else ()))
 
 INFLATE_BACKEND = "+".join(
     ["libdeflate"] * (_inflate_whole is not None) + ["isal" if _zstream is not zlib else "zlib"])
@@ -737,7 +742,13 @@ class WheelReader:
         except KeyError:
             raise self._error(f"no member named {name!r}") from None
 
-    def raw(self, member: Member, lazy: bool = False) -> "memoryview | bytes | _Span":
+    @overload
+    def raw(self, member: Member, lazy: Literal[False] = False) -> memoryview | bytes: ...
+
+    @overload
+    def raw(self, member: Member, lazy: bool) -> memoryview | bytes | _Span: ...
+
+    def raw(self, member: Member, lazy: bool = False) -> memoryview | bytes | _Span:
         """The member's compressed bytes, as stored (a view, not a copy, of
         a bytes-like input; read from a file).  ``lazy``: a big member of a
         file comes as a :class:`_Span` that reads its slices on demand.
@@ -793,7 +804,7 @@ class WheelReader:
             got = 0
             pos = 0
             while not z.eof:
-                data = z.unconsumed_tail
+                data: bytes | memoryview = z.unconsumed_tail
                 if not data and pos < len(raw):
                     data = raw[pos:pos + chunk_size]
                     pos += len(data)
@@ -885,7 +896,7 @@ class MemberStream:
         pos = 0
         try:
             while len(head) < n and not z.eof:
-                data = z.unconsumed_tail
+                data: bytes | memoryview = z.unconsumed_tail
                 if not data:
                     if pos >= len(self._raw):
                         break
@@ -919,7 +930,7 @@ class MemberStream:
                 return
         out, z = self._out, self._z
         while len(out) < n and not z.eof:
-            data = z.unconsumed_tail
+            data: bytes | memoryview = z.unconsumed_tail
             if not data and self._pos < len(self._raw):
                 data = self._raw[self._pos:self._pos + self._CHUNK]
                 self._pos += len(data)
@@ -951,11 +962,14 @@ class MemberStream:
         declared: the caller then streams with zlib, which tells (a WheelError
         for corrupt data, a LimitError for a member inflating past its size).
         """
+        inflate = _inflate_whole
+        if inflate is None:         # only called with libdeflate present
+            return False
         size = self.member.size
         self.reader._count_inflated(size)
         raw = self._raw.load() if isinstance(self._raw, _Span) else self._raw
         try:
-            out = _inflate_whole(raw, size) if size else bytearray()
+            out = inflate(raw, size) if size else bytearray()
         except _DeflateError:
             self.reader.inflated -= size
             self._whole_failed = True
@@ -990,11 +1004,13 @@ class MemberStream:
     def _check_crc(self) -> None:
         if self._verified:
             return
-        data = self._raw if self._out is None else memoryview(self._out)[:self._have]
-        try:
-            crc = _crc32(data)
-        finally:
-            if self._out is not None:
+        if self._out is None:
+            crc = _crc32(self._stored())
+        else:
+            data = memoryview(self._out)[:self._have]
+            try:
+                crc = _crc32(data)
+            finally:
                 data.release()
         if crc != self.member.crc:
             raise self.reader._error(f"CRC-32 mismatch in member {self.member.name!r}")
@@ -1007,10 +1023,15 @@ class MemberStream:
         read the member again.
         """
         if self._out is None:
-            if isinstance(self._raw, _Span):
-                self._raw = memoryview(self._raw.load())
-            return memoryview(self._raw)
+            return memoryview(self._stored())
         return memoryview(self._out)[: self._have]
+
+    def _stored(self) -> memoryview | bytes:
+        """A stored member's bytes, read in full once if they were left in the
+        file (a :class:`_Span`): the CRC-32 and :meth:`data` need them all."""
+        if isinstance(self._raw, _Span):
+            self._raw = memoryview(self._raw.load())
+        return self._raw
 
 
 # ------------------------------------------------------------- byte sources
