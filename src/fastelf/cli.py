@@ -188,7 +188,7 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
                    Status.MISLABELED: EXIT_MISLABELED, Status.ERROR: EXIT_UNREADABLE}
 
 
-def _error(message: str) -> None:
+def _error(message: str | Exception) -> None:
     """One line on stderr; names from wheels and file systems are escaped (see printable)."""
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
 

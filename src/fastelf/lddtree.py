@@ -409,7 +409,7 @@ def resolve_tree(
 
     root_node = Node(path, top, None, origin_of(path, True), [path])
     libraries: Dict[str, Library] = {}
-    by_real: Dict[str, Library] = {os.path.realpath(path): None}
+    by_real: Dict[str, Optional[Library]] = {os.path.realpath(path): None}  # None: the top
     by_soname: Dict[str, str] = {}
     if top.soname:
         by_soname[top.soname] = ""              # the top object itself

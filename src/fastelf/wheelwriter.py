@@ -20,6 +20,7 @@ import struct
 import tempfile
 import threading
 import time
+import types
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -120,6 +121,7 @@ class _Entry:
         self.date_time, self.payload, self.offset = date_time, payload, 0
 
 
+_libdeflate: types.ModuleType | None
 try:                                    # the [speed] extra: libdeflate
     import deflate as _libdeflate
 except ImportError:                     # pragma: no cover - depends on the environment
@@ -132,7 +134,7 @@ _WINDOW = 32768               # deflate's window: each piece is primed with the 
 CHUNKED_MIN_JOBS = 3
 
 
-def deflate_whole(data, level: int) -> bytes:
+def deflate_whole(data, level: int) -> bytes | bytearray:
     """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
     at the same level), else zlib."""
     if _libdeflate is not None and level != 0:
@@ -208,7 +210,7 @@ class WheelWriter:
         return (self.level != 0 and len(data) >= 2 * CHUNK_SIZE and self.jobs > 1
                 and (_libdeflate is None or self.jobs >= CHUNKED_MIN_JOBS))
 
-    def _compress(self, data, pieces) -> bytes:
+    def _compress(self, data, pieces) -> bytes | bytearray:
         return deflate_chunked(data, self.level, pieces) if self._splits(data) \
             else deflate_whole(data, self.level)
 
