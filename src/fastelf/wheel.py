@@ -33,6 +33,7 @@ opened read-only and never modified.
 
 from __future__ import annotations
 
+import importlib
 import io
 import operator
 import os
@@ -46,28 +47,37 @@ from typing import Literal, NamedTuple, Union, overload
 
 from .errors import LimitError, WheelError
 
+
+def optional_module(name: str) -> types.ModuleType | None:
+    """An optional backend (the [speed] extra), or None when it is not installed.
+
+    Imported by name, so the type checker sees a module or None whether or not
+    the backend (typed or not) is installed where it runs."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
 # Optional faster inflaters (pip install fastelf[speed]); zlib is the fallback.
-_inflate_whole: Callable[[bytes | memoryview, int], bytearray] | None
-_zstream: types.ModuleType          # isal.isal_zlib, or zlib: the same interface
-try:  # libdeflate: whole-buffer only, about 3x zlib
-    from deflate import DeflateError as _DeflateError
-    from deflate import deflate_decompress as _inflate_whole
-except ImportError:  # pragma: no cover - depends on the environment
-    _inflate_whole = None
-try:  # ISA-L: streaming, about 1.6x zlib
-    from isal import isal_zlib as _zstream
-except ImportError:  # pragma: no cover
-    _zstream = zlib
+_libdeflate = optional_module("deflate")        # whole-buffer only, about 3x zlib
+_isal_zlib = optional_module("isal.isal_zlib")  # ISA-L: streaming, about 1.6x zlib
+_inflate_whole: Callable[[bytes | memoryview, int], bytearray] | None = (
+    _libdeflate.deflate_decompress if _libdeflate is not None else None)
+# libdeflate's refusal (corrupt or longer than declared); nothing without it
+_DEFLATE_ERRORS: tuple[type[Exception], ...] = (
+    (_libdeflate.DeflateError,) if _libdeflate is not None else ())
+# isal.isal_zlib, or zlib: the same interface
+_zstream: types.ModuleType = _isal_zlib if _isal_zlib is not None else zlib
 
 # CRC-32 of every audited member: ISA-L and libdeflate compute it at ~10 GB/s,
 # zlib at ~2.4 GB/s (a sixth of an audit's time on big wheels).
 if _zstream is not zlib:
     _crc32 = _zstream.crc32
-else:  # pragma: no cover - depends on the environment
-    try:
-        from deflate import crc32 as _crc32
-    except ImportError:
-        _crc32 = zlib.crc32
+elif _libdeflate is not None:  # pragma: no cover - depends on the environment
+    _crc32 = _libdeflate.crc32
+else:  # pragma: no cover
+    _crc32 = zlib.crc32
 
 # isal raises its own IsalError (not a zlib.error) for corrupt data
 _INFLATE_ERRORS: tuple[type[Exception], ...] = (
@@ -970,7 +980,7 @@ class MemberStream:
         raw = self._raw.load() if isinstance(self._raw, _Span) else self._raw
         try:
             out = inflate(raw, size) if size else bytearray()
-        except _DeflateError:
+        except _DEFLATE_ERRORS:
             self.reader.inflated -= size
             self._whole_failed = True
             return False

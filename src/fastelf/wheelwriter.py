@@ -20,14 +20,13 @@ import struct
 import tempfile
 import threading
 import time
-import types
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from .errors import WheelError
 from .record import b64_digest, record_files
-from .wheel import DEFLATED, STORED, WheelReader
+from .wheel import DEFLATED, STORED, WheelReader, optional_module
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
 _MAX_DOS_TIME = 4354819198         # 2107-12-31 23:59:58, the latest one
@@ -121,11 +120,7 @@ class _Entry:
         self.date_time, self.payload, self.offset = date_time, payload, 0
 
 
-_libdeflate: types.ModuleType | None
-try:                                    # the [speed] extra: libdeflate
-    import deflate as _libdeflate
-except ImportError:                     # pragma: no cover - depends on the environment
-    _libdeflate = None
+_libdeflate = optional_module("deflate")        # the [speed] extra: libdeflate
 
 CHUNK_SIZE = 1 << 20          # input bytes per independently compressed piece of a member
 _WINDOW = 32768               # deflate's window: each piece is primed with the bytes before it
