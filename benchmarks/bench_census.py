@@ -25,12 +25,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from census_synth import synthetic_lines
-from elfbuild import compile_c
-from wheelbuild import build_wheel
+from census_synth import synthetic_lines  # noqa: E402
+from elfbuild import compile_c  # noqa: E402
+from wheelbuild import build_wheel  # noqa: E402
 
-from fastelf import cli
-from fastelf.census_html import write_html_report
+from fastelf import cli  # noqa: E402
+from fastelf.census_html import write_html_report  # noqa: E402
 
 
 def templates(work: Path) -> list[dict]:

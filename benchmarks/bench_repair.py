@@ -81,7 +81,8 @@ def build_inputs(work: Path, real: bool):
     bar = compile_c(private, "libbar.so.1", "int bar_value(void) { return 40; }\n",
                     args=["-Wl,-soname,libbar.so.1"])
     baz = compile_c(private, "libbaz.so.2",
-                    "extern int bar_value(void);\nint baz_value(void) { return bar_value() + 2; }\n",
+                    "extern int bar_value(void);\n"
+                    "int baz_value(void) { return bar_value() + 2; }\n",
                     args=["-Wl,-soname,libbaz.so.2"], libs=["-Wl,--no-as-needed", str(bar)])
     cases = []
     ext = compile_c(work / "b1", "_ext" + EXT,

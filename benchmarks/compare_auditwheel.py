@@ -61,9 +61,9 @@ from fastelf.batch import audit_many  # noqa: E402
 
 try:
     import auditwheel  # noqa: E402
-    from auditwheel.error import NonPlatformWheelError, WheelToolsError  # noqa: E402
     from auditwheel import lddtree as _aw_lddtree  # noqa: E402
     from auditwheel import wheel_abi as _aw_wheel_abi  # noqa: E402
+    from auditwheel.error import NonPlatformWheelError, WheelToolsError  # noqa: E402
     from auditwheel.wheel_abi import analyze_wheel_abi  # noqa: E402
     from auditwheel.wheeltools import get_wheel_architecture, get_wheel_libc  # noqa: E402
 except ImportError:  # pragma: no cover

@@ -125,7 +125,8 @@ def toolchain_problem(exe: str) -> Optional[str]:
             if proc.returncode != 0:
                 lines = proc.stderr.strip().splitlines() or ["(no output)"]
                 last = next((ln for ln in lines if "cannot find" in ln), lines[-1])
-                return (f"{exe} is installed but cannot link a {'shared library' if extra else 'program'}"
+                what = "shared library" if extra else "program"
+                return (f"{exe} is installed but cannot link a {what}"
                         f" ({last}); Debian: {TOOLCHAINS.get(exe, '?')}")
     return None
 
@@ -387,7 +388,8 @@ def build_versioned_pair(tmpdir) -> Optional[Versioned]:
     mapfile = d / "_src" / "libver.map"
     if not mapfile.exists():
         mapfile.parent.mkdir(parents=True, exist_ok=True)
-        mapfile.write_text("VER_1 { global: foo; bar; local: *; };\nVER_2 { global: foo; } VER_1;\n")
+        mapfile.write_text("VER_1 { global: foo; bar; local: *; };\n"
+                           "VER_2 { global: foo; } VER_1;\n")
     provider = compile_c(d, "libver.so.1", """
 int foo_old(void) { return 1; }
 int foo_new(void) { return 2; }

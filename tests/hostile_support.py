@@ -18,7 +18,6 @@ import csv
 import hashlib
 import io
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -52,7 +51,8 @@ _SEED_EXE_C = r"""
 #include <stdio.h>
 int main(int argc, char **argv) { printf("%d %s\n", argc, argv[0]); return 0; }
 """
-_VERSION_SCRIPT = "SEED_1.0 { global: seed_other; };\nSEED_2.0 { global: PyInit_seed; seed_exported; local: *; } SEED_1.0;\n"
+_VERSION_SCRIPT = ("SEED_1.0 { global: seed_other; };\n"
+                   "SEED_2.0 { global: PyInit_seed; seed_exported; local: *; } SEED_1.0;\n")
 
 # name -> (compiler, extra link args, executable?)
 _SEED_RECIPES = {
@@ -268,7 +268,8 @@ def elf_fields(data: bytes) -> list:
         fields += [(off, 4, "hash_nbucket"), (off + 4, 4, "hash_nchain")]
     for (t, _f, off, _v, filesz, _m, _a) in segs:
         if t in (4, 0x6474e553) and filesz >= 12:
-            fields += [(off, 4, "note_namesz"), (off + 4, 4, "note_descsz"), (off + 8, 4, "note_type")]
+            fields += [(off, 4, "note_namesz"), (off + 4, 4, "note_descsz"),
+                       (off + 8, 4, "note_type")]
             if filesz >= 24:
                 fields += [(off + 16, 4, "note_prop_type"), (off + 20, 4, "note_prop_size")]
     return [f for f in fields if f[0] + f[1] <= len(data)]

@@ -186,6 +186,7 @@ def test_one_exception_hierarchy_and_one_exit_code_table(tmp_path):
     """Every exception fastelf defines is a FastElfError (the core's too), and the CLI's
     exit code for an error is the one errors.EXIT_CODES gives its class."""
     import inspect
+
     from fastelf import errors
     classes = [c for _n, c in inspect.getmembers(errors, inspect.isclass)
                if issubclass(c, BaseException)]

@@ -22,13 +22,20 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from elfbuild import BuildError, compile_c, have_compiler
+from realwheels import (
+    auditwheel_policies,
+    auditwheel_show,
+    glibc_tag_for,
+    have_auditwheel,
+    readelf_dynamic,
+    readelf_undefined,
+    readelf_version_needs,
+)
+from wheelbuild import build_wheel, read_record, record_hash
+
 from fastelf import cli
 from fastelf.audit import audit_path, audit_wheel
-from realwheels import (auditwheel_policies, auditwheel_show, glibc_tag_for, have_auditwheel,
-                        readelf_dynamic, readelf_undefined, readelf_version_needs)
-from wheelbuild import build_wheel, read_record, record_hash
 
 needs_auditwheel = pytest.mark.skipif(not have_auditwheel(), reason="auditwheel not installed")
 

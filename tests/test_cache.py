@@ -133,7 +133,8 @@ def test_cli_cache_default_path_and_summary(tmp_path):
 
     def run(*extra):
         return subprocess.run([sys.executable, "-m", "fastelf", "audit", "--json", str(d),
-                               *extra], capture_output=True, text=True, env=env, timeout=120, check=False)
+                               *extra], capture_output=True, text=True, env=env, timeout=120,
+                              check=False)
 
     plain = run()
     first, second = run("--cache"), run("--jobs", "2", "--cache")

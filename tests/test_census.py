@@ -53,7 +53,8 @@ def _c(root: Path, name: str, src: str, cc: str = "gcc", **kw):
     return compile_c(root / "elfs", name, src, cc=cc, **kw)
 
 
-_GETRANDOM = "#include <sys/random.h>\nvoid *PyInit_m(void){char b[4];return (void*)(long)getrandom(b,4,0);}\n"
+_GETRANDOM = ("#include <sys/random.h>\n"
+              "void *PyInit_m(void){char b[4];return (void*)(long)getrandom(b,4,0);}\n")
 _MALLOC = "#include <stdlib.h>\nvoid *PyInit_m(void){return malloc(8);}\n"
 
 
@@ -136,7 +137,8 @@ def recount(dicts: list[dict]) -> dict:
     return {
         "claims": Counter(_claim_state(d) for d in audited if d["claimed_tags"]),
         "claim_failures": Counter(k for d in audited
-                                  for k in {_failure_kind(w) for w in d["unsatisfied_claims"].values()}),
+                                  for k in {_failure_kind(w)
+                                            for w in d["unsatisfied_claims"].values()}),
         "problems": Counter(k for d in dicts
                             for k in dict.fromkeys(_problem_kind(p) for p in
                                                    d.get("problems", []) + d.get("checks", []))),

@@ -11,8 +11,8 @@ Python's zipfile (data descriptors, methods, header mismatches) and packaging
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import re
 import shutil
 import struct

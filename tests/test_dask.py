@@ -67,7 +67,8 @@ def test_dask_local_cluster_equals_jobs(corpus):
     unordered = _lines(["audit", "--json", "--compact", "--unordered", "--dask", "local:2",
                         *corpus])
     compact = _lines(["audit", "--json", "--compact", "--jobs", "2", *corpus])
-    key = lambda d: d["path"]
+    def key(d):
+        return d["path"]
     assert sorted(map(_comparable, unordered[1]), key=key) == \
         sorted(map(_comparable, compact[1]), key=key)
 

@@ -26,6 +26,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for elfbuild, in any import mode
 import elfbuild as eb  # noqa: E402
+
 from fastelf._elf import ElfError, ElfNeedMore, parse  # noqa: E402
 
 READELF = shutil.which("readelf")
@@ -823,7 +824,8 @@ def test_bytes_used_covers_every_segment_asked_for():
 
 def test_random_damage_raises_only_elf_error(fx):
     pytest.importorskip("hypothesis")
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     data = load(get(fx, "ver_consumer"))
     e = parse(data)

@@ -35,10 +35,10 @@ from fastelf.patch import ElfPatchError, patch_elf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for elfbuild, wheelbuild
 import elfbuild as eb
-from fastelf._elf import ElfError, ElfNeedMore
 from wheelbuild import build_wheel
 
 import fastelf
+from fastelf._elf import ElfError, ElfNeedMore
 from fastelf.audit import audit_wheel
 
 READELF = shutil.which("readelf")

@@ -31,19 +31,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs  # noqa: E402
 
+from fastelf import elfscan, wheel  # noqa: E402
 from fastelf._elf import ElfError, ElfNeedMore, parse  # noqa: E402
 from fastelf.audit import audit_path, audit_wheel  # noqa: E402
 from fastelf.errors import LimitError, WheelError  # noqa: E402
 from fastelf.record import verify_record  # noqa: E402
 from fastelf.report import show_text  # noqa: E402
-from fastelf import elfscan, wheel  # noqa: E402
 from fastelf.wheel import WheelReader  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FASTELF_FUZZ_EXAMPLES", "150"))
@@ -301,7 +301,8 @@ def test_any_file_name(filename):
                                                      "demo/ghost", ""]),
                                     st.sampled_from(["", "sha256=", "md5=abc", "sha256=x=",
                                                      "sha512=abc", "foo=bar", "sha256"]),
-                                    st.sampled_from(["", "1", "-1", "x", "99999999999999999999999"])),
+                                    st.sampled_from(["", "1", "-1", "x",
+                                                     "99999999999999999999999"])),
                           max_size=6).map(
                      lambda rows: "\n".join(",".join(r) for r in rows))))
 def test_any_record_content(record):

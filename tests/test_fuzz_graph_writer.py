@@ -16,15 +16,14 @@ Deterministic like tests/test_fuzz.py (FASTELF_FUZZ_EXAMPLES, FASTELF_FUZZ_RANDO
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import zipfile
 
+import hostile_support as hs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import hostile_support as hs
 from fastelf.audit import ElfInfo, install_path, judge, wheel_dir_of
 from fastelf.ldpaths import split_path
 from fastelf.policy import is_loader

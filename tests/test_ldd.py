@@ -12,8 +12,16 @@ import pytest
 from elfbuild import usable_cc
 
 from fastelf.lddtree import ElfCache, LddError, detect_libc, resolve_tree
-from fastelf.ldpaths import (MUSL_DEFAULT_PATH, expand_dst, glibc_default_dirs,
-                             parse_ld_so_conf, musl_path, rooted, split_path, system_dirs)
+from fastelf.ldpaths import (
+    MUSL_DEFAULT_PATH,
+    expand_dst,
+    glibc_default_dirs,
+    musl_path,
+    parse_ld_so_conf,
+    rooted,
+    split_path,
+    system_dirs,
+)
 
 MUSL_LDSO = "/lib/ld-musl-x86_64.so.1"
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")
@@ -24,8 +32,10 @@ def dep_source(value):
 
 
 MID_C = "int dep(void);\nint mid(void) { return dep() + 1000; }\n"
-MAIN_DEP_C = '#include <stdio.h>\nint dep(void);\nint main(void){printf("%d\\n", dep());return 0;}\n'
-MAIN_MID_C = '#include <stdio.h>\nint mid(void);\nint main(void){printf("%d\\n", mid());return 0;}\n'
+MAIN_DEP_C = ('#include <stdio.h>\n'
+              'int dep(void);\nint main(void){printf("%d\\n", dep());return 0;}\n')
+MAIN_MID_C = ('#include <stdio.h>\n'
+              'int mid(void);\nint main(void){printf("%d\\n", mid());return 0;}\n')
 
 
 def cc(cc_, out, *args, cwd):

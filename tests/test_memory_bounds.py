@@ -28,9 +28,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs
-from fastelf._elf import parse
 
 from fastelf import elfscan
+from fastelf._elf import parse
 from fastelf.audit import audit_path, audit_wheel
 from fastelf.errors import LimitError
 from fastelf.wheel import UNTRUSTED_LIMITS, UNTRUSTED_MEMORY_BOUND, Limits, WheelReader
@@ -266,7 +266,8 @@ def test_wheel_changed_while_read_is_a_one_line_error(tmp_path, how):
     wheel = tmp_path / "cut-1.0-cp311-cp311-linux_x86_64.whl"
     wheel.write_bytes(hs.make_wheel({"pkg/cut.so": data}, compression=zipfile.ZIP_STORED))
     out = subprocess.run([sys.executable, "-c", _TRUNCATE_CHILD, str(wheel), "4", how],
-                         check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC})
+                         check=False, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": SRC})
     assert out.returncode == 0, out.stderr           # no signal death, no traceback
     line = out.stdout.strip()
     assert "\n" not in line and line.startswith(str(wheel)), line

@@ -21,15 +21,20 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import pytest
-
 from elfbuild import compile_c, have_compiler
+from realwheels import (
+    auditwheel_policies,
+    auditwheel_show,
+    have_auditwheel,
+    readelf_undefined,
+    readelf_version_needs,
+)
+from wheelbuild import build_wheel
+
 from fastelf import _elf
 from fastelf import policy as pol
 from fastelf.audit import audit_wheel
 from fastelf.report import show_text
-from realwheels import (auditwheel_policies, auditwheel_show, have_auditwheel, readelf_undefined,
-                        readelf_version_needs)
-from wheelbuild import build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ROOT / "tools" / "gen_policies.py"

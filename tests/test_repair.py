@@ -35,8 +35,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from elfbuild import compile_c, have_compiler, python_ext_source  # noqa: E402
-from realwheels import (RealWheel, auditwheel_policies, fetch, glibc_tag_for,  # noqa: E402
-                        have_auditwheel, readelf_dynamic, readelf_version_needs)
+from realwheels import (  # noqa: E402
+    RealWheel,
+    auditwheel_policies,
+    fetch,
+    glibc_tag_for,
+    have_auditwheel,
+    readelf_dynamic,
+    readelf_version_needs,
+)
 from wheelbuild import build_wheel  # noqa: E402
 
 from fastelf.repair import RepairError, repair_wheel  # noqa: E402
@@ -85,7 +92,8 @@ def fx(tmp_path_factory):
         args=inc, libs=["-Wl,--no-as-needed", str(f.baz)])
     # a private library that needs a newer glibc than the extension linked to it
     f.libnew = compile_c(f.private, "libnew.so.1",
-                         "#include <stdlib.h>\nint new_value(void) { return 5 + (arc4random() & 0); }\n",
+                         "#include <stdlib.h>\n"
+                         "int new_value(void) { return 5 + (arc4random() & 0); }\n",
                          args=["-Wl,-soname,libnew.so.1"])
     f.usenew = compile_c(f.build, "_usenew" + EXT,
                          python_ext_source("_usenew", "new_value()", "extern int new_value(void);"),
@@ -965,7 +973,8 @@ def test_auditwheel_difference_grafted_file_name(fx, tmp_path, auditwheel_path):
     real = compile_c(libs, "libqux.so.1.2.3", "int qux(void) { return 9; }\n",
                      args=["-Wl,-soname,libqux.so.1"])
     (libs / "libqux.so.1").symlink_to(real.name)
-    ext = compile_c(tmp_path / "qb", "_ext" + EXT, python_ext_source("_ext", "qux()", "int qux(void);"),
+    ext = compile_c(tmp_path / "qb", "_ext" + EXT,
+                    python_ext_source("_ext", "qux()", "int qux(void);"),
                     args=["-I", PY_INCLUDE], libs=["-Wl,--no-as-needed", str(libs / "libqux.so.1")])
     wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "from ._ext import value\n",
                                           f"pkg/_ext{EXT}": ext},

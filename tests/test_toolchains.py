@@ -9,9 +9,8 @@ with the package names instead of hiding behind skips.
 import os
 import shutil
 
-import pytest
-
 import elfbuild as eb
+import pytest
 
 IN_CI = os.environ.get("CI") == "true"
 # Tools the tests run besides the compilers: executable -> Debian package.
@@ -32,7 +31,8 @@ def test_probe_tells_a_broken_toolchain_from_a_working_one(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     problem = eb.toolchain_problem("fake-linux-gnu-gcc")
     assert problem is not None and "cannot link" in problem and "crti.o" in problem
-    assert eb.toolchain_problem("no-such-linux-gnu-gcc").startswith("no-such-linux-gnu-gcc not installed")
+    missing = eb.toolchain_problem("no-such-linux-gnu-gcc")
+    assert missing.startswith("no-such-linux-gnu-gcc not installed")
 
 
 @pytest.mark.skipif(not IN_CI, reason="only CI must have every toolchain (.ci/run installs them)")

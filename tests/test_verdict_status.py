@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import pytest
-
 from elfbuild import COMPILERS, BuildError, compile_c
+from packaging import _manylinux, _musllinux
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from wheelbuild import build_wheel
+
 from fastelf import cli
 from fastelf.audit import AuditResult, Status, audit_path, audit_wheel, platform_tags_of
 from fastelf.errors import WheelError
-from wheelbuild import build_wheel
-
-from packaging import _manylinux, _musllinux
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 GLIBC_SYSTEMS = [(2, m) for m in range(0, 51)] + [(3, 0), (3, 2)]
 MUSL_SYSTEMS = [(1, 0), (1, 1), (1, 2), (1, 5), (2, 0), (2, 1)]

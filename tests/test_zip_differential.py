@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs  # noqa: E402
+
 from fastelf._elf import parse  # noqa: E402
 from fastelf.audit import audit_wheel  # noqa: E402
 from fastelf.errors import WheelError  # noqa: E402
@@ -298,6 +299,29 @@ def test_any_member_inflated_in_full_is_crc_checked():
         stream = reader.stream(reader.member("demo/a.txt"))
         with pytest.raises(WheelError, match="CRC-32 mismatch in member 'demo/a.txt'"):
             stream.ensure(6000)
+
+
+@pytest.mark.parametrize("crc_ok", [True, False])
+def test_big_stored_member_of_a_file_is_read_and_crc_checked(tmp_path, crc_ok):
+    """A stored member over 64 KiB read from a file (its bytes left in the file
+    until needed): the same bytes as zipfile, or for a wrong CRC-32 the one-line
+    error where zipfile refuses it too (this read once failed with a TypeError)."""
+    body = bytes(range(256)) * 1024
+    crc = zlib.crc32(body) ^ (0 if crc_ok else 1)
+    path = tmp_path / WHEEL_NAME
+    path.write_bytes(hs.build_zip([hs.Entry("demo/big.bin", body, method=0, crc=crc)]))
+    with zipfile.ZipFile(path) as z:
+        if crc_ok:
+            assert z.read("demo/big.bin") == body
+        else:
+            with pytest.raises(zipfile.BadZipFile, match="CRC"):
+                z.read("demo/big.bin")
+    with WheelReader(str(path)) as reader:
+        if crc_ok:
+            assert bytes(reader.read("demo/big.bin")) == body
+        else:
+            with pytest.raises(WheelError, match="CRC-32 mismatch in member 'demo/big.bin'"):
+                reader.read("demo/big.bin")
 
 
 # ------------------------------------------------------------------ mutated wheels

@@ -59,8 +59,9 @@ ABOUT = (
 
 def auditwheel_policy_dir() -> Path:
     """The policy directory of the installed auditwheel, which must be the pinned release."""
-    import auditwheel  # the test extra pins it
     from importlib.metadata import version
+
+    import auditwheel  # the test extra pins it
 
     found = version("auditwheel")
     if found != AUDITWHEEL_VERSION:

@@ -22,6 +22,7 @@ from .elfscan import MemberElfError, extension_init_names, iter_elf_members
 from .errors import FastElfError, LimitError, WheelError
 from .ldpaths import check_object_limits, split_path
 from .libc import libc_of
+from .record import RecordReport
 from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 
@@ -176,7 +177,7 @@ class AuditResult:
     problems: list = field(default_factory=list)      # wheel-wide remarks and violations
     blocking: list = field(default_factory=list)      # the violations that no tag allows
     error: str | None = None
-    record: object = None       # a record.RecordReport when RECORD was verified
+    record: RecordReport | None = None      # when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
     #   adds (exec stack, abi3, zip layout, WHEEL/dist-info, soname, rpath); not in status
     cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
@@ -212,7 +213,8 @@ class AuditResult:
         if status is Status.MISLABELED:
             if self.unsatisfied_claims:
                 return "; ".join(f"{t}: {why}" for t, why in self.unsatisfied_claims.items())
-            return "RECORD: " + "; ".join(self.record.problems(limit=3))
+            if self.record is not None:     # (see status: the RECORD failed)
+                return "RECORD: " + "; ".join(self.record.problems(limit=3))
         return None
 
     def satisfies(self, tag: str) -> bool:
@@ -649,7 +651,7 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
     # roots: extensions, and ELFs no other ELF needs
     needed_names = {lib for i in elfs for lib in i.needed}
     roots = [i for i in elfs if i.extension or posixpath.basename(i.path) not in needed_names]
-    unresolved = {}   # soname -> set of members needing it
+    unresolved: dict[str, set[str]] = {}   # soname -> set of members needing it
     seen_edges = set()
 
     def visit(info, lib, found):
@@ -678,8 +680,8 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
     result.blocking = blocking
 
     # versioned symbols from system libraries, and who uses each version
-    versioned = {}
-    users = {}        # version -> {member: [symbols]}
+    versioned: dict[str, set[str]] = {}             # library -> versions needed
+    users: dict[str, dict[str, list[str]]] = {}     # version -> {member: [symbols]}
     for i in elfs:
         for lib, vers in i.version_needs.items():
             if pol.is_loader(lib):

@@ -31,8 +31,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import (FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor,
-                                wait)
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 

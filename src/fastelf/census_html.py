@@ -165,7 +165,8 @@ def _rejects(r: CensusResult) -> str:
     if not r.rejected:
         return ""
     items = "".join(f"<li>{esc(x.source)}:{x.lineno}: {esc(x.reason)}</li>" for x in r.rejects)
-    more = "" if r.rejected == len(r.rejects) else f"<li>and {r.rejected - len(r.rejects)} more</li>"
+    hidden = r.rejected - len(r.rejects)
+    more = "" if hidden == 0 else f"<li>and {hidden} more</li>"
     lines = "1 line is" if r.rejected == 1 else f"{r.rejected:,} lines are"
     return (f"<h2>Rejected input lines</h2><p>{lines} not an audit result of "
             f"schema version 2, left out of every count.</p><ul>{items}{more}</ul>")

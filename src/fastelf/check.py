@@ -32,9 +32,9 @@ from __future__ import annotations
 import email.parser
 import json
 import os
-import stat
 import posixpath
 import re
+import stat
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

@@ -19,11 +19,16 @@ import time
 from . import __version__
 from .audit import Status, audit_path
 from .batch import audit_many, find_wheels
-from .errors import (EXIT_MISLABELED, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE, FastElfError,
-                     exit_code_of)
+from .errors import (
+    EXIT_MISLABELED,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    FastElfError,
+    exit_code_of,
+)
 from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
-
 
 
 def _add_audit_options(p):
@@ -183,7 +188,7 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
                    Status.MISLABELED: EXIT_MISLABELED, Status.ERROR: EXIT_UNREADABLE}
 
 
-def _error(message: str) -> None:
+def _error(message: str | Exception) -> None:
     """One line on stderr; names from wheels and file systems are escaped (see printable)."""
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
 

@@ -19,9 +19,19 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 from ._elf import ElfError, parse
 from .errors import LddError
 from .hostfile import open_regular
+from .ldpaths import (
+    GLIBC,
+    MUSL,
+    MUSL_ARCH,
+    check_object_limits,
+    default_lib,
+    default_platform,
+    expand_dst,
+    rooted,
+    split_path,
+    system_dirs,
+)
 from .libc import libc_of
-from .ldpaths import (GLIBC, MUSL, MUSL_ARCH, check_object_limits, default_lib,
-                      default_platform, expand_dst, rooted, split_path, system_dirs)
 
 __all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "resolve_tree",
            "detect_libc"]
@@ -399,7 +409,7 @@ def resolve_tree(
 
     root_node = Node(path, top, None, origin_of(path, True), [path])
     libraries: Dict[str, Library] = {}
-    by_real: Dict[str, Library] = {os.path.realpath(path): None}
+    by_real: Dict[str, Optional[Library]] = {os.path.realpath(path): None}  # None: the top
     by_soname: Dict[str, str] = {}
     if top.soname:
         by_soname[top.soname] = ""              # the top object itself

@@ -39,7 +39,7 @@ Anything not understood raises ``ElfPatchError`` with the reason.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from ._elf import ElfError, parse
 from .errors import ElfPatchError  # noqa: F401 (raised here; defined with the others)
@@ -260,7 +260,7 @@ class _Plan:
             self.entries.append([tag, val])
         else:
             raise ElfPatchError("dynamic section is not terminated by DT_NULL")
-        self.tags = {}
+        self.tags: Dict[int, int] = {}
         for tag, val in self.entries:
             self.tags.setdefault(tag, val)
         if DT_STRTAB not in self.tags or DT_STRSZ not in self.tags:
@@ -395,11 +395,11 @@ class _Strings:
         self.plan = plan
         self.table = bytearray(plan.dynstr)
         self.extra = bytearray()          # appended after the old table
-        self.placed = {}
+        self.placed: Dict[bytes, int] = {}     # string -> its offset in the new table
         self.known = fixed_refs is not None
         self.live: List[Tuple[int, int]] = []   # merged [start, end] (end = NUL index)
         self.free: List[List[int]] = []         # [start, length]
-        if not self.known:
+        if fixed_refs is None:            # not self.known
             return
         spans = sorted((r, plan.cstr_end(r)) for r in fixed_refs | {0})
         for a, b in spans:
@@ -728,10 +728,10 @@ def _room_after_phdrs(img: _Image, plan: _Plan):
     entsz = img.phdr_st.size
     start = img.phoff + img.phnum * entsz
     need_end = start + entsz
-    holder = [s for s in img.loads if s.offset <= img.phoff and need_end <= s.offset + s.filesz]
-    if not holder:
+    holders = [s for s in img.loads if s.offset <= img.phoff and need_end <= s.offset + s.filesz]
+    if not holders:
         return None
-    holder = holder[0]
+    holder = holders[0]
     shend = img.shoff + len(img.sections) * img.shentsize
     end = need_end
     while True:                          # grow the block to whole sections and notes
@@ -820,7 +820,7 @@ def _relocate(img, plan, out, entries, new_dynstr, move_dynstr, move_dynamic, al
     is_exec = img.e_type == ET_EXEC or any(s.type == PT_INTERP for s in img.segs)
     need_w = move_dynamic
 
-    block = None
+    block: Optional[tuple] = None         # _room_after_phdrs's block, in mode "grow"
     if (last is loads[-1] and last.offset + last.filesz == len(data)
             and last.memsz == last.filesz and not last.flags & PF_X
             and (last.flags & PF_W or not need_w) and last.vaddr + last.memsz == max_end):
@@ -868,7 +868,7 @@ def _relocate(img, plan, out, entries, new_dynstr, move_dynstr, move_dynamic, al
     if mode == "move":
         ph_off = pos
         pos += phnum * entsz
-    elif mode == "grow":
+    elif block is not None:                     # mode == "grow"
         bstart, bend, bsections, bsegments, balign = block
         pos += (bstart - pos) % balign          # same residue: alignments survive
         block_off = pos

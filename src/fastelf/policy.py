@@ -15,13 +15,13 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from types import MappingProxyType
 from typing import Mapping
-from importlib import resources
 
 from .errors import PolicyError
-
 from .libc import GLIBC, MUSL  # noqa: F401 (re-exported)
+
 _FAMILY = {GLIBC: "manylinux", MUSL: "musllinux"}
 _SCHEMA = 2
 

@@ -26,16 +26,16 @@ from typing import Callable, NamedTuple
 from . import __version__
 from . import policy as pol
 from ._elf import parse
-from .audit import (AuditResult, elf_info, install_path, judge, read_elf_infos,
-                    wheel_dir_of)
-from .ldpaths import split_path
+from .audit import AuditResult, elf_info, install_path, judge, read_elf_infos, wheel_dir_of
 from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError, RepairError
+from .lddtree import Node
+from .ldpaths import split_path
 from .libfinder import LibraryFinder
 from .patch import patch_elf
-from .strip import strip_elf
 from .retag import expand_tag, split_wheel_name
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
+from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, WheelReader
 from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
 
@@ -166,7 +166,7 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
             rpath = ":".join(dict.fromkeys(keep + [origin]))
             new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
-                            **({"set_rpath": rpath} if deps else {}))
+                            set_rpath=rpath if deps else None)
             if dest != info.path:
                 added[dest] = (new, (reader.member(info.path).mode & 0o7777) or 0o755)
                 replaced[info.path] = _script_shim(dest)
@@ -334,7 +334,7 @@ def _collect_grafts(external, elf_of, finder, target, exclude, path):
     excluded = set()
     queue = [(lib, finder.requester(who[0], elf_of(who[0])))
              for lib, who in sorted(external.items())]
-    missing = {}
+    missing: dict[str, Node] = {}     # soname -> the node that first needed it
     while queue:
         lib, node = queue.pop(0)
         if lib in grafts or lib in excluded or lib in target.libraries or pol.is_loader(lib) \

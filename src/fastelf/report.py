@@ -108,7 +108,7 @@ def show_text(r, reach=None) -> str:
     out.extend(_reach_lines(reach))
     probe = {c.tag: c for c in reach.probe.policies} if reach and reach.probe else {}
     # policies more compatible than the best one, grouped when their reasons agree
-    groups = []
+    groups: list[tuple[list[str], list[str]]] = []      # (tags, their shared reasons)
     for check in r.policies:
         if check.satisfied:
             break

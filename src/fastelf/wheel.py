@@ -33,40 +33,55 @@ opened read-only and never modified.
 
 from __future__ import annotations
 
+import importlib
 import io
 import operator
 import os
 import stat
 import struct
+import types
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union, overload
 
 from .errors import LimitError, WheelError
 
+
+def optional_module(name: str) -> types.ModuleType | None:
+    """An optional backend (the [speed] extra), or None when it is not installed.
+
+    Imported by name, so the type checker sees a module or None whether or not
+    the backend (typed or not) is installed where it runs."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
 # Optional faster inflaters (pip install fastelf[speed]); zlib is the fallback.
-try:  # libdeflate: whole-buffer only, about 3x zlib
-    from deflate import DeflateError as _DeflateError
-    from deflate import deflate_decompress as _inflate_whole
-except ImportError:  # pragma: no cover - depends on the environment
-    _inflate_whole = None
-try:  # ISA-L: streaming, about 1.6x zlib
-    from isal import isal_zlib as _zstream
-except ImportError:  # pragma: no cover
-    _zstream = zlib
+_libdeflate = optional_module("deflate")        # whole-buffer only, about 3x zlib
+_isal_zlib = optional_module("isal.isal_zlib")  # ISA-L: streaming, about 1.6x zlib
+_inflate_whole: Callable[[bytes | memoryview, int], bytearray] | None = (
+    _libdeflate.deflate_decompress if _libdeflate is not None else None)
+# libdeflate's refusal (corrupt or longer than declared); nothing without it
+_DEFLATE_ERRORS: tuple[type[Exception], ...] = (
+    (_libdeflate.DeflateError,) if _libdeflate is not None else ())
+# isal.isal_zlib, or zlib: the same interface
+_zstream: types.ModuleType = _isal_zlib if _isal_zlib is not None else zlib
 
 # CRC-32 of every audited member: ISA-L and libdeflate compute it at ~10 GB/s,
 # zlib at ~2.4 GB/s (a sixth of an audit's time on big wheels).
 if _zstream is not zlib:
     _crc32 = _zstream.crc32
-else:  # pragma: no cover - depends on the environment
-    try:
-        from deflate import crc32 as _crc32
-    except ImportError:
-        _crc32 = zlib.crc32
+elif _libdeflate is not None:  # pragma: no cover - depends on the environment
+    _crc32 = _libdeflate.crc32
+else:  # pragma: no cover
+    _crc32 = zlib.crc32
 
 # isal raises its own IsalError (not a zlib.error) for corrupt data
-_INFLATE_ERRORS = (zlib.error,) + ((_zstream.error,) if _zstream is not zlib else ())
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (
+    (zlib.error,) + ((_zstream.error,) if _zstream is not zlib else ()))
 
 INFLATE_BACKEND = "+".join(
     ["libdeflate"] * (_inflate_whole is not None) + ["isal" if _zstream is not zlib else "zlib"])
@@ -737,7 +752,13 @@ class WheelReader:
         except KeyError:
             raise self._error(f"no member named {name!r}") from None
 
-    def raw(self, member: Member, lazy: bool = False) -> "memoryview | bytes | _Span":
+    @overload
+    def raw(self, member: Member, lazy: Literal[False] = False) -> memoryview | bytes: ...
+
+    @overload
+    def raw(self, member: Member, lazy: bool) -> memoryview | bytes | _Span: ...
+
+    def raw(self, member: Member, lazy: bool = False) -> memoryview | bytes | _Span:
         """The member's compressed bytes, as stored (a view, not a copy, of
         a bytes-like input; read from a file).  ``lazy``: a big member of a
         file comes as a :class:`_Span` that reads its slices on demand.
@@ -793,7 +814,7 @@ class WheelReader:
             got = 0
             pos = 0
             while not z.eof:
-                data = z.unconsumed_tail
+                data: bytes | memoryview = z.unconsumed_tail
                 if not data and pos < len(raw):
                     data = raw[pos:pos + chunk_size]
                     pos += len(data)
@@ -885,7 +906,7 @@ class MemberStream:
         pos = 0
         try:
             while len(head) < n and not z.eof:
-                data = z.unconsumed_tail
+                data: bytes | memoryview = z.unconsumed_tail
                 if not data:
                     if pos >= len(self._raw):
                         break
@@ -919,7 +940,7 @@ class MemberStream:
                 return
         out, z = self._out, self._z
         while len(out) < n and not z.eof:
-            data = z.unconsumed_tail
+            data: bytes | memoryview = z.unconsumed_tail
             if not data and self._pos < len(self._raw):
                 data = self._raw[self._pos:self._pos + self._CHUNK]
                 self._pos += len(data)
@@ -951,12 +972,15 @@ class MemberStream:
         declared: the caller then streams with zlib, which tells (a WheelError
         for corrupt data, a LimitError for a member inflating past its size).
         """
+        inflate = _inflate_whole
+        if inflate is None:         # only called with libdeflate present
+            return False
         size = self.member.size
         self.reader._count_inflated(size)
         raw = self._raw.load() if isinstance(self._raw, _Span) else self._raw
         try:
-            out = _inflate_whole(raw, size) if size else bytearray()
-        except _DeflateError:
+            out = inflate(raw, size) if size else bytearray()
+        except _DEFLATE_ERRORS:
             self.reader.inflated -= size
             self._whole_failed = True
             return False
@@ -990,11 +1014,13 @@ class MemberStream:
     def _check_crc(self) -> None:
         if self._verified:
             return
-        data = self._raw if self._out is None else memoryview(self._out)[:self._have]
-        try:
-            crc = _crc32(data)
-        finally:
-            if self._out is not None:
+        if self._out is None:
+            crc = _crc32(self._stored())
+        else:
+            data = memoryview(self._out)[:self._have]
+            try:
+                crc = _crc32(data)
+            finally:
                 data.release()
         if crc != self.member.crc:
             raise self.reader._error(f"CRC-32 mismatch in member {self.member.name!r}")
@@ -1007,10 +1033,15 @@ class MemberStream:
         read the member again.
         """
         if self._out is None:
-            if isinstance(self._raw, _Span):
-                self._raw = memoryview(self._raw.load())
-            return memoryview(self._raw)
+            return memoryview(self._stored())
         return memoryview(self._out)[: self._have]
+
+    def _stored(self) -> memoryview | bytes:
+        """A stored member's bytes, read in full once if they were left in the
+        file (a :class:`_Span`): the CRC-32 and :meth:`data` need them all."""
+        if isinstance(self._raw, _Span):
+            self._raw = memoryview(self._raw.load())
+        return self._raw
 
 
 # ------------------------------------------------------------- byte sources

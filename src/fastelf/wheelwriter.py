@@ -26,7 +26,7 @@ from typing import Iterator
 
 from .errors import WheelError
 from .record import b64_digest, record_files
-from .wheel import DEFLATED, STORED, WheelReader
+from .wheel import DEFLATED, STORED, WheelReader, optional_module
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
 _MAX_DOS_TIME = 4354819198         # 2107-12-31 23:59:58, the latest one
@@ -120,10 +120,7 @@ class _Entry:
         self.date_time, self.payload, self.offset = date_time, payload, 0
 
 
-try:                                    # the [speed] extra: libdeflate
-    import deflate as _libdeflate
-except ImportError:                     # pragma: no cover - depends on the environment
-    _libdeflate = None
+_libdeflate = optional_module("deflate")        # the [speed] extra: libdeflate
 
 CHUNK_SIZE = 1 << 20          # input bytes per independently compressed piece of a member
 _WINDOW = 32768               # deflate's window: each piece is primed with the bytes before it
@@ -132,7 +129,7 @@ _WINDOW = 32768               # deflate's window: each piece is primed with the 
 CHUNKED_MIN_JOBS = 3
 
 
-def deflate_whole(data, level: int) -> bytes:
+def deflate_whole(data, level: int) -> bytes | bytearray:
     """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
     at the same level), else zlib."""
     if _libdeflate is not None and level != 0:
@@ -208,7 +205,7 @@ class WheelWriter:
         return (self.level != 0 and len(data) >= 2 * CHUNK_SIZE and self.jobs > 1
                 and (_libdeflate is None or self.jobs >= CHUNKED_MIN_JOBS))
 
-    def _compress(self, data, pieces) -> bytes:
+    def _compress(self, data, pieces) -> bytes | bytearray:
         return deflate_chunked(data, self.level, pieces) if self._splits(data) \
             else deflate_whole(data, self.level)
 
