@@ -17,9 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from test_writer_pypi import pypi_zip_problems
 
 from fastelf import wheelwriter

@@ -22,12 +22,10 @@ import textwrap
 from functools import lru_cache
 from pathlib import Path
 
+import elfbuild as eb
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for elfbuild, in any import mode
-import elfbuild as eb  # noqa: E402
-
-from fastelf._elf import ElfError, ElfNeedMore, parse  # noqa: E402
+from fastelf._elf import ElfError, ElfNeedMore, parse
 
 READELF = shutil.which("readelf")
 pytestmark = pytest.mark.skipif(READELF is None, reason="readelf (binutils) not installed")

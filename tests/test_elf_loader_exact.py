@@ -29,17 +29,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
-
-from fastelf.patch import ElfPatchError, patch_elf
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for elfbuild, wheelbuild
 import elfbuild as eb
+import pytest
 from wheelbuild import build_wheel
 
 import fastelf
 from fastelf._elf import ElfError, ElfNeedMore
 from fastelf.audit import audit_wheel
+from fastelf.patch import ElfPatchError, patch_elf
 
 READELF = shutil.which("readelf")
 HOST_GLIBC_X86_64 = (platform.machine() == "x86_64" and sys.platform == "linux"

@@ -26,25 +26,22 @@ import io
 import json
 import os
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile_support as hs  # noqa: E402
-
-from fastelf import elfscan, wheel  # noqa: E402
-from fastelf._elf import ElfError, ElfNeedMore, parse  # noqa: E402
-from fastelf.audit import audit_path, audit_wheel  # noqa: E402
-from fastelf.errors import LimitError, WheelError  # noqa: E402
-from fastelf.record import verify_record  # noqa: E402
-from fastelf.report import show_text  # noqa: E402
-from fastelf.wheel import WheelReader  # noqa: E402
+from fastelf import elfscan, wheel
+from fastelf._elf import ElfError, ElfNeedMore, parse
+from fastelf.audit import audit_path, audit_wheel
+from fastelf.errors import LimitError, WheelError
+from fastelf.record import verify_record
+from fastelf.report import show_text
+from fastelf.wheel import WheelReader
 
 EXAMPLES = int(os.environ.get("FASTELF_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

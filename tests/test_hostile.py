@@ -20,19 +20,17 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
+from hostile_support import Entry, build_zip, dist_info
 
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile_support as hs  # noqa: E402
-from hostile_support import Entry, build_zip, dist_info  # noqa: E402
-
-from fastelf import cli, wheel  # noqa: E402
-from fastelf._elf import ElfError, ElfLimitError, parse  # noqa: E402
-from fastelf.audit import audit_path, audit_wheel  # noqa: E402
-from fastelf.errors import LimitError, WheelError  # noqa: E402
-from fastelf.record import verify_record  # noqa: E402
-from fastelf.report import show_text  # noqa: E402
-from fastelf.wheel import DEFAULT_LIMITS, Limits, WheelReader  # noqa: E402
+from fastelf import cli, wheel
+from fastelf._elf import ElfError, ElfLimitError, parse
+from fastelf.audit import audit_path, audit_wheel
+from fastelf.errors import LimitError, WheelError
+from fastelf.record import verify_record
+from fastelf.report import show_text
+from fastelf.wheel import DEFAULT_LIMITS, Limits, WheelReader
 
 SO = (hs.SEEDS / "x86_64-sysv-hash.so").read_bytes()      # no ISA note: manylinux-clean
 EXT = "demo/seed.cpython-311-x86_64-linux-gnu.so"

@@ -22,20 +22,18 @@ import time
 import zipfile
 from pathlib import Path
 
+import hostile_support as hs
 import pytest
+from elfbuild import compile_c, have_compiler
 
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile_support as hs  # noqa: E402
-from elfbuild import compile_c, have_compiler  # noqa: E402
-
-from fastelf import audit as audit_mod  # noqa: E402
-from fastelf import batch, cli, lddtree, ldpaths  # noqa: E402
-from fastelf.audit import audit_path  # noqa: E402
-from fastelf.errors import LimitError  # noqa: E402
-from fastelf.lddtree import ElfCache, resolve_tree  # noqa: E402
-from fastelf.repair import RepairError, repair_wheel  # noqa: E402
-from fastelf.retag import retag_wheel  # noqa: E402
-from fastelf.wheel import Limits  # noqa: E402
+from fastelf import audit as audit_mod
+from fastelf import batch, cli, lddtree, ldpaths
+from fastelf.audit import audit_path
+from fastelf.errors import LimitError
+from fastelf.lddtree import ElfCache, resolve_tree
+from fastelf.repair import RepairError, repair_wheel
+from fastelf.retag import retag_wheel
+from fastelf.wheel import Limits
 
 pytestmark = pytest.mark.skipif(not have_compiler("gcc") or shutil.which("readelf") is None,
                                 reason="gcc and readelf are needed")

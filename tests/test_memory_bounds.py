@@ -24,10 +24,8 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
 import hostile_support as hs
+import pytest
 
 from fastelf import elfscan
 from fastelf._elf import parse

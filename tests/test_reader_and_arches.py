@@ -8,19 +8,16 @@ import mmap
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from elfbuild import compile_c, need
+from wheelbuild import build_wheel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from elfbuild import compile_c, need  # noqa: E402
-from wheelbuild import build_wheel  # noqa: E402
-
-from fastelf import parse_elf  # noqa: E402
-from fastelf.audit import audit_wheel  # noqa: E402
-from fastelf.elfscan import iter_elf_members  # noqa: E402
-from fastelf.wheel import STORED, WheelReader  # noqa: E402
+from fastelf import parse_elf
+from fastelf.audit import audit_wheel
+from fastelf.elfscan import iter_elf_members
+from fastelf.wheel import STORED, WheelReader
 
 AUDITWHEEL_POLICY = None
 try:

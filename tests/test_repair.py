@@ -31,11 +31,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from elfbuild import compile_c, have_compiler, python_ext_source  # noqa: E402
-from realwheels import (  # noqa: E402
+from elfbuild import compile_c, have_compiler, python_ext_source
+from realwheels import (
     RealWheel,
     auditwheel_policies,
     fetch,
@@ -44,9 +41,9 @@ from realwheels import (  # noqa: E402
     readelf_dynamic,
     readelf_version_needs,
 )
-from wheelbuild import build_wheel  # noqa: E402
+from wheelbuild import build_wheel
 
-from fastelf.repair import RepairError, repair_wheel  # noqa: E402
+from fastelf.repair import RepairError, repair_wheel
 
 pytestmark = pytest.mark.skipif(not have_compiler("gcc") or shutil.which("readelf") is None,
                                 reason="gcc and readelf are needed")

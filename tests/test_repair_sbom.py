@@ -18,15 +18,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from elfbuild import compile_c, python_ext_source
 from test_repair import (  # noqa: F401
     EXT,

@@ -16,9 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from realwheels import auditwheel_show, have_auditwheel
 from test_repair import EXT, PY, check_record, clean_env, extract, fx, hidden  # noqa: F401
 from wheelbuild import build_wheel

@@ -13,13 +13,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from elfbuild import compile_c, have_compiler
 
 from fastelf import parse_elf

@@ -25,9 +25,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 from elfbuild import compile_c
 from test_repair import EXT, PY, check_record, fx, wheel_tag_lines  # noqa: F401
 from wheelbuild import build_wheel

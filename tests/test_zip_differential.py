@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import zipfile
 import zlib
 
+import hostile_support as hs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-import hostile_support as hs  # noqa: E402
-
-from fastelf._elf import parse  # noqa: E402
-from fastelf.audit import audit_wheel  # noqa: E402
-from fastelf.errors import WheelError  # noqa: E402
-from fastelf.wheel import WheelReader  # noqa: E402
+from fastelf._elf import parse
+from fastelf.audit import audit_wheel
+from fastelf.errors import WheelError
+from fastelf.wheel import WheelReader
 
 EXAMPLES = int(os.environ.get("FASTELF_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
