@@ -427,6 +427,7 @@ def cmd_retag(args, out):
 def cmd_repair(args, out):
     from .repair import repair_wheel
 
+    options = _repair_options(args)
     code = EXIT_OK
     for path in args.wheels:
         if not os.path.isfile(path):
@@ -434,23 +435,29 @@ def cmd_repair(args, out):
             code = EXIT_USAGE
             continue
         try:
-            res = repair_wheel(
-                path, args.wheel_dir, plat=args.plat, only_plat=args.only_plat,
-                exclude=args.exclude, root=args.root, ldpaths=args.ldpaths,
-                ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
-                update_tags=not args.no_update_tags,
-                disable_isa_ext_check=args.disable_isa_ext_check,
-                compresslevel=args.zip_compression_level, strip=args.strip)
+            res = repair_wheel(path, args.wheel_dir, options)
         except FastElfError as e:
             code = max(code, _fail(e))
             continue
         if args.json:
             out.write(json.dumps(res.to_dict()) + "\n")
         else:
-            for lib, (src, member) in res.grafted.items():
-                out.write(printable(f"grafted {lib} from {src} as {member}") + "\n")
+            for lib, graft in res.grafted.items():
+                out.write(printable(f"grafted {lib} from {graft.source} as {graft.member}") + "\n")
             out.write(printable(f"wrote {res.output}") + "\n")
     return code
+
+
+def _repair_options(args):
+    """The repair options of the command line; LD_LIBRARY_PATH comes from the
+    environment, as ld.so takes it."""
+    from .repair import RepairOptions
+
+    return RepairOptions(
+        plat=args.plat, only_plat=args.only_plat, exclude=args.exclude, root=args.root,
+        ldpaths=args.ldpaths, ld_library_path=os.environ.get("LD_LIBRARY_PATH"),
+        update_tags=not args.no_update_tags, disable_isa_ext_check=args.disable_isa_ext_check,
+        compresslevel=args.zip_compression_level, strip=args.strip)
 
 
 def cmd_check(args, out):

@@ -14,9 +14,9 @@ import collections
 import mmap
 import os
 import re
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._elf import ElfError, parse
+from ._elf import ElfError, ElfFile, parse
 from .errors import LddError
 from .hostfile import open_regular
 from .ldpaths import (
@@ -33,8 +33,8 @@ from .ldpaths import (
 )
 from .libc import libc_of
 
-__all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "resolve_tree",
-           "detect_libc"]
+__all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "SearchDir",
+           "SearchResult", "Skipped", "resolve_tree", "detect_libc"]
 
 EM_ARM = 40
 ET_DYN = 3
@@ -180,6 +180,30 @@ def detect_libc(elf) -> str:
     return libc_of(elf) or GLIBC
 
 
+class SearchDir(NamedTuple):
+    """One directory of an object's search order, with the source that put it there
+    (``rpath``, ``ld_library_path``, ``runpath``, ``system`` or ``ldpaths``)."""
+    directory: str
+    label: str
+
+
+class Skipped(NamedTuple):
+    """A candidate file the loader passed over (another class or machine), and why."""
+    path: str
+    reason: str
+
+
+class SearchResult(NamedTuple):
+    """What :meth:`Searcher.find` found for one DT_NEEDED name.  ``path`` and ``elf``
+    are None when nothing loadable was found; ``error`` then says why the loader
+    would stop (a bad candidate that ends the search), or is None (not found)."""
+    path: Optional[str]
+    elf: Optional[ElfFile]
+    found_via: Optional[str]      # a SearchDir label, "direct" or "interpreter"
+    skipped: List[Skipped]
+    error: Optional[str]
+
+
 class Node:
     """One loaded object: its ElfFile, the object that loaded it, its $ORIGIN.
 
@@ -193,7 +217,7 @@ class Node:
         self.path, self.elf, self.loader, self.origin, self.chain = (
             path, elf, loader, origin, chain)
         self.rpath_dirs: Optional[List[str]] = None
-        self.order: Optional[List[Tuple[str, str]]] = None
+        self.order: Optional[List[SearchDir]] = None
 
 
 class Searcher:
@@ -274,9 +298,9 @@ class Searcher:
             node.rpath_dirs = list(dict.fromkeys(self.expand(split_path(node.elf.rpath), node)))
         return node.rpath_dirs
 
-    def search_order(self, node) -> List[Tuple[str, str]]:
-        """(directory, label) in the order the loader searches them for ``node``'s
-        needs, without duplicates; computed once per node.  Raises LimitError
+    def search_order(self, node) -> List[SearchDir]:
+        """The directories (each with its label) in the order the loader searches them
+        for ``node``'s needs, without duplicates; computed once per node.  Raises LimitError
         for an object beyond the limits of :func:`fastelf.ldpaths.check_object_limits`."""
         if node.order is None:
             node.order = self._search_order(node)
@@ -284,7 +308,7 @@ class Searcher:
                                 [d for d, label in node.order if label != self.system_label])
         return node.order
 
-    def _search_order(self, node) -> List[Tuple[str, str]]:
+    def _search_order(self, node) -> List[SearchDir]:
         dirs: List[Tuple[str, str]] = []
         for entries in (split_path(node.elf.rpath), split_path(node.elf.runpath)):
             check_object_limits(node.path or node.chain[0], entries)
@@ -314,10 +338,10 @@ class Searcher:
         for d, label in dirs:
             if d not in seen:
                 seen.add(d)
-                out.append((d, label))
+                out.append(SearchDir(d, label))
         return out
 
-    def try_file(self, candidate, skipped):
+    def try_file(self, candidate, skipped: List[Skipped]):
         """(elf, error): the ElfFile to use, or an error that ends the search
         (as it ends the loader's), or (None, None) to keep searching."""
         self.cache.lookups += 1
@@ -332,35 +356,35 @@ class Searcher:
             return elf, None
         if fatal:
             return None, f"{candidate}: {why}"
-        skipped.append((candidate, why))
+        skipped.append(Skipped(candidate, why))
         return None, None
 
-    def find(self, name: str, node):
-        """(path, elf, found_via, skipped, error) for ``name`` needed by ``node``."""
-        skipped: List[Tuple[str, str]] = []
+    def find(self, name: str, node) -> SearchResult:
+        """The file the loader would load for ``name`` needed by ``node``."""
+        skipped: List[Skipped] = []
         if "/" in name:
             candidate = rooted(self.root, name) if name.startswith("/") else os.path.abspath(name)
             elf, err = self.try_file(candidate, skipped)
             if elf is not None:
-                return candidate, elf, "direct", skipped, None
-            return None, None, None, skipped, err
+                return SearchResult(candidate, elf, "direct", skipped, None)
+            return SearchResult(None, None, None, skipped, err)
         if self.interp_path and ((self.flavour == MUSL and _MUSL_RESERVED.fullmatch(name))
                                  or name in self.interp_names):
             # the loader is mapped first and answers to its names (musl's is
             # also libc, and takes the names of libc's parts)
             elf, err = self.try_file(self.interp_path, skipped)
             if elf is not None:
-                return self.interp_path, elf, "interpreter", skipped, None
+                return SearchResult(self.interp_path, elf, "interpreter", skipped, None)
         for d, label in self.search_order(node):
             if not self.cache.may_hold(d, name):
                 continue
             candidate = os.path.join(d, name)
             elf, err = self.try_file(candidate, skipped)
             if elf is not None:
-                return candidate, elf, label, skipped, None
+                return SearchResult(candidate, elf, label, skipped, None)
             if err is not None:
-                return None, None, None, skipped, err
-        return None, None, None, skipped, None
+                return SearchResult(None, None, None, skipped, err)
+        return SearchResult(None, None, None, skipped, None)
 
 
 def resolve_tree(
@@ -430,14 +454,16 @@ def resolve_tree(
                                               None, node.chain + [name], [])
                     libraries[name].soname = same.soname
                 continue
-            found, elf, via, skipped, error = find(name, node)
+            hit = find(name, node)
+            found, elf = hit.path, hit.elf
             chain = node.chain + [name]
-            if found is None:
-                libraries[name] = Library(name, None, None, None, None, chain, skipped, error)
+            if found is None or elf is None:
+                libraries[name] = Library(name, None, None, None, None, chain, hit.skipped,
+                                          hit.error)
                 continue
             real = os.path.realpath(found)
-            libraries[name] = Library(name, os.path.normpath(found), real, via, elf, chain,
-                                      skipped)
+            libraries[name] = Library(name, os.path.normpath(found), real, hit.found_via, elf,
+                                      chain, hit.skipped)
             if elf.soname and elf.soname != name:
                 by_soname.setdefault(elf.soname, name)
             if real in by_real:

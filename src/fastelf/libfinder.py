@@ -11,29 +11,41 @@ dependencies are searched with inherited RPATHs, as ld.so does.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple, Optional
 
+from ._elf import ElfFile
 from .errors import WheelError
 from .hostfile import open_regular
 from .lddtree import Node, Searcher
 from .ldpaths import split_path
 
 
+class FoundLibrary(NamedTuple):
+    """A library found on the host for a requester, as ld.so would load it."""
+    path: str             # the host path (under the sysroot when there is one)
+    data: bytes           # the file's bytes, read once
+    elf: ElfFile
+    node: Node            # its own search context: its dependencies inherit its loaders'
+
+
 class LibraryFinder:
-    def __init__(self, top_elf, *, root="/", libc=None, ld_library_path=None,
-                 extra_paths=None):
+    def __init__(self, top_elf: ElfFile, *, root: str = "/", libc: Optional[str] = None,
+                 ld_library_path: Optional[str] = None,
+                 extra_paths: Optional[str] = None) -> None:
         """``top_elf``: an ElfFile of the wheel (its class, machine and ABI must match);
         ``extra_paths``: --ldpaths, replacing the system search."""
         self.searcher = Searcher(
             top_elf, root=root or "/", ld_library_path=ld_library_path, libc=libc,
             ldpaths=split_path(extra_paths) if extra_paths is not None else None)
-        self._data = {}           # host path -> bytes: repair may ask for a library again
-        self._requesters = {}     # member -> Node
+        # host path -> bytes: repair may ask for a library again
+        self._data: dict[str, bytes] = {}
+        self._requesters: dict[str, Node] = {}     # member -> Node
 
     def forget_files(self) -> None:
         """Drop the bytes read so far (repair keeps only its patched copies)."""
         self._data.clear()
 
-    def requester(self, member: str, elf) -> Node:
+    def requester(self, member: str, elf: ElfFile) -> Node:
         """The search context of an ELF file inside the wheel: one Node per member,
         so its search order is computed once however many libraries it needs."""
         node = self._requesters.get(member)
@@ -41,11 +53,11 @@ class LibraryFinder:
             node = self._requesters[member] = Node(None, elf, None, None, [member])
         return node
 
-    def find(self, name: str, node: Node):
-        """(host path, bytes, ElfFile, Node) of the library ``name`` that ``node`` needs,
-        or None when ld.so would not find one."""
-        path, elf, _via, _skipped, _error = self.searcher.find(name, node)
-        if path is None:
+    def find(self, name: str, node: Node) -> Optional[FoundLibrary]:
+        """The library ``name`` that ``node`` needs, or None when ld.so would not find one."""
+        hit = self.searcher.find(name, node)
+        path, elf = hit.path, hit.elf
+        if path is None or elf is None:
             return None
         data = self._data.get(path)
         if data is None:
@@ -55,4 +67,4 @@ class LibraryFinder:
             except OSError as e:       # changed since the search looked at it
                 raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
-        return path, data, elf, found
+        return FoundLibrary(path, data, elf, found)

@@ -1,16 +1,27 @@
 """Repair a wheel: graft the external libraries it needs into ``<name>.libs/``.
 
-Steps, all in memory (no extraction, no patchelf):
+Steps, all in memory (no extraction, no patchelf), each a stage below that
+returns a value:
 
-1. audit the wheel; the libraries its ELF files need that no policy allows
-   and that the wheel does not carry are the *external* ones;
-2. find each on this system (or under ``--root``) with ld.so's search rules,
-   with the libraries they need in turn;
-3. copy each into ``<name>.libs/`` as ``<base>-<sha256[:8]>.<rest>`` and set
-   its SONAME to that name; point DT_NEEDED entries at the new names; set
-   RPATH to ``$ORIGIN``-relative paths (kept in-wheel entries first);
-4. audit the result to find the tags it now satisfies; write the new wheel
-   (atomically, input untouched) with those tags in its name and WHEEL file.
+1. read and audit the wheel (:func:`_audit`); the libraries its ELF files
+   need that no policy allows and that the wheel does not carry are the
+   *external* ones;
+2. choose the target policy (:func:`_choose_target`): ``--plat``'s, or with
+   auto the most compatible one the wheel plus what it would graft can meet;
+3. collect the grafts (:func:`_collect_grafts`): find each external library
+   on this system (or under ``--root``) with ld.so's search rules, with the
+   libraries they need in turn;
+4. patch (:func:`_patch_grafts`, :func:`_patch_members`): copy each library
+   into ``<name>.libs/`` as ``<base>-<sha256[:8]>.<rest>`` and set its SONAME
+   to that name; point DT_NEEDED entries at the new names; set RPATH to
+   ``$ORIGIN``-relative paths (kept in-wheel entries first);
+5. verify (:func:`_verify`): audit the result, which must meet the target;
+   its verdict gives the tags for the name and WHEEL file (:func:`_name_output`);
+6. write (:func:`_write`) the new wheel atomically, input untouched.  Verify
+   comes before write so that a failed repair writes nothing.
+
+``--plat``/``--only-plat`` are interpreted once, by :func:`plat_request`; the
+options travel as one :class:`RepairOptions`.
 """
 
 from __future__ import annotations
@@ -21,12 +32,21 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from . import __version__
 from . import policy as pol
-from ._elf import parse
-from .audit import AuditResult, elf_info, install_path, judge, read_elf_infos, wheel_dir_of
+from ._elf import ElfFile, parse
+from .audit import (
+    AuditResult,
+    ElfInfo,
+    PolicyCheck,
+    elf_info,
+    install_path,
+    judge,
+    read_elf_infos,
+    wheel_dir_of,
+)
 from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError, RepairError
 from .lddtree import Node
@@ -36,8 +56,48 @@ from .patch import patch_elf
 from .retag import expand_tag, split_wheel_name
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .strip import strip_elf
-from .wheel import DEFAULT_LIMITS, WheelReader
+from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
+
+# ------------------------------------------------------------------ options and results
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    """Everything that decides a repair besides the input and the output directory:
+    the command line builds one, the stages read it (so adding an option touches
+    the dataclass, not every signature between the CLI and the stage that uses it).
+
+    ``plat``: the platform tag to reach (legacy aliases accepted), or None / "auto"
+    for the best one possible; ``only_plat``: tag with it alone.  ``exclude``: globs
+    of sonames or library paths to leave external.  ``root``: the sysroot searched;
+    ``ld_library_path`` and ``ldpaths`` (replacing the system search) as ld.so
+    would see them.  ``update_tags``: False keeps the input's file name and tags.
+    ``strip``: drop symbol tables and debug sections like ``strip -s`` from every
+    ELF file (in process, before patching).  ``compresslevel``: deflate level of
+    the members written.  ``limits``: the safety limits for reading the input."""
+
+    plat: str | None = None
+    only_plat: bool = False
+    exclude: Sequence[str] = ()
+    root: str = "/"
+    ld_library_path: str | None = None
+    ldpaths: str | None = None
+    update_tags: bool = True
+    disable_isa_ext_check: bool = False
+    compresslevel: int = 6
+    strip: bool = False
+    limits: Limits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        # a tuple, so the frozen options cannot change under a repair through a caller's list
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+
+class Grafted(NamedTuple):
+    """One grafted library: the host file it was copied from, the member it became."""
+    source: str
+    member: str
 
 
 @dataclass
@@ -45,16 +105,50 @@ class RepairResult:
     input: str
     output: str | None
     tags: list
-    grafted: dict = field(default_factory=dict)     # original soname -> (host path, member)
+    grafted: dict[str, Grafted] = field(default_factory=dict)   # original soname -> Grafted
     patched: list = field(default_factory=list)     # members rewritten
     audit: AuditResult | None = None
     sbom: str | None = None                         # the SBOM member written, if any
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"input": self.input, "output": self.output, "tags": self.tags,
-                "grafted": {k: {"from": v[0], "to": v[1]} for k, v in self.grafted.items()},
+                "grafted": {k: {"from": v.source, "to": v.member}
+                            for k, v in self.grafted.items()},
                 "patched": self.patched, "sbom": self.sbom}
 
+
+class PlatRequest(NamedTuple):
+    """``--plat`` and ``--only-plat`` as interpreted once; every later stage asks this
+    rather than the strings (which name is auto, which is legacy)."""
+    given: str | None         # the tag or policy name as given; None for auto
+    only: bool                # --only-plat: the requested policy's tags alone
+    legacy_name: bool         # given by a legacy name (manylinux2014): no better tags
+
+    @property
+    def auto(self) -> bool:
+        return self.given is None
+
+    @property
+    def adds_better_tags(self) -> bool:
+        """Whether the best satisfied policy's tags join the requested ones: not with
+        --only-plat, nor for a legacy name (auditwheel's graft check matches only
+        PEP 600 policy names, so it adds none)."""
+        return not (self.only or self.legacy_name)
+
+
+def plat_request(plat: str | None, only_plat: bool = False) -> PlatRequest:
+    """The target description of the user's ``--plat``/``--only-plat``."""
+    if plat in (None, "auto"):
+        return PlatRequest(None, only_plat, False)
+    assert plat is not None     # narrowed for mypy: the tuple test above does not
+    return PlatRequest(plat, only_plat, _is_legacy_name(plat))
+
+
+def _is_legacy_name(plat: str) -> bool:
+    return plat.split("_", 1)[0] in pol.LEGACY_ALIASES
+
+
+# ------------------------------------------------------------------ names
 
 def hashed_name(soname: str, data: bytes) -> str:
     """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file)."""
@@ -79,233 +173,336 @@ def _script_shim(binary: str) -> bytes:
             "        sys.argv,\n    )\n").encode()
 
 
-def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = False,
-                 exclude=(), root: str = "/", ld_library_path: str | None = None,
-                 ldpaths: str | None = None, update_tags: bool = True,
-                 disable_isa_ext_check: bool = False, compresslevel: int = 6,
-                 strip: bool = False, limits=DEFAULT_LIMITS) -> RepairResult:
-    """Repair ``path`` into ``wheel_dir``; returns what was done.
-
-    ``plat``: the platform tag to reach (legacy aliases accepted), or None /
-    "auto" for the best one possible.  ``strip``: drop symbol tables and debug
-    sections like ``strip -s`` from every ELF file (in process, before
-    patching).  Raises RepairError (nothing written)
-    when a library cannot be found or the tag cannot be reached.
-    """
-    path = os.fspath(path)
-    filename = os.path.basename(path)
-    stem = split_wheel_name(filename)[0]
-    problem = output_dir_problem(wheel_dir)
-    if problem:
-        raise RepairError(f"{path}: {problem}")
-    libs_dir = stem.split("-", 1)[0] + ".libs"
-    scripts_dir = stem.split("-", 1)[0] + ".scripts"
-    with WheelReader(path, limits) as reader:
-        infos = read_elf_infos(reader)
-        before = judge(infos, filename, path, exclude=exclude,
-                       disable_isa_ext_check=disable_isa_ext_check)
-        if before.error:
-            raise RepairError(f"{path}: {before.error}")
-        if before.pure:
-            raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
-        member_elf: dict = {}
-
-        def data_of(member):
-            """Inflated anew, not kept: each member is patched once, and holding every
-            ELF member's bytes would set the peak memory (parse keeps no reference)."""
-            return bytes(reader.read(member))
-
-        def elf_of(member):
-            if member not in member_elf:
-                member_elf[member] = parse(data_of(member))
-            return member_elf[member]
-
-        first = next(i.path for i in infos if i.arch == before.arch)
-        finder = LibraryFinder(elf_of(first), root=root, libc=before.libc,
-                               ld_library_path=ld_library_path, extra_paths=ldpaths)
-        target, grafts, excluded, _probe = _choose_target(
-            _Wheel(path, filename, libs_dir, infos, elf_of), before, finder, plat, exclude,
-            disable_isa_ext_check, probe_always=False)
-
-        # new names, then the patched bytes of grafted libraries and wheel members
-        renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
-        added = {}
-        result_infos = [i for i in infos]
-        grafted = {}
-        source_sha = {lib: hashlib.sha256(data).hexdigest()
-                      for lib, (_p, data, _e) in grafts.items()}
-        for lib, (host_path, data, elf) in grafts.items():
-            deps = {d: renames[d] for d in elf.needed if d in renames}
-            drop = [d for d in elf.needed if LIBPYTHON_RE.match(d)] or None
-            new = patch_elf(strip_elf(data) if strip else data, set_soname=renames[lib],
-                            replace_needed=deps or None, remove_needed=drop,
-                            **({"set_rpath": "$ORIGIN"} if deps else {"remove_rpath": True}))
-            member = f"{libs_dir}/{renames[lib]}"
-            added[member] = (new, 0o755)
-            grafted[lib] = (host_path, member)
-            result_infos.append(elf_info(member, parse(new, exports=extension_init_names(member))))
-        # the originals are not needed any more (peak memory: the patched copies remain)
-        grafts = {lib: (h, None, e) for lib, (h, _d, e) in grafts.items()}
-        finder.forget_files()
-        replaced = {}
-        for i, info in enumerate(result_infos[:len(infos)]):
-            deps = {d: renames[d] for d in info.needed if d in renames}
-            drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
-            if strip:
-                replaced[info.path] = strip_elf(data_of(info.path))
-            if not deps and not drop:
-                continue
-            data = replaced.get(info.path) or data_of(info.path)
-            dest = info.path          # an ELF in .data/scripts moves to <name>.scripts/
-            if deps and _SCRIPT_RE.match(dest):
-                dest = f"{scripts_dir}/{posixpath.basename(dest)}"
-            here = posixpath.dirname(install_path(dest))
-            rel = posixpath.relpath(libs_dir, here or ".")
-            keep = [e for e in split_path(info.rpath or info.runpath)
-                    if wheel_dir_of(e, here) is not None]
-            origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
-            rpath = ":".join(dict.fromkeys(keep + [origin]))
-            new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
-                            set_rpath=rpath if deps else None)
-            if dest != info.path:
-                added[dest] = (new, (reader.member(info.path).mode & 0o7777) or 0o755)
-                replaced[info.path] = _script_shim(dest)
-            else:
-                replaced[info.path] = new
-            result_infos[i] = elf_info(dest, parse(new, exports=extension_init_names(dest)))
-
-        after = judge(result_infos, filename, path, exclude=(*exclude, *excluded),
-                      disable_isa_ext_check=disable_isa_ext_check)
-        if target.tag not in after.tags:
-            check = next((c for c in after.policies if c.tag == target.tag), None)
-            why = "; ".join(check.reasons(limit=4)) if check else "unknown policy"
-            raise RepairError(f"{path}: cannot reach {target.tag} even after grafting: {why}")
-        tags = _output_tags(after, target, plat, only_plat)
-        if not update_tags:
-            tags = split_wheel_name(filename)[3]
-        out_name = _output_name(filename, tags, after) if update_tags else filename
-        out = os.path.join(os.fspath(wheel_dir), out_name)
-        if os.path.exists(out) and os.path.samefile(out, path):
-            raise RepairError(f"{path}: the repaired wheel would overwrite its input; choose "
-                              "another output directory (-w)")
-        _s, py, abi, out_plats = split_wheel_name(out_name)
-        # WHEEL lists the input's kept tags first, then the new ones, as auditwheel does
-        line_order = [t for t in split_wheel_name(filename)[3] + list(tags) if t in out_plats]
-        wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
-                      for t in dict.fromkeys(line_order + out_plats)]
-        sbom_member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
-        sbom = _sbom(out_name, source_sha, grafted, root)
-        if sbom is not None:
-            added[sbom_member] = (sbom, 0o644)
-        try:
-            os.makedirs(wheel_dir, exist_ok=True)
-            rewrite_wheel(reader, out, replace=replaced, add=added, wheel_tags=wheel_tags,
-                          remove={sbom_member} if sbom is not None else (),
-                          compresslevel=compresslevel)
-        except OSError as e:      # disk full, -w is a file, no permission: a clean error
-            raise RepairError(f"{path}: cannot write {out}: {e.strerror or e}") from e
-    return RepairResult(input=path, output=out, tags=tags, grafted=grafted,
-                        patched=sorted(replaced), audit=after,
-                        sbom=sbom_member if sbom is not None else None)
-
-
-def _sbom(out_name: str, source_sha: dict, grafted: dict, root: str) -> bytes | None:
-    """The SBOM of the grafted libraries, or None when nothing was grafted (then an
-    SBOM already in the input, from an earlier repair, is kept as it is: the
-    libraries it names are still there).  A new one replaces an older one.
-    ``source_sha``: soname -> sha256 of the file as read from the system."""
-    files = [GraftedFile(lib, host_path, member, source_sha[lib])
-             for lib, (host_path, member) in grafted.items()]
-    packages = owning_packages([f.source_path for f in files], root) if files else {}
-    return build_sbom(out_name, files, packages, __version__)
-
-
-class _Wheel(NamedTuple):
-    """The wheel being repaired, as the planning steps see it."""
+class _WheelNames(NamedTuple):
+    """The names derived from the input's file name."""
     path: str
     filename: str
-    libs_dir: str
-    infos: list
-    elf_of: Callable
+    libs_dir: str             # <name>.libs: where grafted libraries go
+    scripts_dir: str          # <name>.scripts: where ELF files of .data/scripts move
+
+    @classmethod
+    def of(cls, path: str) -> _WheelNames:
+        """Raises WheelError for a file name that is not a wheel's."""
+        filename = os.path.basename(path)
+        project = split_wheel_name(filename)[0].split("-", 1)[0]
+        return cls(path, filename, f"{project}.libs", f"{project}.scripts")
 
 
-def _choose_target(w: _Wheel, before: AuditResult, finder: LibraryFinder, plat, exclude,
-                   disable_isa_ext_check: bool, probe_always: bool) -> tuple:
-    """(target policy, grafts, excluded sonames, probe audit or None).
+# ------------------------------------------------------------------ records between stages
+
+class HostLibrary(NamedTuple):
+    """A library found on the host to graft: its path, its bytes and their parse."""
+    path: str
+    data: bytes
+    elf: ElfFile
+
+
+class _GraftSet(NamedTuple):
+    """What :func:`_collect_grafts` found for one target policy."""
+    grafts: dict[str, HostLibrary]      # soname -> the library to graft
+    excluded: set[str]                  # sonames left external: an --exclude glob matched
+
+
+class _Plan(NamedTuple):
+    """The target policy and what reaching it takes."""
+    target: pol.Policy
+    grafts: dict[str, HostLibrary]
+    excluded: set[str]
+    probe: AuditResult | None       # the wheel plus the grafts, judged (when it was needed)
+
+
+class NewMember(NamedTuple):
+    """A member the repaired wheel gains (``rewrite_wheel``'s ``(bytes, mode)``)."""
+    data: bytes
+    mode: int
+
+
+class _PatchedGrafts(NamedTuple):
+    """The grafted libraries as written into the wheel."""
+    renames: dict[str, str]             # original soname -> hashed name
+    added: dict[str, NewMember]         # <name>.libs/ member -> its patched bytes
+    files: list[GraftedFile]            # for the result and the SBOM
+    infos: list[ElfInfo]                # their facts, for the final audit
+
+
+class _PatchedMembers(NamedTuple):
+    """The wheel's own ELF members after patching."""
+    replaced: dict[str, bytes]          # member -> new bytes (a shim for a moved script)
+    added: dict[str, NewMember]         # .data/scripts ELF files moved to <name>.scripts/
+    infos: list[ElfInfo]                # the facts of every ELF member, in input order
+
+
+class _Output(NamedTuple):
+    """What the repaired wheel is called and which tags it states."""
+    tags: list[str]               # the tags the result reports
+    name: str                     # its file name
+    path: str
+    wheel_tags: list[str]         # the WHEEL file's Tag lines
+
+
+class _WheelView:
+    """The open input as the stages see it: its ELF members' facts, and their
+    ElfFiles parsed on demand (each once: the search asks for a requester's
+    search context again for every library it needs)."""
+
+    def __init__(self, names: _WheelNames, reader: WheelReader, infos: list[ElfInfo]):
+        self.names = names
+        self.reader = reader
+        self.infos = infos
+        self._elfs: dict[str, ElfFile] = {}
+
+    def data_of(self, member: str) -> bytes:
+        """Inflated anew, not kept: each member is patched once, and holding every
+        ELF member's bytes would set the peak memory (parse keeps no reference)."""
+        return bytes(self.reader.read(member))
+
+    def elf_of(self, member: str) -> ElfFile:
+        if member not in self._elfs:
+            self._elfs[member] = parse(self.data_of(member))
+        return self._elfs[member]
+
+
+# ------------------------------------------------------------------ repair
+
+def repair_wheel(path: str | os.PathLike[str], wheel_dir: str | os.PathLike[str],
+                 options: RepairOptions | None = None, **kw: Any) -> RepairResult:
+    """Repair ``path`` into ``wheel_dir``; returns what was done.
+
+    ``options`` is a :class:`RepairOptions`; its fields are also accepted as
+    keywords (``repair_wheel(path, out, plat="manylinux2014")``), not both.
+    Raises RepairError (nothing written) when a library cannot be found or the
+    tag cannot be reached.
+    """
+    opts = _options_of(options, kw)
+    request = plat_request(opts.plat, opts.only_plat)
+    names = _WheelNames.of(os.fspath(path))
+    problem = output_dir_problem(wheel_dir)
+    if problem:
+        raise RepairError(f"{names.path}: {problem}")
+    with WheelReader(names.path, opts.limits) as reader:
+        wheel, before = _audit(names, reader, opts)
+        _refuse_unrepairable(names.path, before)
+        finder = _finder_for(wheel, before, opts)
+        plan = _choose_target(wheel, before, finder, request, opts, probe_always=False)
+        grafts = _patch_grafts(plan.grafts, names.libs_dir, opts.strip)
+        target, excluded = plan.target, plan.excluded
+        # the originals' bytes are not needed any more (peak memory: the patched copies remain)
+        del plan
+        finder.forget_files()
+        members = _patch_members(wheel, grafts.renames, opts.strip)
+        after = _verify(names, members.infos + grafts.infos, target, excluded, opts)
+        output = _name_output(names, wheel_dir, after, target, request, opts.update_tags)
+        sbom = _sbom(reader, output.name, grafts.files, opts.root)
+        sbom_member = next(iter(sbom), None)
+        _write(names.path, reader, wheel_dir, output, members.replaced,
+               {**grafts.added, **members.added, **sbom}, sbom_member, opts.compresslevel)
+    return RepairResult(input=names.path, output=output.path, tags=output.tags,
+                        grafted={f.soname: Grafted(f.source_path, f.member)
+                                 for f in grafts.files},
+                        patched=sorted(members.replaced), audit=after, sbom=sbom_member)
+
+
+def _options_of(options: RepairOptions | None, kw: Mapping[str, Any]) -> RepairOptions:
+    """The options given as a RepairOptions or as its fields by keyword."""
+    if options is None:
+        return RepairOptions(**kw)
+    if kw:
+        raise TypeError(f"repair_wheel: options given twice (also {', '.join(sorted(kw))})")
+    return options
+
+
+def _audit(names: _WheelNames, reader: WheelReader,
+           opts: RepairOptions) -> tuple[_WheelView, AuditResult]:
+    """Stage 1: read every ELF member once and judge the wheel as it is."""
+    infos = read_elf_infos(reader)
+    before = judge(infos, names.filename, names.path, exclude=opts.exclude,
+                   disable_isa_ext_check=opts.disable_isa_ext_check)
+    return _WheelView(names, reader, infos), before
+
+
+def _refuse_unrepairable(path: str, before: AuditResult) -> None:
+    """A wheel the audit could not judge, or without a Linux ELF file, has nothing
+    repair could graft for."""
+    if before.error:
+        raise RepairError(f"{path}: {before.error}")
+    if before.pure:
+        raise RepairError(f"{path}: no ELF file for a Linux platform; nothing to repair")
+
+
+def _finder_for(wheel: _WheelView, before: AuditResult, opts: RepairOptions) -> LibraryFinder:
+    """The library search of the host, set up for the wheel's libc and architecture (the
+    first ELF member of that architecture gives the class, machine and ABI to match)."""
+    first = next(i.path for i in wheel.infos if i.arch == before.arch)
+    return LibraryFinder(wheel.elf_of(first), root=opts.root, libc=before.libc,
+                         ld_library_path=opts.ld_library_path, extra_paths=opts.ldpaths)
+
+
+def _patch_grafts(grafts: Mapping[str, HostLibrary], libs_dir: str,
+                  strip: bool) -> _PatchedGrafts:
+    """Stage 4a: each library under its hashed name in ``libs_dir``, its SONAME that
+    name, its needs of other grafted libraries renamed and found through
+    ``$ORIGIN`` (no RPATH at all when it needs none), libpython dropped."""
+    renames = {lib: hashed_name(lib, g.data) for lib, g in grafts.items()}
+    added: dict[str, NewMember] = {}
+    files: list[GraftedFile] = []
+    infos: list[ElfInfo] = []
+    for lib, g in grafts.items():
+        deps: dict[str | bytes, str | bytes] = {d: renames[d] for d in g.elf.needed
+                                                if d in renames}
+        drop = [d for d in g.elf.needed if LIBPYTHON_RE.match(d)] or None
+        data = strip_elf(g.data) if strip else g.data
+        if deps:
+            new = patch_elf(data, set_soname=renames[lib], replace_needed=deps or None,
+                            remove_needed=drop, set_rpath="$ORIGIN")
+        else:
+            new = patch_elf(data, set_soname=renames[lib], remove_needed=drop,
+                            remove_rpath=True)
+        member = f"{libs_dir}/{renames[lib]}"
+        added[member] = NewMember(new, 0o755)
+        files.append(GraftedFile(lib, g.path, member, hashlib.sha256(g.data).hexdigest()))
+        infos.append(elf_info(member, parse(new, exports=extension_init_names(member))))
+    return _PatchedGrafts(renames, added, files, infos)
+
+
+def _patch_members(wheel: _WheelView, renames: Mapping[str, str],
+                   strip: bool) -> _PatchedMembers:
+    """Stage 4b: every ELF member of the wheel needing a grafted library, pointed at
+    it (an ELF in ``.data/scripts`` moves to ``<name>.scripts/`` and a shim takes
+    its place); with ``strip``, every ELF member stripped."""
+    replaced: dict[str, bytes] = {}
+    added: dict[str, NewMember] = {}
+    infos = list(wheel.infos)
+    for i, info in enumerate(wheel.infos):
+        deps = {d: renames[d] for d in info.needed if d in renames}
+        drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
+        if strip:
+            replaced[info.path] = strip_elf(wheel.data_of(info.path))
+        if not deps and not drop:
+            continue
+        data = replaced.get(info.path) or wheel.data_of(info.path)
+        dest = info.path
+        if deps and _SCRIPT_RE.match(dest):
+            dest = f"{wheel.names.scripts_dir}/{posixpath.basename(dest)}"
+        new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
+                        set_rpath=_rpath_for(info, dest, wheel.names.libs_dir) if deps else None)
+        if dest != info.path:
+            mode = (wheel.reader.member(info.path).mode & 0o7777) or 0o755
+            added[dest] = NewMember(new, mode)
+            replaced[info.path] = _script_shim(dest)
+        else:
+            replaced[info.path] = new
+        infos[i] = elf_info(dest, parse(new, exports=extension_init_names(dest)))
+    return _PatchedMembers(replaced, added, infos)
+
+
+def _rpath_for(info: ElfInfo, dest: str, libs_dir: str) -> str:
+    """The RPATH of a member at ``dest`` that needs grafted libraries: its entries that
+    stay inside the wheel, then ``libs_dir`` relative to ``$ORIGIN``."""
+    here = posixpath.dirname(install_path(dest))
+    rel = posixpath.relpath(libs_dir, here or ".")
+    keep = [e for e in split_path(info.rpath or info.runpath)
+            if wheel_dir_of(e, here) is not None]
+    origin = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
+    return ":".join(dict.fromkeys(keep + [origin]))
+
+
+def _verify(names: _WheelNames, infos: list[ElfInfo], target: pol.Policy,
+            excluded: Iterable[str], opts: RepairOptions) -> AuditResult:
+    """Stage 5: judge the repaired wheel's ELF files; it must meet the target (the
+    libraries left external by an ``--exclude`` path glob are allowed)."""
+    after = judge(infos, names.filename, names.path, exclude=(*opts.exclude, *excluded),
+                  disable_isa_ext_check=opts.disable_isa_ext_check)
+    if target.tag not in after.tags:
+        check = next((c for c in after.policies if c.tag == target.tag), None)
+        why = "; ".join(check.reasons(limit=4)) if check else "unknown policy"
+        raise RepairError(f"{names.path}: cannot reach {target.tag} even after grafting: {why}")
+    return after
+
+
+def _name_output(names: _WheelNames, wheel_dir: str | os.PathLike[str], after: AuditResult,
+                 target: pol.Policy, request: PlatRequest, update_tags: bool) -> _Output:
+    """The repaired wheel's tags, file name, path and WHEEL Tag lines; refuses a path
+    that is the input itself."""
+    _stem, _py, _abi, input_plats = split_wheel_name(names.filename)
+    if update_tags:
+        tags = _output_tags(after, target, request)
+        out_name = _output_name(names.filename, tags, after)
+    else:
+        tags, out_name = input_plats, names.filename
+    out = os.path.join(os.fspath(wheel_dir), out_name)
+    if os.path.exists(out) and os.path.samefile(out, names.path):
+        raise RepairError(f"{names.path}: the repaired wheel would overwrite its input; choose "
+                          "another output directory (-w)")
+    _s, py, abi, out_plats = split_wheel_name(out_name)
+    # WHEEL lists the input's kept tags first, then the new ones, as auditwheel does
+    line_order = [t for t in input_plats + list(tags) if t in out_plats]
+    wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
+                  for t in dict.fromkeys(line_order + out_plats)]
+    return _Output(tags, out_name, out, wheel_tags)
+
+
+def _sbom(reader: WheelReader, out_name: str, files: list[GraftedFile],
+          root: str) -> dict[str, NewMember]:
+    """{the SBOM member: the SBOM of the grafted libraries}, or {} when nothing was
+    grafted (then an SBOM already in the input, from an earlier repair, is kept as it
+    is: the libraries it names are still there).  A new one replaces an older one."""
+    member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
+    packages = owning_packages([f.source_path for f in files], root) if files else {}
+    sbom = build_sbom(out_name, files, packages, __version__)
+    return {member: NewMember(sbom, 0o644)} if sbom is not None else {}
+
+
+def _write(path: str, reader: WheelReader, wheel_dir: str | os.PathLike[str], output: _Output,
+           replaced: dict[str, bytes], added: dict[str, NewMember], sbom_member: str | None,
+           compresslevel: int) -> None:
+    """Stage 6: write the repaired wheel (atomically: a temporary file renamed into
+    place, see :func:`fastelf.wheelwriter.rewrite_wheel`)."""
+    try:
+        os.makedirs(wheel_dir, exist_ok=True)
+        rewrite_wheel(reader, output.path, replace=replaced, add=added,
+                      wheel_tags=output.wheel_tags,
+                      remove={sbom_member} if sbom_member is not None else (),
+                      compresslevel=compresslevel)
+    except OSError as e:      # disk full, -w is a file, no permission: a clean error
+        raise RepairError(f"{path}: cannot write {output.path}: {e.strerror or e}") from e
+
+
+# ------------------------------------------------------------------ choosing the target
+
+def _choose_target(wheel: _WheelView, before: AuditResult, finder: LibraryFinder,
+                   request: PlatRequest, opts: RepairOptions, probe_always: bool) -> _Plan:
+    """Stage 2: the target policy and the grafts that reach it.
 
     The grafted libraries' own symbol versions count too: with --plat auto, the
     target is the most compatible policy that the wheel plus what it would graft
     can meet.  The probe is the wheel with the grafted libraries added, judged."""
-    candidates = _target_policies(before, plat)
+    candidates = _target_policies(before, request)
     probe = None
     for target in candidates:
         external = {lib: who for lib, who in before.external_libraries.items()
                     if lib not in target.libraries}
-        grafts, excluded = _collect_grafts(external, w.elf_of, finder, target, exclude, w.path)
+        found = _collect_grafts(external, wheel, finder, target, opts.exclude)
         if len(candidates) == 1 and not probe_always:
             break
-        probe = judge(w.infos + [elf_info(f"{w.libs_dir}/{lib}", elf)
-                                 for lib, (_h, _d, elf) in grafts.items()],
-                      w.filename, w.path, exclude=(*exclude, *excluded),
-                      disable_isa_ext_check=disable_isa_ext_check)
-        check = next(c for c in probe.policies if c.tag == target.tag)
+        probe = judge(wheel.infos + [elf_info(f"{wheel.names.libs_dir}/{lib}", g.elf)
+                                     for lib, g in found.grafts.items()],
+                      wheel.names.filename, wheel.names.path,
+                      exclude=(*opts.exclude, *found.excluded),
+                      disable_isa_ext_check=opts.disable_isa_ext_check)
+        check: PolicyCheck = next(c for c in probe.policies if c.tag == target.tag)
         if not (check.fails_beyond_libraries() or probe.blocking):
             break
     else:
-        raise RepairError(f"{w.path}: no {before.libc} policy can be reached by grafting: "
-                          + "; ".join(check.reasons(limit=4)))
-    return target, grafts, excluded, probe
+        raise RepairError(f"{wheel.names.path}: no {before.libc} policy can be reached by "
+                          "grafting: " + "; ".join(check.reasons(limit=4)))
+    return _Plan(target, found.grafts, found.excluded, probe)
 
 
-class RepairReach(NamedTuple):
-    """What ``repair`` (with --plat auto) would reach, found without writing anything,
-    for ``show``'s advice: the grafted libraries' own symbol versions count."""
-    tag: str | None                 # the policy repair would reach; None when it cannot
-    grafted: dict                   # soname -> host path of each library it would graft
-    probe: AuditResult | None       # the wheel plus those libraries, judged
-    problem: str | None             # why repair would fail
-
-
-def repair_reach(path, *, root: str = "/", ld_library_path: str | None = None,
-                 ldpaths: str | None = None, exclude=(), disable_isa_ext_check: bool = False,
-                 limits=DEFAULT_LIMITS) -> RepairReach:
-    """Plan a repair of ``path`` (search the libraries, judge the result) and say where
-    it would land; nothing is written.  Raises nothing for a wheel repair refuses:
-    the reason is in ``problem``."""
-    path = os.fspath(path)
-    filename = os.path.basename(path)
-    libs_dir = split_wheel_name(filename)[0].split("-", 1)[0] + ".libs"
-    try:
-        with WheelReader(path, limits) as reader:
-            infos = read_elf_infos(reader)
-            before = judge(infos, filename, path, exclude=exclude,
-                           disable_isa_ext_check=disable_isa_ext_check)
-            if before.error or before.pure:
-                return RepairReach(None, {}, None, before.error or "no ELF file to repair")
-            elfs: dict = {}
-
-            def elf_of(member):
-                if member not in elfs:
-                    elfs[member] = parse(bytes(reader.read(member)))
-                return elfs[member]
-
-            first = next(i.path for i in infos if i.arch == before.arch)
-            finder = LibraryFinder(elf_of(first), root=root, libc=before.libc,
-                                   ld_library_path=ld_library_path, extra_paths=ldpaths)
-            target, grafts, _x, probe = _choose_target(
-                _Wheel(path, filename, libs_dir, infos, elf_of), before, finder, None,
-                exclude, disable_isa_ext_check, probe_always=True)
-    except FastElfError as e:
-        return RepairReach(None, {}, None, str(e))
-    return RepairReach(target.tag, {lib: h for lib, (h, _d, _e) in grafts.items()}, probe,
-                       None)
-
-
-def _target_policies(before: AuditResult, plat: str | None) -> list:
-    """The policies to try, most compatible first: ``plat``'s, or for auto every policy
-    whose only failures in the wheel's own ELF files are external libraries."""
+def _target_policies(before: AuditResult, request: PlatRequest) -> list[pol.Policy]:
+    """The policies to try, most compatible first: the requested one, or for auto every
+    policy whose only failures in the wheel's own ELF files are external libraries."""
     policies = pol.policies_for(before.libc, before.arch)
-    if plat in (None, "auto"):
+    if request.given is None:
         out = [p for check, p in zip(before.policies, policies)
                if not (check.fails_beyond_libraries() or before.blocking)]
         if out:
@@ -314,71 +511,83 @@ def _target_policies(before: AuditResult, plat: str | None) -> list:
                           + "; ".join(before.policies[-1].reasons(limit=4)
                                       + before.blocking))
     try:
-        wanted = expand_tag(plat, before.arch)[0]
+        wanted = expand_tag(request.given, before.arch)[0]
     except PolicyError as e:
         raise RepairError(str(e)) from None
     for p in policies:
         if p.tag == wanted:
             return [p]
-    raise RepairError(f"{before.path}: {plat} is not a {before.libc} policy for {before.arch}")
+    raise RepairError(f"{before.path}: {request.given} is not a {before.libc} policy for "
+                      f"{before.arch}")
 
 
-def _collect_grafts(external, elf_of, finder, target, exclude, path):
-    """Find every external library and, recursively, what it needs.
+def _collect_grafts(external: Mapping[str, list], wheel: _WheelView, finder: LibraryFinder,
+                    target: pol.Policy, exclude: Sequence[str]) -> _GraftSet:
+    """Stage 3: find every external library and, recursively, what it needs.
 
-    ``elf_of(member)`` gives the ElfFile of a wheel member.  Returns (grafts,
-    sonames excluded because their path matched an ``exclude`` glob, as
-    auditwheel's ``--exclude`` also matches paths).
-    """
-    grafts = {}
-    excluded = set()
-    queue = [(lib, finder.requester(who[0], elf_of(who[0])))
+    The sonames whose path matched an ``exclude`` glob are left external (as
+    auditwheel's ``--exclude`` also matches paths).  Raises RepairError naming
+    every library ld.so's rules would not find."""
+    grafts: dict[str, HostLibrary] = {}
+    excluded: set[str] = set()
+    queue = [(lib, finder.requester(who[0], wheel.elf_of(who[0])))
              for lib, who in sorted(external.items())]
     missing: dict[str, Node] = {}     # soname -> the node that first needed it
     while queue:
         lib, node = queue.pop(0)
-        if lib in grafts or lib in excluded or lib in target.libraries or pol.is_loader(lib) \
-                or LIBPYTHON_RE.match(lib) or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
+        if lib in grafts or lib in excluded or _not_grafted(lib, target, exclude):
             continue
-        _refuse_path_name(path, node, lib)
+        _refuse_path_name(wheel.names.path, node, lib)
         found = finder.find(lib, node)
         if found is None:
             missing.setdefault(lib, node)
             continue
-        host_path, data, elf, found_node = found
         if any(fnmatch.fnmatchcase(p, pat) for pat in exclude
-               for p in (host_path, os.path.realpath(host_path))):
+               for p in (found.path, os.path.realpath(found.path))):
             excluded.add(lib)
             continue
-        grafts[lib] = (host_path, data, elf)
-        queue.extend((dep, found_node) for dep in elf.needed)
+        grafts[lib] = HostLibrary(found.path, found.data, found.elf)
+        queue.extend((dep, found.node) for dep in found.elf.needed)
     if missing:
-        names = sorted(missing)
-        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-        raise RepairError(f"{path}: cannot find external librar"
-                          f"{'y' if len(missing) == 1 else 'ies'} {shown} (searched for "
-                          f"{names[0]}: {_searched(finder, missing[names[0]])}; "
-                          "use --ldpaths, LD_LIBRARY_PATH or --exclude)")
-    return grafts, excluded
+        raise _cannot_find(wheel.names.path, finder, missing)
+    return _GraftSet(grafts, excluded)
+
+
+def _not_grafted(lib: str, target: pol.Policy, exclude: Sequence[str]) -> bool:
+    """Needed names never grafted: what the policy allows, the loader, libpython, and
+    the sonames an ``exclude`` glob matches."""
+    return (lib in target.libraries or pol.is_loader(lib) or bool(LIBPYTHON_RE.match(lib))
+            or any(fnmatch.fnmatchcase(lib, pat) for pat in exclude))
+
+
+def _cannot_find(path: str, finder: LibraryFinder, missing: Mapping[str, Node]) -> RepairError:
+    """The error for libraries not found: at most 20 named, and the directories
+    searched for the first."""
+    names = sorted(missing)
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return RepairError(f"{path}: cannot find external librar"
+                       f"{'y' if len(missing) == 1 else 'ies'} {shown} (searched for "
+                       f"{names[0]}: {_searched(finder, missing[names[0]])}; "
+                       "use --ldpaths, LD_LIBRARY_PATH or --exclude)")
 
 
 _SEARCH_LABELS = {"rpath": "RPATH", "runpath": "RUNPATH", "ld_library_path": "LD_LIBRARY_PATH",
                   "ldpaths": "--ldpaths", "system": "ld.so.conf and default directories"}
 
 
-def _searched(finder: LibraryFinder, node) -> str:
+def _searched(finder: LibraryFinder, node: Node) -> str:
     """The directories ld.so's rules searched for a requester, by where each came
     from (``--ldpaths`` replaces ld.so.conf and the default directories)."""
-    groups: dict = {}
-    for d, label in finder.searcher.search_order(node):
-        groups.setdefault(label, []).append(d)
+    groups: dict[str, list[str]] = {}
+    for entry in finder.searcher.search_order(node):
+        groups.setdefault(entry.label, []).append(entry.directory)
     if not groups:
         return "no directory"
     return "; ".join(f"{_SEARCH_LABELS.get(label, label)} {':'.join(dirs)}"
                      for label, dirs in groups.items())
 
 
-def _refuse_path_name(path, node, lib: str) -> None:
+def _refuse_path_name(path: str, node: Node, lib: str) -> None:
     """A DT_NEEDED name with a ``/`` is not searched by ld.so (glibc and musl open
     it as given, relative to the process's current directory), so no library in
     ``<name>.libs/`` can stand for it, and a grafted copy would be written under
@@ -391,26 +600,24 @@ def _refuse_path_name(path, node, lib: str) -> None:
                           "against the library's SONAME, or --exclude it")
 
 
-def _output_tags(after: AuditResult, target: pol.Policy, plat, only_plat) -> list:
+# ------------------------------------------------------------------ tags and names
+
+def _output_tags(after: AuditResult, target: pol.Policy, request: PlatRequest) -> list[str]:
     """The tags repair adds, as auditwheel chooses them: the requested policy's, after
     the best satisfied policy's when that is more compatible.  A ``--plat`` given by
     its legacy name (manylinux2014_x86_64) gets no better tag, as in auditwheel,
     whose graft check matches only PEP 600 policy names."""
     requested = [target.tag, *target.alias_tags]
-    if only_plat or (plat not in (None, "auto") and _is_legacy_name(plat)):
+    if not request.adds_better_tags:
         return requested
     best = next((c for c in after.policies if c.satisfied), None)
     best_tags = [best.tag, *best.aliases] if best else []
-    if plat in (None, "auto"):
+    if request.auto:
         return best_tags or requested
     return list(dict.fromkeys(best_tags + requested))
 
 
-def _is_legacy_name(plat: str) -> bool:
-    return plat.split("_", 1)[0] in pol.LEGACY_ALIASES
-
-
-def _output_name(filename: str, tags: list, after: AuditResult) -> str:
+def _output_name(filename: str, tags: list[str], after: AuditResult) -> str:
     """The repaired wheel's file name, as auditwheel forms it: the input's platform
     tags without ``linux_<arch>``, then the new tags, duplicates dropped, sorted
     alphabetically.  Unlike auditwheel, an input tag the repaired wheel does not
@@ -419,3 +626,39 @@ def _output_name(filename: str, tags: list, after: AuditResult) -> str:
     kept = [t for t in old if not t.startswith("linux_") and after.satisfies(t)]
     plats = sorted(dict.fromkeys(kept + list(tags)))
     return f"{stem}-{'.'.join(py)}-{'.'.join(abi)}-{'.'.join(plats)}.whl"
+
+
+# ------------------------------------------------------------------ show's advice
+
+class RepairReach(NamedTuple):
+    """What ``repair`` (with --plat auto) would reach, found without writing anything,
+    for ``show``'s advice: the grafted libraries' own symbol versions count."""
+    tag: str | None                 # the policy repair would reach; None when it cannot
+    grafted: dict                   # soname -> host path of each library it would graft
+    probe: AuditResult | None       # the wheel plus those libraries, judged
+    problem: str | None             # why repair would fail
+
+
+def repair_reach(path: str | os.PathLike[str], *, root: str = "/",
+                 ld_library_path: str | None = None, ldpaths: str | None = None,
+                 exclude: Sequence[str] = (), disable_isa_ext_check: bool = False,
+                 limits: Limits = DEFAULT_LIMITS) -> RepairReach:
+    """Plan a repair of ``path`` (search the libraries, judge the result) and say where
+    it would land; nothing is written.  Raises nothing for a wheel repair refuses:
+    the reason is in ``problem``."""
+    opts = RepairOptions(exclude=exclude, root=root, ld_library_path=ld_library_path,
+                         ldpaths=ldpaths, disable_isa_ext_check=disable_isa_ext_check,
+                         limits=limits)
+    names = _WheelNames.of(os.fspath(path))
+    try:
+        with WheelReader(names.path, opts.limits) as reader:
+            wheel, before = _audit(names, reader, opts)
+            if before.error or before.pure:
+                return RepairReach(None, {}, None, before.error or "no ELF file to repair")
+            finder = _finder_for(wheel, before, opts)
+            plan = _choose_target(wheel, before, finder, plat_request(None), opts,
+                                  probe_always=True)
+    except FastElfError as e:
+        return RepairReach(None, {}, None, str(e))
+    return RepairReach(plan.target.tag, {lib: g.path for lib, g in plan.grafts.items()},
+                       plan.probe, None)
