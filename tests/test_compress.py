@@ -3,7 +3,7 @@
 Oracles: zlib's inflater (``zlib.decompress`` with raw wbits) and ``zipfile``
 read back every byte; the pieces of a split member are checked to be real
 separate pieces (sync-flush boundaries) that still form one stream; the
-zip structure passes the PyPI checker of test_writer_pypi.
+zip structure passes the PyPI checker of pypi_rules.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_writer_pypi import pypi_zip_problems
+from pypi_rules import pypi_zip_problems
 
 from fastelf import wheelwriter
 from fastelf.wheelwriter import WheelWriter, deflate_chunked, deflate_whole

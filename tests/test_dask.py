@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("distributed")
 import cloudpickle
 import hostile_support as hs
-from test_remote import _Server
+from rangeserver import RangeServer
 
 from fastelf import batch, cli
 from fastelf import dask as fdask
@@ -39,7 +39,7 @@ def corpus(tmp_path_factory):
                                                            dist=f"p{i}")
     for name, data in made.items():
         (d / name).write_bytes(data)
-    srv = _Server(d, "range")
+    srv = RangeServer(d, "range")
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     local = sorted(str(p) for p in d.iterdir())
     urls = [srv.url(os.path.basename(p)) for p in local[:4]]

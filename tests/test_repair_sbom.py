@@ -24,15 +24,7 @@ from pathlib import Path
 
 import pytest
 from elfbuild import compile_c, python_ext_source
-from test_repair import (  # noqa: F401
-    EXT,
-    PY,
-    PY_INCLUDE,
-    auditwheel_path,
-    auditwheel_repair,
-    check_record,
-    fx,
-)
+from repair_support import EXT, PY, PY_INCLUDE, auditwheel_repair, check_record
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
@@ -121,7 +113,7 @@ def test_sbom_is_deterministic(system_wheel, tmp_path):
     assert _sbom_of(one.output)[1] == _sbom_of(two.output)[1]
 
 
-def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_path):  # noqa: F811
+def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_path):
     ours = repair_wheel(system_wheel, tmp_path / "ours")
     theirs = auditwheel_repair(system_wheel, tmp_path / "aw", auditwheel_path)
     assert Path(theirs).name == Path(ours.output).name
@@ -138,14 +130,14 @@ def test_sbom_covers_what_auditwheel_names(system_wheel, tmp_path, auditwheel_pa
     assert len(our_pkgs) == len(SYSTEM_LIBS)
 
 
-def test_no_sbom_when_nothing_is_grafted(fx, tmp_path):  # noqa: F811
+def test_no_sbom_when_nothing_is_grafted(fx, tmp_path):
     wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/_plain{EXT}": fx.plain},
                         name="pkg", python_tag=PY, abi_tag=PY)
     res = repair_wheel(wheel, tmp_path / "out")
     assert res.sbom is None and _sbom_of(res.output)[0] == []
 
 
-def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(fx, tmp_path):  # noqa: F811
+def test_unpackaged_library_is_a_file_component_and_rerepair_replaces_the_sbom(fx, tmp_path):
     res = repair_wheel(fx.wheel, tmp_path / "out", ld_library_path=str(fx.private))
     raw = _sbom_of(res.output)[1][res.sbom]
     _validate(raw)
@@ -171,7 +163,7 @@ def _sysroot_with(tmp_path: Path, distro: str) -> Path:
     return root
 
 
-def test_apk_database_fixture(fx, tmp_path):  # noqa: F811
+def test_apk_database_fixture(fx, tmp_path):
     root = _sysroot_with(tmp_path, "alpine")
     shutil.copy(fx.bar, root / "usr" / "lib" / "libbar.so.1")
     (root / "lib" / "apk" / "db").mkdir(parents=True)

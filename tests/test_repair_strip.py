@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from realwheels import auditwheel_show, have_auditwheel
-from test_repair import EXT, PY, check_record, clean_env, extract, fx, hidden  # noqa: F401
+from repair_support import EXT, PY, check_record, clean_env, extract, hidden
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
@@ -31,7 +31,7 @@ def elf_members(root: Path) -> list:
             and p.read_bytes()[:4] == b"\x7fELF"]
 
 
-def test_stripped_repair_keeps_auditwheel_tag_and_tools_working(fx, tmp_path):  # noqa: F811
+def test_stripped_repair_keeps_auditwheel_tag_and_tools_working(fx, tmp_path):
     wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "from ._new import value\n",
                                           f"pkg/_new{EXT}": fx.newsym},
                         name="pkg", version="1.0", tags="linux_x86_64", python_tag=PY, abi_tag=PY)
