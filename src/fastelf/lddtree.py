@@ -305,7 +305,8 @@ class Searcher:
         if node.order is None:
             node.order = self._search_order(node)
             check_object_limits(node.path or node.chain[0],
-                                [d for d, label in node.order if label != self.system_label])
+                                [e.directory for e in node.order
+                                 if e.label != self.system_label])
         return node.order
 
     def _search_order(self, node) -> List[SearchDir]:

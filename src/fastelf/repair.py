@@ -102,11 +102,13 @@ class Grafted(NamedTuple):
 
 @dataclass
 class RepairResult:
+    """What a repair did: the wheel written, the tags it states, what was grafted and
+    patched, and the repaired wheel's own audit."""
     input: str
     output: str | None
-    tags: list
+    tags: list[str]
     grafted: dict[str, Grafted] = field(default_factory=dict)   # original soname -> Grafted
-    patched: list = field(default_factory=list)     # members rewritten
+    patched: list[str] = field(default_factory=list)    # members rewritten
     audit: AuditResult | None = None
     sbom: str | None = None                         # the SBOM member written, if any
 
@@ -138,9 +140,8 @@ class PlatRequest(NamedTuple):
 
 def plat_request(plat: str | None, only_plat: bool = False) -> PlatRequest:
     """The target description of the user's ``--plat``/``--only-plat``."""
-    if plat in (None, "auto"):
+    if plat is None or plat == "auto":
         return PlatRequest(None, only_plat, False)
-    assert plat is not None     # narrowed for mypy: the tuple test above does not
     return PlatRequest(plat, only_plat, _is_legacy_name(plat))
 
 
