@@ -185,7 +185,7 @@ class _EndRecord(NamedTuple):
     cd_end: int         # where the directory must end: the first end record
 
 
-def _zip64_bodies(extra: memoryview) -> list[zf.Buffer] | None:
+def _zip64_bodies(extra: zf.Buffer) -> list[zf.Buffer] | None:
     """The bodies of the zip64 fields of an extra field, or None if a field overruns it."""
     fields = zf.extra_fields(extra)
     if fields is None:
@@ -768,7 +768,8 @@ class WheelReader:
         self.check_unchanged()
         return data
 
-    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20, verify: bool = True):
+    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20,
+                    verify: bool = True) -> Iterator[bytes | memoryview]:
         """Yield the member's bytes in chunks, keeping none of them.
 
         The CRC-32 (unless ``verify`` is false: a caller that stops early
@@ -846,10 +847,29 @@ class WheelReader:
             if chunk:
                 yield chunk
 
-    def _count_inflated(self, n):
+    def _count_inflated(self, n: int) -> None:
         self.inflated += n
         if self.inflated > self.limits.max_inflated:
             raise self._limit(f"inflated bytes exceed the limit of {self.limits.max_inflated}")
+
+
+class _Room:
+    """How much the next inflate step of :meth:`MemberStream.ensure` may produce:
+    what is still wanted, at least a chunk.
+
+    A separate object, so that the inflate loop a stream keeps holds no
+    reference back to the stream: the stream and its inflated bytes are freed
+    as soon as the caller drops it, not at the next garbage collection."""
+
+    __slots__ = ("out", "chunk", "want")
+
+    def __init__(self, out: bytearray, chunk: int) -> None:
+        self.out = out
+        self.chunk = chunk
+        self.want = 0
+
+    def __call__(self) -> int:
+        return max(self.want - len(self.out), self.chunk)
 
 
 class MemberStream:
@@ -897,13 +917,13 @@ class MemberStream:
         else:
             self._out = bytearray()
             self._have = 0
-            self._want = 0
+            self._room = _Room(self._out, self._CHUNK)
             # the inflate loop, kept between calls: ensure() resumes where it stopped
             self._chunks = reader.inflate(member, self._raw, self._CHUNK, self._room)
             self._whole_failed = False
         self._verified = False
 
-    def peek(self, n):
+    def peek(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the member is shorter), cheaply."""
         if self._out is None or self._have >= n:
             return bytes(self._raw[:n]) if self._out is None else bytes(self._out[:n])
@@ -930,7 +950,7 @@ class MemberStream:
         or a small one read whole): reading it costs nothing more."""
         return self._out is None and not isinstance(self._raw, _Span)
 
-    def ensure(self, n):
+    def ensure(self, n: int) -> None:
         """Inflate until at least ``n`` bytes (or the whole member) are available."""
         size = self.member.size
         n = min(n, size)
@@ -941,7 +961,7 @@ class MemberStream:
             if self._inflate_all():
                 return
         out = self._out
-        self._want = n
+        self._room.want = n
         if len(out) < n:
             for chunk in self._chunks:
                 out += chunk
@@ -954,12 +974,7 @@ class MemberStream:
         if self._have == size:
             self._check_crc()
 
-    def _room(self) -> int:
-        """How much the next inflate step of :meth:`ensure` may produce: what is
-        still wanted, at least a chunk."""
-        return max(self._want - len(self._out or b""), self._CHUNK)
-
-    def _inflate_all(self):
+    def _inflate_all(self) -> bool:
         """Inflate the whole member in one call; False if libdeflate refuses it.
 
         libdeflate does not say whether the data is corrupt or longer than
