@@ -73,18 +73,9 @@ def _descriptors() -> bytes:
     return bytes(out.data)
 
 
-def _end_record_at(data: bytes) -> int:
-    """The end record as zipfile chooses it, with zipformat's helpers only."""
-    size = zf.END_RECORD_SIZE
-    if zf.is_bare_end_record(data[-size:]):
-        return len(data) - size
-    tail_at = max(0, len(data) - zf.END_SEARCH_SPAN)
-    return tail_at + data[tail_at:].rfind(zf.END_SIG)
-
-
 def _walk(data: bytes) -> list[dict]:
     """Every central entry, its local header and data, read with zipformat alone."""
-    eocd = _end_record_at(data)
+    eocd = zf.find_end_record(len(data), lambda start, stop: data[start:stop])
     end = zf.EndRecord.unpack(data[eocd:])
     count, cd_off = end.entries, end.cd_offset
     loc = eocd - zf.ZIP64_LOCATOR_SIZE

@@ -361,15 +361,10 @@ def zip_findings(source, display: str = "") -> list[Finding]:
 
 def _end_record_at(data: _Bytes) -> int | None:
     """Where zipfile finds the end record (as :class:`WheelReader` does), or None."""
-    size = zf.END_RECORD_SIZE
-    tail_at = max(0, data.size - zf.END_SEARCH_SPAN)
-    tail = data.read(tail_at, data.size - tail_at)
-    if len(tail) >= size and zf.is_bare_end_record(tail[-size:]):
-        return data.size - size
-    pos = tail.rfind(zf.END_SIG)
-    if pos < 0 or pos + size > len(tail):
+    pos = zf.find_end_record(data.size, lambda start, stop: data.read(start, stop - start))
+    if pos < 0 or pos + zf.END_RECORD_SIZE > data.size:
         return None
-    return tail_at + pos
+    return pos
 
 
 def _zip_layout_findings(data: _Bytes, where: str) -> list[Finding]:

@@ -380,18 +380,15 @@ class WheelReader:
         size = zf.END_RECORD_SIZE
         if n < size:
             raise self._error(f"not a zip file (only {n} bytes)")
-        if zf.is_bare_end_record(buf[n - size:n]):
-            return n - size
-        tail_start = max(0, n - zf.END_SEARCH_SPAN)
-        pos = bytes(buf[tail_start:]).rfind(zf.END_SIG)
+        pos = zf.find_end_record(n, lambda start, stop: buf[start:stop])
         if pos < 0:
             if bytes(buf[:4]) == zf.LOCAL_SIG:
                 raise self._error("zip file is truncated (no end of central directory record)")
             raise self._error("not a zip file (no end of central directory record)")
-        if tail_start + pos + size > n:
+        if pos + size > n:
             raise self._error("zip file is truncated (no end of central directory record: "
                               "its signature is cut short by the end of the file)")
-        return tail_start + pos
+        return pos
 
     def _read_end_record(self) -> _EndRecord:
         """The end record (zip64 or not) as zipfile reads it; refuse ambiguity.

@@ -320,7 +320,7 @@ def _central_record(e: _Entry) -> bytes:
     cen = zf.CentralHeader(
         zf.CENTRAL_SIG, _MADE_BY, zf.VERSION_ZIP64 if z64 else zf.VERSION_DEFAULT, flags,
         e.method, t, d, e.crc, csize, usize, len(name), len(extra), 0, 0, 0,
-        (e.mode & 0xFFFF) << 16, off)
+        zf.unix_external_attr(e.mode), off)
     return cen.pack() + name + extra
 
 

@@ -17,7 +17,7 @@ with ``pack()`` to write it and ``unpack(data)`` to read it from the start of
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -288,6 +288,24 @@ def is_bare_end_record(last: Buffer) -> bool:
     return bytes(last[:4]) == END_SIG and bytes(last[-2:]) == b"\0\0"
 
 
+def find_end_record(size: int, read: Callable[[int, int], Buffer]) -> int:
+    """Where Python's zipfile finds the end record (4.3.16) of a file of ``size`` bytes,
+    or -1 if there is no signature where it looks.
+
+    ``read(start, stop)`` gives the file's bytes in that range.  zipfile
+    (``_EndRecData``) takes the last END_RECORD_SIZE bytes if they are an
+    end record with an empty comment, else the *last* signature in the final
+    END_SEARCH_SPAN bytes.  The offset returned may leave fewer than
+    END_RECORD_SIZE bytes before the end of the file (a record cut short):
+    the caller decides what that means.
+    """
+    if size >= END_RECORD_SIZE and is_bare_end_record(read(size - END_RECORD_SIZE, size)):
+        return size - END_RECORD_SIZE
+    start = max(0, size - END_SEARCH_SPAN)
+    pos = bytes(read(start, size)).rfind(END_SIG)
+    return pos if pos < 0 else start + pos
+
+
 def dos_date_time(date_time: Sequence[int]) -> tuple[int, int]:
     """(mtime, mdate) MS-DOS fields (4.4.6) of a (year, month, day, h, min, s) tuple.
 
@@ -301,6 +319,11 @@ def date_time_of_dos(mtime: int, mdate: int) -> tuple[int, int, int, int, int, i
     """The (year, month, day, h, min, s) tuple of MS-DOS fields (4.4.6), as zipfile decodes it."""
     return ((mdate >> 9) + 1980, (mdate >> 5) & 0xF, mdate & 0x1F,
             mtime >> 11, (mtime >> 5) & 0x3F, (mtime & 0x1F) * 2)
+
+
+def unix_external_attr(mode: int) -> int:
+    """The external attributes (4.4.15) of a Unix st_mode, for an entry made on Unix."""
+    return (mode & 0xFFFF) << 16
 
 
 def unix_mode(version_made_by: int, external_attr: int) -> int:
