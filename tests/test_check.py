@@ -31,6 +31,7 @@ from fastelf import cli
 from fastelf.audit import audit_wheel
 from fastelf.check import Kind, abi3_floor, check_wheel, stable_abi
 from fastelf.errors import WheelError
+from fastelf.wheel import WheelReader
 
 X86_EXT = ".cpython-311-x86_64-linux-gnu.so"
 PY_INCLUDE = sysconfig.get_paths()["include"]
@@ -336,6 +337,33 @@ def test_trailing_and_prepended_data(tmp_path, wheels):
     assert any("10 bytes of data before the first member" in f.reason
                for f in kinds(check_wheel(prepended), Kind.ZIP))
     assert check_wheel(src).ok
+
+
+def test_end_record_found_where_zipfile_finds_it(tmp_path, wheels):
+    """The longest comment zipfile allows, then one trailing byte: the end record lies
+    as far from the end as zipfile searches (64 KiB + 22 bytes).  zipfile reads the
+    archive; check reports the trailing byte, as the reader does (its own search was
+    one byte short and reported no end record at all)."""
+    src = _clean(wheels)
+    commented = tmp_path / "c" / src.name
+    commented.parent.mkdir()
+    shutil.copy(src, commented)
+    with zipfile.ZipFile(commented, "a") as zf:
+        zf.comment = b"c" * 0xFFFF
+    commented.write_bytes(commented.read_bytes() + b"!")
+    with zipfile.ZipFile(commented) as zf:
+        assert zf.testzip() is None and zf.comment == b"c" * 0xFFFF
+        names = zf.namelist()
+    trailing = "1 bytes of trailing data after the end of central directory record"
+    report = check_wheel(commented)
+    assert [f.reason for f in kinds(report, Kind.ZIP)] == [trailing]
+    assert [f.reason for f in kinds(report, Kind.UNREADABLE)] == [
+        trailing + " (an appended archive?)"]
+    commented.write_bytes(commented.read_bytes()[:-1])     # without the byte: clean
+    report = check_wheel(commented)
+    assert report.ok, report.findings
+    with WheelReader(commented) as reader:
+        assert [m.name for m in reader.members] == names
 
 
 def test_local_header_that_disagrees_with_the_central_directory(tmp_path, wheels):

@@ -374,3 +374,28 @@ def test_bytes_input_stays_zero_copy():
         view.release()
     with WheelReader(io.BytesIO(data)) as rd:
         assert rd.read("pkg/lib.so")[:4] == b"\x7fELF"
+
+
+def test_a_dropped_member_stream_frees_its_bytes_at_once():
+    """A stream half-way through inflating (its inflate loop suspended inside it) is
+    freed when the caller drops it, by reference counting alone: no reference cycle
+    keeps its inflated bytes alive until a garbage collection that may come late."""
+    import gc
+    import weakref
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m.bin", os.urandom(1 << 16) * 64)      # 4 MiB, streamed (not whole)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with WheelReader(buf.getvalue()) as reader:
+            m = reader.members[0]
+            stream = reader.stream(m)
+            stream.ensure(1 << 20)
+            assert 1 << 20 <= stream.available < m.size     # the loop is suspended mid-member
+            dropped = weakref.ref(stream)
+            del stream
+            assert dropped() is None
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -22,9 +22,11 @@ Each problem is a :class:`Finding` (kind, file, reason).  The checks, by kind:
   RPATH/RUNPATH entry that searches outside the wheel, an extension whose
   file-name platform (``x86_64-linux-gnu``, ``-musl``) disagrees with the ELF.
 
-Nothing is written; the zip structure is read here with its own small parser
-(read-only, no member data), so it reports what the stricter reader in
-:mod:`fastelf.wheel` would refuse outright.
+Nothing is written; the zip structure is read here leniently, with the
+record layouts of :mod:`fastelf.zipformat` that the strict reader in
+:mod:`fastelf.wheel` uses and the same choice of end record (read-only, no
+member data), so it reports, one finding per rule, what that reader would
+refuse outright at the first problem.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from . import zipformat as zf
 from ._elf import STB_WEAK
 from .errors import FastElfError, WheelError
 from .ldpaths import split_path
@@ -289,8 +292,8 @@ def elf_findings(infos: Sequence[ElfInfo], wheel_name: str) -> list[Finding]:
 
 # ------------------------------------------------------------------ zip layout
 
-_EOCD, _EOCD64_LOC, _EOCD64 = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
-_CENTRAL, _LOCAL = b"PK\x01\x02", b"PK\x03\x04"
+# local header flags that must equal the central entry's: descriptor, encryption, UTF-8 name
+_LOCAL_FLAGS = zf.FLAG_DESCRIPTOR | zf.FLAG_ENCRYPTED | zf.FLAG_UTF8
 
 
 class _Bytes:
@@ -356,29 +359,37 @@ def zip_findings(source, display: str = "") -> list[Finding]:
         data.close()
 
 
+def _end_record_at(data: _Bytes) -> int | None:
+    """Where zipfile finds the end record (as :class:`WheelReader` does), or None."""
+    pos = zf.find_end_record(data.size, lambda start, stop: data.read(start, stop - start))
+    if pos < 0 or pos + zf.END_RECORD_SIZE > data.size:
+        return None
+    return pos
+
+
 def _zip_layout_findings(data: _Bytes, where: str) -> list[Finding]:
     out: list[Finding] = []
-    tail_at = max(0, data.size - 22 - 0xFFFF)
-    tail = data.read(tail_at, data.size - tail_at)
-    pos = tail.rfind(_EOCD)
-    if pos < 0 or pos + 22 > len(tail):
+    eocd = _end_record_at(data)
+    if eocd is None:
         return [Finding(Kind.ZIP, where, "no end of central directory record")]
-    eocd = tail_at + pos
-    count, cd_size, cd_off, clen = struct.unpack_from("<HIIH", tail, pos + 10)
-    end = eocd + 22 + clen
+    rec = zf.EndRecord.unpack(data.read(eocd, zf.END_RECORD_SIZE))
+    count, cd_size, cd_off = rec.entries, rec.cd_size, rec.cd_offset
+    end = eocd + zf.END_RECORD_SIZE + rec.comment_length
     if end < data.size:
         out.append(Finding(Kind.ZIP, where, f"{data.size - end} bytes of trailing data after "
                            "the end of central directory record"))
     elif end > data.size:
         out.append(Finding(Kind.ZIP, where, "the archive comment runs past the end of the file"))
     cd_end = eocd
-    if eocd >= 20 and data.read(eocd - 20, 4) == _EOCD64_LOC:
-        loc_off, = struct.unpack_from("<Q", data.read(eocd - 12, 8))
-        rec = data.read(loc_off, 56)
-        if rec[:4] != _EOCD64:
+    loc = eocd - zf.ZIP64_LOCATOR_SIZE
+    if loc >= 0 and data.read(loc, 4) == zf.ZIP64_LOCATOR_SIG:
+        locator = zf.Zip64Locator.unpack(data.read(loc, zf.ZIP64_LOCATOR_SIZE))
+        head = data.read(locator.end_offset, zf.ZIP64_END_RECORD_SIZE)
+        if head[:4] != zf.ZIP64_END_SIG:
             return out + [Finding(Kind.ZIP, where, "zip64 end record missing")]
-        count, cd_size, cd_off = struct.unpack_from("<QQQ", rec, 32)
-        cd_end = eocd - 20 - 56
+        z64 = zf.Zip64EndRecord.unpack(head)
+        count, cd_size, cd_off = z64.entries, z64.cd_size, z64.cd_offset
+        cd_end = loc - zf.ZIP64_END_RECORD_SIZE
     shift = cd_end - cd_size - cd_off           # bytes prepended to the archive
     if shift > 0:
         out.append(Finding(Kind.ZIP, where, f"{shift} bytes of data before the first "
@@ -392,46 +403,39 @@ def _zip_layout_findings(data: _Bytes, where: str) -> list[Finding]:
 
 def _central_entries(data: _Bytes, off: int, count: int) -> list[_Entry]:
     entries = []
+    head = zf.CENTRAL_HEADER_SIZE
     for _ in range(count):
-        head = data.read(off, 46)
-        if head[:4] != _CENTRAL:
+        raw = data.read(off, head)
+        if raw[:4] != zf.CENTRAL_SIG:
             raise ValueError(f"bad central directory entry at offset {off}")
-        (flags, method, crc, csize, usize, nlen, xlen, clen,
-         hoff) = struct.unpack_from("<8xHH4xIIIHHH8xI", head)
-        name = data.read(off + 46, nlen)
-        extra = data.read(off + 46 + nlen, xlen)
-        usize, csize, hoff = _zip64_sizes(extra, usize, csize, hoff)
-        entries.append(_Entry(name, flags, method, crc, csize, usize, hoff))
-        off += 46 + nlen + xlen + clen
+        h = zf.CentralHeader.unpack(raw)
+        name = data.read(off + head, h.name_length)
+        extra = data.read(off + head + h.name_length, h.extra_length)
+        usize, csize, hoff = _zip64_sizes(extra, h.size, h.compressed_size, h.header_offset)
+        entries.append(_Entry(name, h.flags, h.method, h.crc, csize, usize, hoff))
+        off += h.total_length
     return entries
 
 
-def _zip64_sizes(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
-    """Sizes and offset from the zip64 extra field, for the fields set to 0xFFFFFFFF."""
-    pos = 0
-    while pos + 4 <= len(extra):
-        tag, size = struct.unpack_from("<HH", extra, pos)
-        if tag == 1:
-            vals = list(struct.unpack_from(f"<{size // 8}Q", extra, pos + 4))
-            if usize == 0xFFFFFFFF and vals:
-                usize = vals.pop(0)
-            if csize == 0xFFFFFFFF and vals:
-                csize = vals.pop(0)
-            if hoff == 0xFFFFFFFF and vals:
-                hoff = vals.pop(0)
-            break
-        pos += 4 + size
-    return usize, csize, hoff
+def _zip64_sizes(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, ...]:
+    """Sizes and offset from the first zip64 extra field, for the saturated fields.
+
+    Lenient where the reader is strict (it refuses the wheel): fields past a
+    short zip64 field stay saturated."""
+    field = next((f for f in zf.walk_extra(extra) if f.tag == zf.ZIP64_EXTRA_TAG), None)
+    if field is None:
+        return usize, csize, hoff
+    return zf.resolve_zip64((usize, csize, hoff), zf.zip64_extra_values(extra, field))
 
 
 def _entry_findings(data: _Bytes, entries: list[_Entry], shift: int,
                     where: str) -> list[Finding]:
     descriptors, methods, mismatched = [], [], []
     for e in entries:
-        name = e.name.decode("utf-8" if e.flags & 0x800 else "cp437", "replace")
-        if e.flags & 0x8:
+        name = e.name.decode("utf-8" if e.flags & zf.FLAG_UTF8 else "cp437", "replace")
+        if e.flags & zf.FLAG_DESCRIPTOR:
             descriptors.append(name)
-        if e.method not in (0, 8):
+        if e.method not in (zf.STORED, zf.DEFLATED):
             methods.append(f"{name} (method {e.method})")
         why = _local_mismatch(data, e, shift)
         if why:
@@ -451,21 +455,23 @@ def _entry_findings(data: _Bytes, entries: list[_Entry], shift: int,
 
 def _local_mismatch(data: _Bytes, e: _Entry, shift: int) -> str | None:
     """Why the local header of ``e`` disagrees with its central entry, or None."""
-    head = data.read(e.offset + shift, 30)
-    if head[:4] != _LOCAL:
+    raw = data.read(e.offset + shift, zf.LOCAL_HEADER_SIZE)
+    if raw[:4] != zf.LOCAL_SIG:
         return "no local header at its offset"
-    flags, method, crc, csize, usize, nlen = struct.unpack_from("<6xHH4xIIIH", head)
-    if data.read(e.offset + shift + 30, nlen) != e.name:
+    h = zf.LocalHeader.unpack(raw)
+    if data.read(e.offset + shift + zf.LOCAL_HEADER_SIZE, h.name_length) != e.name:
         return "different name"
-    if method != e.method:
+    if h.method != e.method:
         return "different compression method"
-    if (flags ^ e.flags) & 0x809:          # descriptor, encryption, UTF-8 name flags
+    if (h.flags ^ e.flags) & _LOCAL_FLAGS:
         return "different flags"
-    if flags & 0x8:
+    if h.flags & zf.FLAG_DESCRIPTOR:
         return None                        # sizes are in the descriptor (reported above)
-    if crc != e.crc:
+    if h.crc != e.crc:
         return "different CRC-32"
-    if csize != 0xFFFFFFFF and csize != e.csize or usize != 0xFFFFFFFF and usize != e.usize:
+    csize, usize = h.compressed_size, h.size
+    if (csize != zf.SATURATED_32 and csize != e.csize
+            or usize != zf.SATURATED_32 and usize != e.usize):
         return "different sizes"
     return None
 

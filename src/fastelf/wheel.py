@@ -38,14 +38,15 @@ import io
 import operator
 import os
 import stat
-import struct
 import types
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Union, overload
+from typing import Any, Literal, NamedTuple, Union, overload
 
+from . import zipformat as zf
 from .errors import LimitError, WheelError
+from .zipformat import DEFLATED, STORED
 
 
 def optional_module(name: str) -> types.ModuleType | None:
@@ -86,25 +87,10 @@ _INFLATE_ERRORS: tuple[type[Exception], ...] = (
 INFLATE_BACKEND = "+".join(
     ["libdeflate"] * (_inflate_whole is not None) + ["isal" if _zstream is not zlib else "zlib"])
 
-_EOCD = b"PK\x05\x06"
-_EOCD64 = b"PK\x06\x06"
-_EOCD64_LOC = b"PK\x06\x07"
-_CENTRAL = b"PK\x01\x02"
-_LOCAL = b"PK\x03\x04"
-_DESCRIPTOR = b"PK\x07\x08"
-
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _FILE_ORDER = operator.attrgetter("header_offset", "name")
-_UTF8_FLAG = 0x800          # general purpose flag bit 11: the name is UTF-8
-_DESCRIPTOR_FLAG = 0x8      # bit 3: CRC-32 and sizes follow the data
-_MAX_EXTRACT_VERSION = 63   # zipfile refuses entries needing a later version
+# flag bits 0 and 6: traditional or strong encryption
+_ENCRYPTION_FLAGS = zf.FLAG_ENCRYPTED | zf.FLAG_STRONG_ENCRYPTION
 
-STORED = 0
-DEFLATED = 8
-
-# Names of the compression methods a wheel might carry but fastelf refuses.
-_METHOD_NAMES = {1: "shrink", 6: "implode", 9: "deflate64", 12: "bzip2", 14: "lzma",
-                 93: "zstd", 95: "xz", 98: "ppmd", 99: "AES encryption"}
 
 # Deflate cannot expand more than 1032:1 (a 258-byte match costs at least two
 # bits), so a deflated member that declares more than this is lying.
@@ -199,21 +185,12 @@ class _EndRecord(NamedTuple):
     cd_end: int         # where the directory must end: the first end record
 
 
-def _extra_fields(extra: memoryview) -> list | None:
-    """(tag, body) pairs of an extra field, or None if a field overruns it.
-
-    zipfile refuses a central extra field whose declared length runs past
-    its end ("Corrupt extra field"); fewer than 4 leftover bytes it ignores.
-    """
-    out = []
-    pos = 0
-    while pos + 4 <= len(extra):
-        tag, size = struct.unpack_from("<HH", extra, pos)
-        if pos + 4 + size > len(extra):
-            return None
-        out.append((tag, extra[pos + 4:pos + 4 + size]))
-        pos += 4 + size
-    return out
+def _zip64_bodies(extra: zf.Buffer) -> list[zf.Buffer] | None:
+    """The bodies of the zip64 fields of an extra field, or None if a field overruns it."""
+    fields = zf.extra_fields(extra)
+    if fields is None:
+        return None
+    return [f.body(extra) for f in fields if f.tag == zf.ZIP64_EXTRA_TAG]
 
 
 @dataclass(frozen=True)
@@ -400,20 +377,18 @@ class WheelReader:
         n = len(buf)
         if n == 0:
             raise self._error("empty file, not a zip file")
-        if n < 22:
+        size = zf.END_RECORD_SIZE
+        if n < size:
             raise self._error(f"not a zip file (only {n} bytes)")
-        if bytes(buf[n - 22:n - 18]) == _EOCD and bytes(buf[n - 2:n]) == b"\0\0":
-            return n - 22
-        tail_start = max(0, n - 22 - 0x10000)
-        pos = bytes(buf[tail_start:]).rfind(_EOCD)
+        pos = zf.find_end_record(n, lambda start, stop: buf[start:stop])
         if pos < 0:
-            if bytes(buf[:4]) == _LOCAL:
+            if bytes(buf[:4]) == zf.LOCAL_SIG:
                 raise self._error("zip file is truncated (no end of central directory record)")
             raise self._error("not a zip file (no end of central directory record)")
-        if tail_start + pos + 22 > n:
+        if pos + size > n:
             raise self._error("zip file is truncated (no end of central directory record: "
                               "its signature is cut short by the end of the file)")
-        return tail_start + pos
+        return pos
 
     def _read_end_record(self) -> _EndRecord:
         """The end record (zip64 or not) as zipfile reads it; refuse ambiguity.
@@ -427,21 +402,22 @@ class WheelReader:
         """
         buf = self._buf
         eocd = self._find_eocd()
-        (_, disk, cd_disk, count_disk, count, cd_size, cd_off, clen) = buf.unpack_from(
-            "<4sHHHHIIH", eocd)
-        after = len(buf) - eocd - 22
+        rec = zf.EndRecord.unpack(buf[eocd:eocd + zf.END_RECORD_SIZE])
+        count, cd_size, cd_off, clen = rec.entries, rec.cd_size, rec.cd_offset, rec.comment_length
+        after = len(buf) - eocd - zf.END_RECORD_SIZE
         if clen != after:
             if clen < after:
                 raise self._error(f"{after - clen} bytes of trailing data after the end of "
                                   "central directory record (an appended archive?)")
             raise self._error(f"zip file is truncated (archive comment of {clen} bytes, "
                               f"only {after} left)")
-        if disk != 0 or cd_disk != 0 or count_disk != count:
+        if rec.disk != 0 or rec.cd_disk != 0 or rec.disk_entries != count:
             raise self._error("multi-disk zip archives are not supported")
         end = _EndRecord(count, cd_size, cd_off, eocd)
-        if eocd >= 20 and bytes(buf[eocd - 20:eocd - 16]) == _EOCD64_LOC:
+        loc = eocd - zf.ZIP64_LOCATOR_SIZE
+        if loc >= 0 and bytes(buf[loc:loc + 4]) == zf.ZIP64_LOCATOR_SIG:
             end = self._zip64_end(eocd, end)
-        elif count == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_off):
+        elif count == zf.SATURATED_16 or zf.SATURATED_32 in (cd_size, cd_off):
             raise self._error("zip64 end of central directory locator is missing")
         concat = end.cd_end - end.cd_size - end.cd_offset
         if concat > 0:
@@ -464,28 +440,29 @@ class WheelReader:
         saturated (0xFFFF / 0xFFFFFFFF, "see zip64").
         """
         buf = self._buf
-        loc = eocd - 20
-        (_, loc_disk, off, ndisks) = buf.unpack_from("<4sIQI", loc)
-        if loc_disk != 0 or ndisks > 1:
+        loc = eocd - zf.ZIP64_LOCATOR_SIZE
+        locator = zf.Zip64Locator.unpack(buf[loc:eocd])
+        off = locator.end_offset
+        if locator.end_disk != 0 or locator.disks > 1:
             raise self._error("multi-disk zip archives are not supported")
-        rec = loc - 56
-        if rec < 0 or bytes(buf[rec:rec + 4]) != _EOCD64:
+        rec = loc - zf.ZIP64_END_RECORD_SIZE
+        if rec < 0 or bytes(buf[rec:rec + 4]) != zf.ZIP64_END_SIG:
             raise self._error("zip64 end of central directory locator without a zip64 end "
                               "record right before it (readers disagree on which to use)")
         if off != rec:
             raise self._error(f"zip64 end of central directory locator points to offset {off}, "
                               f"the zip64 end record is at {rec}")
-        (_, size, _vm, _vn, disk, cd_disk, count_disk, count, cd_size, cd_off) = \
-            buf.unpack_from("<4sQHHIIQQQQ", rec)
-        if size != 44:
+        z64 = zf.Zip64EndRecord.unpack(buf[rec:loc])
+        count, cd_size, cd_off = z64.entries, z64.cd_size, z64.cd_offset
+        if z64.record_size != zf.ZIP64_END_RECORD_BODY:
             raise self._error("zip64 end of central directory record with extensible data "
                               "(zipfile would misread it)")
-        if disk != 0 or cd_disk != 0 or count_disk != count:
+        if z64.disk != 0 or z64.cd_disk != 0 or z64.disk_entries != count:
             raise self._error("multi-disk zip archives are not supported")
         for what, small, big, saturated in (
-                ("entry count", plain.entries, count, 0xFFFF),
-                ("central directory size", plain.cd_size, cd_size, 0xFFFFFFFF),
-                ("central directory offset", plain.cd_offset, cd_off, 0xFFFFFFFF)):
+                ("entry count", plain.entries, count, zf.SATURATED_16),
+                ("central directory size", plain.cd_size, cd_size, zf.SATURATED_32),
+                ("central directory offset", plain.cd_offset, cd_off, zf.SATURATED_32)):
             if small != big and small != saturated:
                 raise self._error(f"zip64 end of central directory record disagrees with the "
                                   f"end record ({what} {big} vs {small})")
@@ -498,10 +475,10 @@ class WheelReader:
         count, cd_size, cd_off = end.entries, end.cd_size, end.cd_offset
         if count > lim.max_members:
             raise self._limit(f"{count} members exceed the limit of {lim.max_members}")
-        if count * 46 > cd_size:
+        if count * zf.CENTRAL_HEADER_SIZE > cd_size:
             raise self._error(f"central directory of {cd_size} bytes cannot hold "
                               f"{count} entries")
-        if bytes(buf[cd_off:end.cd_end]).find(_EOCD) >= 0:
+        if bytes(buf[cd_off:end.cd_end]).find(zf.END_SIG) >= 0:
             raise self._error("end of central directory signature inside the central "
                               "directory (an embedded archive?)")
         members: list[Member] = []
@@ -534,40 +511,40 @@ class WheelReader:
         """(Member, position of the next entry) for the central entry at ``pos``."""
         buf = self._buf
         lim = self.limits
-        if pos + 46 > end:
+        head = zf.CENTRAL_HEADER_SIZE
+        if pos + head > end:
             raise self._error("central directory is truncated")
-        (sig, made_by, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen,
-         clen, _disk, _iattr, eattr, hoff) = buf.unpack_from(
-            "<4sHHHHHHIIIHHHHHII", pos)
-        if sig != _CENTRAL:
+        h = zf.CentralHeader.unpack(buf[pos:pos + head])
+        if h.signature != zf.CENTRAL_SIG:
             raise self._error(f"bad central directory entry signature at offset {pos}")
-        if pos + 46 + nlen + xlen + clen > end:
+        if pos + h.total_length > end:
             raise self._error("central directory entry runs past its end")
+        nlen = h.name_length
         if nlen > lim.max_name_length:
             raise self._limit(f"member name of {nlen} bytes is longer than the limit "
                               f"of {lim.max_name_length}")
-        name = self._decode_name(bytes(buf[pos + 46:pos + 46 + nlen]), flags)
-        zip64 = []
-        if xlen:
-            extra = _extra_fields(buf[pos + 46 + nlen:pos + 46 + nlen + xlen])
-            if extra is None:
+        name = self._decode_name(bytes(buf[pos + head:pos + head + nlen]), h.flags)
+        zip64: list[zf.Buffer] = []
+        if h.extra_length:
+            bodies = _zip64_bodies(buf[pos + head + nlen:pos + head + nlen + h.extra_length])
+            if bodies is None:
                 raise self._error(f"malformed extra field in the central entry of {name!r}")
-            zip64 = [body for tag, body in extra if tag == 1]
+            zip64 = bodies
             if len(zip64) > 1:
                 raise self._error(f"more than one zip64 extra field for {name!r}")
-        if need > _MAX_EXTRACT_VERSION:
-            raise self._error(f"member {name!r} needs zip version {need / 10:.1f} "
+        if h.version_needed > zf.MAX_EXTRACT_VERSION:
+            raise self._error(f"member {name!r} needs zip version {h.version_needed / 10:.1f} "
                               "(zipfile refuses it)")
-        if 0xFFFFFFFF in (csize, usize, hoff):
+        usize, csize, hoff = h.size, h.compressed_size, h.header_offset
+        if zf.SATURATED_32 in (csize, usize, hoff):
             if not zip64:
                 raise self._error(f"missing zip64 extra field for {name!r}")
             usize, csize, hoff = self._zip64_values(zip64[0], (usize, csize, hoff), name)
-        mode = (eattr >> 16) & 0xFFFF if (made_by >> 8) == 3 else 0
-        date_time = ((mdate >> 9) + 1980, (mdate >> 5) & 0xF, mdate & 0x1F,
-                     mtime >> 11, (mtime >> 5) & 0x3F, (mtime & 0x1F) * 2)
-        member = Member(name, method, flags, crc, csize, usize, hoff, mode, date_time)
+        mode = zf.unix_mode(h.version_made_by, h.external_attr)
+        date_time = zf.date_time_of_dos(h.mtime, h.mdate)
+        member = Member(name, h.method, h.flags, h.crc, csize, usize, hoff, mode, date_time)
         self._check_member(member)
-        return member, pos + 46 + nlen + xlen + clen
+        return member, pos + h.total_length
 
     def _decode_name(self, raw: bytes, flags: int) -> str:
         """The name as zipfile decodes it; names readers decode differently are refused.
@@ -576,7 +553,7 @@ class WheelReader:
         cp437; other tools guess UTF-8 or the locale for unflagged bytes, so
         an unflagged non-ASCII name has no single meaning.
         """
-        if flags & _UTF8_FLAG:
+        if flags & zf.FLAG_UTF8:
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -596,12 +573,12 @@ class WheelReader:
         special = _special_file(m.mode)
         if special:
             raise self._error(f"{special} member: {name!r}")
-        if m.flags & 0x41 or m.method == 99:
+        if m.flags & _ENCRYPTION_FLAGS or m.method == zf.AES_METHOD:
             raise self._error(f"encrypted member: {name!r}")
-        if m.flags & 0x20:
+        if m.flags & zf.FLAG_PATCHED:
             raise self._error(f"compressed patched data (flag bit 5) in {name!r}")
         if m.method not in (STORED, DEFLATED):
-            mname = _METHOD_NAMES.get(m.method)
+            mname = zf.METHOD_NAMES.get(m.method)
             raise self._error(f"unsupported compression method {m.method}"
                               f"{f' ({mname})' if mname else ''} for {name!r}")
         csize, usize = m.compressed_size, m.size
@@ -618,21 +595,17 @@ class WheelReader:
             raise self._error(f"member {name!r} declares {usize} bytes, more than its "
                               f"{csize} deflated bytes can hold (corrupt or hostile)")
 
-    def _zip64_values(self, body: memoryview, values: tuple, name: str) -> tuple:
-        """Replace the saturated (0xFFFFFFFF) values, in order, from a zip64 extra body.
+    def _zip64_values(self, body: zf.Buffer, values: tuple[int, ...],
+                      name: str) -> tuple[int, ...]:
+        """Replace the saturated values, in order, from a zip64 extra body.
 
         The order is zipfile's: uncompressed size, compressed size, header offset.
         """
-        out = []
-        pos = 0
-        for v in values:
-            if v == 0xFFFFFFFF:
-                if pos + 8 > len(body):
-                    raise self._error(f"short zip64 extra field for {name!r}")
-                v, = struct.unpack_from("<Q", body, pos)
-                pos += 8
-            out.append(v)
-        return tuple(out)
+        whole = zf.ExtraField(zf.ZIP64_EXTRA_TAG, 0, len(body), False)
+        found = zf.zip64_extra_values(body, whole)
+        if zf.saturated_count(values) > len(found):
+            raise self._error(f"short zip64 extra field for {name!r}")
+        return zf.resolve_zip64(values, found)
 
     def _check_layout(self, members: list, cd_off: int) -> None:
         """Every byte before the central directory belongs to exactly one member.
@@ -679,20 +652,22 @@ class WheelReader:
         """
         buf = self._buf
         off = m.header_offset
-        if off + 30 > cd_off:
+        head = zf.LOCAL_HEADER_SIZE
+        if off + head > cd_off:
             raise self._error(f"bad local header for {m.name!r}")
-        (sig, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen) = \
-            buf.unpack_from(_LOCAL_HEADER.format, off)
-        if sig != _LOCAL:
+        h = zf.LocalHeader.unpack(buf[off:off + head])
+        flags, method, crc = h.flags, h.method, h.crc
+        csize, usize, nlen = h.compressed_size, h.size, h.name_length
+        if h.signature != zf.LOCAL_SIG:
             raise self._error(f"bad local header for {m.name!r}")
-        start = off + 30 + nlen + xlen
+        start = off + head + nlen + h.extra_length
         if start > cd_off:
             raise self._error(f"local header of {m.name!r} overlaps the central directory")
-        if flags & 0x41:
+        if flags & _ENCRYPTION_FLAGS:
             raise self._error(f"encrypted member: {m.name!r}")
-        if buf[off + 30:off + 30 + nlen] != m.name.encode("utf-8"):
-            local_name = bytes(buf[off + 30:off + 30 + nlen])
-            shown = local_name.decode("utf-8" if flags & _UTF8_FLAG else "cp437", "replace")
+        if buf[off + head:off + head + nlen] != m.name.encode("utf-8"):
+            local_name = bytes(buf[off + head:off + head + nlen])
+            shown = local_name.decode("utf-8" if flags & zf.FLAG_UTF8 else "cp437", "replace")
             raise self._error(f"local header of {m.name!r} names a different file "
                               f"({shown!r})")
         if flags != m.flags:
@@ -702,16 +677,15 @@ class WheelReader:
             raise self._error(f"local header of {m.name!r} has compression method {method}, "
                               f"the central directory {m.method}")
         zip64 = None
-        if 0xFFFFFFFF in (usize, csize) or flags & _DESCRIPTOR_FLAG:
-            fields = _extra_fields(buf[off + 30 + nlen:start])
-            zip64 = next((body for tag, body in fields or () if tag == 1), None)
-        if 0xFFFFFFFF in (usize, csize):
+        if zf.SATURATED_32 in (usize, csize) or flags & zf.FLAG_DESCRIPTOR:
+            zip64 = next(iter(_zip64_bodies(buf[off + head + nlen:start]) or ()), None)
+        if zf.SATURATED_32 in (usize, csize):
             if zip64 is None:
                 raise self._error(f"missing zip64 extra field in the local header of {m.name!r}")
             usize, csize = self._zip64_values(zip64, (usize, csize), m.name)
         local = (crc, csize, usize)
         central = (m.crc, m.compressed_size, m.size)
-        descriptor = bool(flags & _DESCRIPTOR_FLAG)
+        descriptor = bool(flags & zf.FLAG_DESCRIPTOR)
         if local != central and not (
                 descriptor and all(a in (0, b) for a, b in zip(local, central))):
             raise self._error(f"local header of {m.name!r} disagrees with the central directory "
@@ -729,15 +703,15 @@ class WheelReader:
     def _data_descriptor(self, m: Member, at: int, zip64: bool) -> int:
         """Length of the data descriptor at ``at``; it must repeat the central values."""
         buf = self._buf
-        pos = at + 4 if bytes(buf[at:at + 4]) == _DESCRIPTOR else at
-        fmt = "<IQQ" if zip64 else "<III"
-        if pos + struct.calcsize(fmt) > len(buf):
+        pos = at + 4 if bytes(buf[at:at + 4]) == zf.DESCRIPTOR_SIG else at
+        size = zf.DataDescriptor.length(zip64)
+        if pos + size > len(buf):
             raise self._error(f"data descriptor of {m.name!r} is truncated")
-        crc, csize, usize = buf.unpack_from(fmt, pos)
-        if (crc, csize, usize) != (m.crc, m.compressed_size, m.size):
+        found = zf.DataDescriptor.unpack(buf[pos:pos + size], zip64)
+        if found != (m.crc, m.compressed_size, m.size):
             raise self._error(f"data descriptor of {m.name!r} disagrees with the central "
                               "directory")
-        return pos + struct.calcsize(fmt) - at
+        return pos + size - at
 
     # ----------------------------------------------------------- contents
     def __iter__(self):
@@ -791,7 +765,8 @@ class WheelReader:
         self.check_unchanged()
         return data
 
-    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20, verify: bool = True):
+    def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20,
+                    verify: bool = True) -> Iterator[bytes | memoryview]:
         """Yield the member's bytes in chunks, keeping none of them.
 
         The CRC-32 (unless ``verify`` is false: a caller that stops early
@@ -810,29 +785,12 @@ class WheelReader:
                 yield chunk
             got = len(raw)
         else:
-            z = _zstream.decompressobj(-15)
             got = 0
-            pos = 0
-            while not z.eof:
-                data: bytes | memoryview = z.unconsumed_tail
-                if not data and pos < len(raw):
-                    data = raw[pos:pos + chunk_size]
-                    pos += len(data)
-                try:
-                    chunk = z.decompress(data, chunk_size)
-                except _INFLATE_ERRORS as e:
-                    raise self._error(f"corrupt deflate data in {member.name!r}: {e}") from None
-                if not chunk and not data:
-                    raise self._error(f"deflate stream of {member.name!r} is truncated")
+            for chunk in self.inflate(member, raw, chunk_size, lambda: chunk_size):
                 got += len(chunk)
-                self._count_inflated(len(chunk))
-                if got > member.size:
-                    raise self._limit(f"member {member.name!r} inflates past its declared "
-                                      f"size of {member.size} (zip bomb?)")
-                if chunk:
-                    if verify:
-                        crc = _crc32(chunk, crc)
-                    yield chunk
+                if verify:
+                    crc = _crc32(chunk, crc)
+                yield chunk
         if got != member.size:
             raise self._error(f"member {member.name!r} is shorter than its declared size "
                               f"({got} < {member.size})")
@@ -840,10 +798,75 @@ class WheelReader:
             raise self._error(f"CRC-32 mismatch in member {member.name!r}")
         self.check_unchanged()
 
-    def _count_inflated(self, n):
+    def inflate(self, member: Member, raw: _Raw, piece: int, room: Callable[[], int], *,
+                bounded: bool = True, z: Any = None) -> Iterator[bytes]:
+        """The one inflate loop: yield the non-empty chunks of a deflated member.
+
+        ``raw``: its compressed bytes, fed ``piece`` bytes at a time; ``room()``:
+        the most bytes the next chunk may hold (asked before each step, so a
+        caller that keeps the generator may change it between steps); ``z``: the
+        decompressor (a new raw-deflate one by default).  Every reader uses it:
+        the whole member (:meth:`MemberStream.ensure` to the end), a window that
+        grows (``ensure``), chunks not kept (:meth:`iter_chunks`), and a bounded
+        prefix (:meth:`MemberStream.peek`).
+
+        ``bounded`` (all but ``peek``): inflated bytes count towards
+        ``max_inflated``, inflating past the declared size stops at once
+        (LimitError), and input that ends before the deflate stream does is a
+        WheelError.  Unbounded, the loop just stops where the input ends: a
+        prefix reader asks for at most a few bytes and judges what it got.
+        Corrupt deflate data is always a WheelError.
+        """
+        if z is None:
+            z = _zstream.decompressobj(-15)
+        got = 0
+        pos = 0
+        while not z.eof:
+            data: bytes | memoryview = z.unconsumed_tail
+            if not data and pos < len(raw):
+                data = raw[pos:pos + piece]
+                pos += len(data)
+            try:
+                # with no input left, this drains what zlib still holds
+                chunk = z.decompress(data, room())
+            except _INFLATE_ERRORS as e:
+                raise self._error(f"corrupt deflate data in {member.name!r}: {e}") from None
+            if not chunk and not data:
+                if not bounded:
+                    return
+                raise self._error(f"deflate stream of {member.name!r} is truncated")
+            if bounded:
+                got += len(chunk)
+                self._count_inflated(len(chunk))
+                if got > member.size:
+                    raise self._limit(f"member {member.name!r} inflates past its declared "
+                                      f"size of {member.size} (zip bomb?)")
+            if chunk:
+                yield chunk
+
+    def _count_inflated(self, n: int) -> None:
         self.inflated += n
         if self.inflated > self.limits.max_inflated:
             raise self._limit(f"inflated bytes exceed the limit of {self.limits.max_inflated}")
+
+
+class _Room:
+    """How much the next inflate step of :meth:`MemberStream.ensure` may produce:
+    what is still wanted, at least a chunk.
+
+    A separate object, so that the inflate loop a stream keeps holds no
+    reference back to the stream: the stream and its inflated bytes are freed
+    as soon as the caller drops it, not at the next garbage collection."""
+
+    __slots__ = ("out", "chunk", "want")
+
+    def __init__(self, out: bytearray, chunk: int) -> None:
+        self.out = out
+        self.chunk = chunk
+        self.want = 0
+
+    def __call__(self) -> int:
+        return max(self.want - len(self.out), self.chunk)
 
 
 class MemberStream:
@@ -878,6 +901,7 @@ class MemberStream:
     """
 
     _CHUNK = 1 << 18
+    _PEEK_PIECE = 1 << 16     # compressed bytes fed at a time to find a member's first bytes
     _WHOLE = 1 << 20      # members up to this size are inflated in one go
 
     def __init__(self, reader: WheelReader, member: Member):
@@ -890,32 +914,27 @@ class MemberStream:
         else:
             self._out = bytearray()
             self._have = 0
-            self._pos = 0
-            self._z = _zstream.decompressobj(-15)
+            self._room = _Room(self._out, self._CHUNK)
+            # the inflate loop, kept between calls: ensure() resumes where it stopped
+            self._chunks = reader.inflate(member, self._raw, self._CHUNK, self._room)
             self._whole_failed = False
         self._verified = False
 
-    def peek(self, n):
+    def peek(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the member is shorter), cheaply."""
         if self._out is None or self._have >= n:
             return bytes(self._raw[:n]) if self._out is None else bytes(self._out[:n])
         # Feed the compressed bytes a piece at a time: a stream may start with
         # any number of empty blocks, and the input is not copied wholesale.
-        z = zlib.decompressobj(-15)
         head = b""
-        pos = 0
-        try:
-            while len(head) < n and not z.eof:
-                data: bytes | memoryview = z.unconsumed_tail
-                if not data:
-                    if pos >= len(self._raw):
-                        break
-                    data = self._raw[pos:pos + 65536]
-                    pos += len(data)
-                head += z.decompress(data, n - len(head))
-        except _INFLATE_ERRORS as e:
-            raise self.reader._error(f"corrupt deflate data in {self.member.name!r}: {e}") \
-                from None
+        if n <= 0:
+            return head
+        for chunk in self.reader.inflate(self.member, self._raw, self._PEEK_PIECE,
+                                         lambda: n - len(head), bounded=False,
+                                         z=zlib.decompressobj(-15)):
+            head += chunk
+            if len(head) >= n:
+                break
         return head
 
     @property
@@ -928,7 +947,7 @@ class MemberStream:
         or a small one read whole): reading it costs nothing more."""
         return self._out is None and not isinstance(self._raw, _Span)
 
-    def ensure(self, n):
+    def ensure(self, n: int) -> None:
         """Inflate until at least ``n`` bytes (or the whole member) are available."""
         size = self.member.size
         n = min(n, size)
@@ -938,26 +957,13 @@ class MemberStream:
                 and (n > size // 2 or size <= self._WHOLE)):
             if self._inflate_all():
                 return
-        out, z = self._out, self._z
-        while len(out) < n and not z.eof:
-            data: bytes | memoryview = z.unconsumed_tail
-            if not data and self._pos < len(self._raw):
-                data = self._raw[self._pos:self._pos + self._CHUNK]
-                self._pos += len(data)
-            try:
-                # with no input left, this drains what zlib still holds
-                chunk = z.decompress(data, max(n - len(out), self._CHUNK))
-            except _INFLATE_ERRORS as e:
-                raise self.reader._error(f"corrupt deflate data in {self.member.name!r}: {e}") \
-                    from None
-            if not chunk and not data:
-                raise self.reader._error(
-                    f"deflate stream of {self.member.name!r} is truncated")
-            self.reader._count_inflated(len(chunk))
-            out += chunk
-            if len(out) > size:
-                raise self.reader._limit(f"member {self.member.name!r} inflates past "
-                                         f"its declared size of {size} (zip bomb?)")
+        out = self._out
+        self._room.want = n
+        if len(out) < n:
+            for chunk in self._chunks:
+                out += chunk
+                if len(out) >= n:
+                    break
         self._have = len(out)
         if self._have < n:
             raise self.reader._error(f"member {self.member.name!r} is shorter than its "
@@ -965,7 +971,7 @@ class MemberStream:
         if self._have == size:
             self._check_crc()
 
-    def _inflate_all(self):
+    def _inflate_all(self) -> bool:
         """Inflate the whole member in one call; False if libdeflate refuses it.
 
         libdeflate does not say whether the data is corrupt or longer than
@@ -1047,7 +1053,7 @@ class MemberStream:
 # ------------------------------------------------------------- byte sources
 #
 # The zip code reads the wheel through one small interface: len(), slices
-# (bytes-like, clipped to the end like a memoryview's) and unpack_from().
+# (bytes-like, clipped to the end like a memoryview's).
 
 _WINDOW = 1 << 20           # a file is read by windows of this size at least
 _STREAM_WINDOW = 1 << 13    # ... and a seekable stream (perhaps remote) by these
@@ -1079,9 +1085,6 @@ class _MemorySource:
 
     def __getitem__(self, key: slice) -> memoryview:
         return self._mv[key]
-
-    def unpack_from(self, fmt: str, offset: int) -> tuple:
-        return struct.unpack_from(fmt, self._mv, offset)
 
     def check_unchanged(self) -> None:
         """Bytes in memory cannot change under the reader."""
@@ -1159,9 +1162,6 @@ class _FileSource:
         self._win = memoryview(self.read(start, min(self._window, self._size - start)))
         return self._win[:stop - start]
 
-    def unpack_from(self, fmt: str, offset: int) -> tuple:
-        return struct.unpack_from(fmt, self[offset:offset + struct.calcsize(fmt)])
-
     def check_unchanged(self) -> None:
         now = self._stat()
         if now != self._stamp:
@@ -1194,3 +1194,5 @@ class _Span:
 
 
 _Source = Union[_MemorySource, _FileSource]
+# a member's compressed bytes: a view, bytes read from a file, or a lazy span of it
+_Raw = Union[memoryview, bytes, _Span]

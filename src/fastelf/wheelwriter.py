@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import signal
-import struct
 import tempfile
 import threading
 import time
@@ -24,6 +23,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
+from . import zipformat as zf
 from .errors import WheelError
 from .record import b64_digest, record_files
 from .wheel import DEFLATED, STORED, WheelReader, optional_module
@@ -91,12 +91,6 @@ def _dying_signals_raise() -> Iterator[None]:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-def _dos(date_time):
-    y, mo, d, h, mi, s = date_time
-    y = max(y, 1980)
-    return ((h << 11) | (mi << 5) | (s // 2)) & 0xFFFF, (((y - 1980) << 9) | (mo << 5) | d) & 0xFFFF
 
 
 def dist_info_dir(names) -> str:
@@ -271,56 +265,77 @@ class WheelWriter:
                 raise
 
     def _write_zip(self, f):
+        """The local records and data, then the central directory and end records."""
         pos = 0
         for e in self._entries:
             self._compressed(e)           # a new member: its bytes, deflated by now
             e.offset = pos
-            name = e.name.encode()
-            flags = 0x800 if not e.name.isascii() else 0
-            t, d = _dos(e.date_time)
-            big = e.csize >= 0xFFFFFFFF or e.usize >= 0xFFFFFFFF
-            extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if big else b""
-            hdr = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 45 if big else 20, flags, e.method,
-                              t, d, e.crc, 0xFFFFFFFF if big else e.csize,
-                              0xFFFFFFFF if big else e.usize, len(name), len(extra))
-            f.write(hdr + name + extra)
+            head = _local_record(e)
+            f.write(head)
             f.write(e.payload)
             e.payload = None              # written: the central directory needs no bytes
-            pos += len(hdr) + len(name) + len(extra) + e.csize
+            pos += len(head) + e.csize
         cd_start = pos
         for e in self._entries:
-            name = e.name.encode()
-            flags = 0x800 if not e.name.isascii() else 0
-            t, d = _dos(e.date_time)
-            z64 = []
-            usize, csize, off = e.usize, e.csize, e.offset
-            if usize >= 0xFFFFFFFF:
-                z64.append(usize)
-                usize = 0xFFFFFFFF
-            if csize >= 0xFFFFFFFF:
-                z64.append(csize)
-                csize = 0xFFFFFFFF
-            if off >= 0xFFFFFFFF:
-                z64.append(off)
-                off = 0xFFFFFFFF
-            extra = struct.pack("<HH", 1, 8 * len(z64)) + b"".join(
-                struct.pack("<Q", v) for v in z64) if z64 else b""
-            cen = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", (3 << 8) | 45,
-                              45 if z64 else 20, flags, e.method, t, d, e.crc, csize, usize,
-                              len(name), len(extra), 0, 0, 0, (e.mode & 0xFFFF) << 16, off)
-            f.write(cen + name + extra)
-            pos += len(cen) + len(name) + len(extra)
-        cd_size = pos - cd_start
-        count = len(self._entries)
-        if count >= 0xFFFF or cd_start >= 0xFFFFFFFF or cd_size >= 0xFFFFFFFF:
-            f.write(struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, (3 << 8) | 45, 45, 0, 0,
-                                count, count, cd_size, cd_start))
-            f.write(struct.pack("<4sIQI", b"PK\x06\x07", 0, pos, 1))
-            f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF,
-                                0xFFFFFFFF, 0xFFFFFFFF, 0))
-        else:
-            f.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, cd_size,
-                                cd_start, 0))
+            entry = _central_record(e)
+            f.write(entry)
+            pos += len(entry)
+        f.write(_end_records(len(self._entries), cd_start, pos - cd_start))
+
+
+# ---------------------------------------------------------------- zip records
+# The writer's choices within the format (fastelf.zipformat): made on Unix by
+# a zip 4.5 writer; version needed 2.0, or 4.5 for an entry that needs zip64.
+_MADE_BY = (zf.HOST_UNIX << 8) | zf.VERSION_ZIP64
+
+
+def _name_and_flags(e: _Entry) -> tuple[bytes, int]:
+    """The encoded name and its flag: bit 11 (UTF-8) for a name that is not ASCII."""
+    return e.name.encode(), zf.FLAG_UTF8 if not e.name.isascii() else 0
+
+
+def _local_record(e: _Entry) -> bytes:
+    """Local header, name and extra field of ``e`` (4.3.7); a member of 4 GiB or more
+    has saturated sizes and both sizes in a zip64 extra field (4.5.3)."""
+    name, flags = _name_and_flags(e)
+    t, d = zf.dos_date_time(e.date_time)
+    big = e.csize >= zf.SATURATED_32 or e.usize >= zf.SATURATED_32
+    extra = zf.pack_zip64_extra((e.usize, e.csize)) if big else b""
+    hdr = zf.LocalHeader(
+        zf.LOCAL_SIG, zf.VERSION_ZIP64 if big else zf.VERSION_DEFAULT, flags, e.method, t, d,
+        e.crc, zf.SATURATED_32 if big else e.csize, zf.SATURATED_32 if big else e.usize,
+        len(name), len(extra))
+    return hdr.pack() + name + extra
+
+
+def _central_record(e: _Entry) -> bytes:
+    """Central header, name and extra field of ``e`` (4.3.12); each value of 4 GiB or
+    more is saturated and given in the zip64 extra field, in the order of 4.5.3."""
+    name, flags = _name_and_flags(e)
+    t, d = zf.dos_date_time(e.date_time)
+    values = (e.usize, e.csize, e.offset)
+    z64 = [v for v in values if v >= zf.SATURATED_32]
+    usize, csize, off = (min(v, zf.SATURATED_32) for v in values)
+    extra = zf.pack_zip64_extra(z64) if z64 else b""
+    cen = zf.CentralHeader(
+        zf.CENTRAL_SIG, _MADE_BY, zf.VERSION_ZIP64 if z64 else zf.VERSION_DEFAULT, flags,
+        e.method, t, d, e.crc, csize, usize, len(name), len(extra), 0, 0, 0,
+        zf.unix_external_attr(e.mode), off)
+    return cen.pack() + name + extra
+
+
+def _end_records(count: int, cd_start: int, cd_size: int) -> bytes:
+    """The end of central directory record (4.3.16), preceded by the zip64 end record
+    and locator (4.3.14, 4.3.15) when the count, offset or size needs them."""
+    cd_end = cd_start + cd_size
+    if count >= zf.SATURATED_16 or cd_start >= zf.SATURATED_32 or cd_size >= zf.SATURATED_32:
+        return (zf.Zip64EndRecord(zf.ZIP64_END_SIG, zf.ZIP64_END_RECORD_BODY, _MADE_BY,
+                                  zf.VERSION_ZIP64, 0, 0, count, count, cd_size,
+                                  cd_start).pack()
+                + zf.Zip64Locator(zf.ZIP64_LOCATOR_SIG, 0, cd_end, 1).pack()
+                + zf.EndRecord(zf.END_SIG, 0, 0, zf.SATURATED_16, zf.SATURATED_16,
+                               zf.SATURATED_32, zf.SATURATED_32, 0).pack())
+    return zf.EndRecord(zf.END_SIG, 0, 0, count, count, cd_size, cd_start, 0).pack()
 
 
 def output_dir_problem(directory) -> str | None:
