@@ -48,6 +48,7 @@ Anything not understood raises ``ElfPatchError`` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass
 from typing import (
@@ -824,7 +825,7 @@ def patch_elf(
         raise TypeError(f"reuse_input needs a bytearray, not {type(data).__name__}")
     if req.is_noop:
         return data if isinstance(data, bytearray) and reuse_input else bytes(data)
-    view = _byte_view(data)
+    view = _byte_view(data)         # our own view: released below, never the caller's
     try:
         edits, expected = _plan_patch(view, req)
         if isinstance(data, bytearray) and reuse_input:
@@ -840,10 +841,16 @@ def patch_elf(
     except (struct.error, IndexError, KeyError, OverflowError) as exc:
         # every offset is checked first; this is a last line of defence
         raise ElfPatchError(f"malformed ELF file ({type(exc).__name__}: {exc})") from None
+    finally:
+        # after an error the caller's bytearray must stay resizable, although the
+        # traceback's frames still refer to the view
+        with contextlib.suppress(BufferError):
+            view.release()
 
 
 def _byte_view(data: Buffer) -> memoryview:
-    """``data`` as a flat view of unsigned bytes, without a copy when it is one already."""
+    """A new flat view of ``data`` as unsigned bytes, without a copy when it is one
+    already (a new view object even for a memoryview, so releasing it is ours to do)."""
     view = memoryview(data)
     if view.format == "B" and view.ndim == 1 and view.c_contiguous:
         return view
