@@ -85,6 +85,7 @@ __all__ = ["ElfPatchError", "patch_elf", "DEFAULT_PAGE_SIZE"]
 # =============================================================================
 
 ELFMAG = b"\x7fELF"
+EI_NIDENT = 16
 EI_CLASS, EI_DATA, EI_VERSION = 4, 5, 6
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
@@ -116,6 +117,12 @@ DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6
 DT_LOPROC = 0x70000000
 DT_AUXILIARY, DT_USED, DT_FILTER = 0x7FFFFFFD, 0x7FFFFFFE, 0x7FFFFFFF
 VER_FLG_BASE = 1
+
+# Hash table headers (the patcher counts symbols through them).
+HASH_HEADER, HASH_NCHAIN_AT = 8, 4      # DT_HASH: nbucket, nchain (32-bit words)
+GNU_HASH_HEADER = 16                    # DT_GNU_HASH: nbuckets, symoffset, bloom_size, bloom_shift
+GNU_HASH_WORD = 4                       # buckets and chain values are 32-bit
+GNU_HASH_CHAIN_END = 1                  # low bit of a chain value: the last of its chain
 
 # Field offsets inside records the patcher edits in place.
 VN_FILE_AT = 4          # Elf_Verneed.vn_file
@@ -329,7 +336,7 @@ class _Image(Generic[_B]):
     def __init__(self, data: _B):
         self.data: _B = data
         n = len(data)
-        if n < 16 or data[:4] != ELFMAG:
+        if n < EI_NIDENT or data[:len(ELFMAG)] != ELFMAG:
             raise ElfPatchError("not an ELF file")
         if (data[EI_CLASS] not in (ELFCLASS32, ELFCLASS64)
                 or data[EI_DATA] not in (ELFDATA2LSB, ELFDATA2MSB)
@@ -533,8 +540,8 @@ class _Plan:
                 ent = sh.sh_entsize or self.tags.get(DT_SYMENT, img.layout.sym_size)
                 return sh.sh_size // ent if ent else None
         if DT_HASH in self.tags:
-            off = img.vaddr_to_off(self.tags[DT_HASH], 8, "DT_HASH")
-            return int(img.u32.unpack_from(data, off + 4)[0])     # nbucket, nchain
+            off = img.vaddr_to_off(self.tags[DT_HASH], HASH_HEADER, "DT_HASH")
+            return int(img.u32.unpack_from(data, off + HASH_NCHAIN_AT)[0])
         if DT_GNU_HASH in self.tags:
             return self._gnu_hash_count()
         return None
@@ -544,18 +551,19 @@ class _Plan:
         chain.  With every bucket empty the table does not tell the count (the
         unhashed symbols below symoffset need not number symoffset): None."""
         img, data = self.img, self.img.data
-        off = img.vaddr_to_off(self.tags[DT_GNU_HASH], 16, "DT_GNU_HASH")
+        w = GNU_HASH_WORD
+        off = img.vaddr_to_off(self.tags[DT_GNU_HASH], GNU_HASH_HEADER, "DT_GNU_HASH")
         nbuckets, symoffset, bloom, _ = struct.unpack_from(img.endian + "4I", data, off)
-        buckets = off + 16 + bloom * img.word
-        img._check(buckets, nbuckets * 4, "DT_GNU_HASH buckets")
+        buckets = off + GNU_HASH_HEADER + bloom * img.word
+        img._check(buckets, nbuckets * w, "DT_GNU_HASH buckets")
         top = max(struct.unpack_from(f"{img.endian}{nbuckets}I", data, buckets), default=0)
         if top < symoffset or top == 0:
             return None
-        chains = buckets + nbuckets * 4
+        chains = buckets + nbuckets * w
         idx = top
         while True:
-            img._check(chains + (idx - symoffset) * 4, 4, "DT_GNU_HASH chain")
-            if img.u32.unpack_from(data, chains + (idx - symoffset) * 4)[0] & 1:
+            img._check(chains + (idx - symoffset) * w, w, "DT_GNU_HASH chain")
+            if img.u32.unpack_from(data, chains + (idx - symoffset) * w)[0] & GNU_HASH_CHAIN_END:
                 return int(idx + 1)
             idx += 1
 
@@ -597,6 +605,46 @@ def _section_index(img: _Image, match: Callable[[Section], bool]) -> Optional[in
 
 # -------------------------------------------------------------- allocation
 
+class _Span(NamedTuple):
+    """A range of offsets; for a live string, ``end`` is the index of its NUL."""
+
+    start: int
+    end: int
+
+
+@dataclass
+class _Run:
+    """Free bytes of .dynstr, consumed from the front as strings are placed."""
+
+    start: int
+    length: int
+
+
+def _live_spans(plan: _Plan, refs: Set[int]) -> List[_Span]:
+    """The strings that stay referenced (and the empty string at 0), merged
+    where they touch or overlap (a suffix shared by two references)."""
+    live: List[_Span] = []
+    for a, b in sorted((r, plan.cstr_end(r)) for r in refs | {0}):
+        if live and a <= live[-1].end + 1:
+            if b > live[-1].end:
+                live[-1] = _Span(live[-1].start, b)
+        else:
+            live.append(_Span(a, b))
+    return live
+
+
+def _free_runs(live: Sequence[_Span], size: int) -> List[_Run]:
+    """The bytes of a table of ``size`` bytes that no live string covers."""
+    free, pos = [], 0
+    for a, b in live:
+        if a > pos:
+            free.append(_Run(pos, a - pos))
+        pos = b + 1
+    if pos < size:
+        free.append(_Run(pos, size - pos))
+    return free
+
+
 class _Strings:
     """Places new strings into dead bytes of .dynstr, or past its end."""
 
@@ -606,26 +654,14 @@ class _Strings:
         self.extra = bytearray()          # appended after the old table
         self.placed: Dict[bytes, int] = {}     # string -> its offset in the new table
         self.known = fixed_refs is not None
-        self.live: List[Tuple[int, int]] = []   # merged [start, end] (end = NUL index)
-        self.free: List[List[int]] = []         # [start, length]
+        self.live: List[_Span] = []
+        self.free: List[_Run] = []
         if fixed_refs is None:            # not self.known
             return
-        spans = sorted((r, plan.cstr_end(r)) for r in fixed_refs | {0})
-        for a, b in spans:
-            if self.live and a <= self.live[-1][1] + 1:
-                if b > self.live[-1][1]:
-                    self.live[-1] = (self.live[-1][0], b)
-            else:
-                self.live.append((a, b))
-        pos = 0
-        for a, b in self.live:
-            if a > pos:
-                self.free.append([pos, a - pos])
-            pos = b + 1
-        if pos < plan.strsz:
-            self.free.append([pos, plan.strsz - pos])
-        for start, length in self.free:          # dead bytes are cleared
-            self.table[start:start + length] = bytes(length)
+        self.live = _live_spans(plan, fixed_refs)
+        self.free = _free_runs(self.live, plan.strsz)
+        for run in self.free:          # dead bytes are cleared
+            self.table[run.start:run.start + run.length] = bytes(run.length)
 
     def _find_live(self, s: bytes) -> Optional[int]:
         needle = s + b"\0"
@@ -656,12 +692,12 @@ class _Strings:
                 continue
             need = len(s) + 1
             for run in self.free:
-                if run[1] >= need:
-                    p = run[0]
+                if run.length >= need:
+                    p = run.start
                     self.table[p:p + len(s)] = s
                     self.table[p + len(s)] = 0
-                    run[0] += need
-                    run[1] -= need
+                    run.start += need
+                    run.length -= need
                     self.placed[s] = p
                     break
             else:
@@ -709,14 +745,14 @@ class _Edits:
                 buf[lo - offset:hi - offset] = w.data[lo - w.offset:hi - w.offset]
         return bytes(buf)
 
-    def _spans(self) -> List[Tuple[int, int]]:
+    def _spans(self) -> List[_Span]:
         """The written ranges, sorted, overlapping writes merged into one range."""
-        spans: List[Tuple[int, int]] = []
+        spans: List[_Span] = []
         for a, b in sorted((w.offset, w.offset + len(w.data)) for w in self.writes if w.data):
-            if spans and a < spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
+            if spans and a < spans[-1].end:
+                spans[-1] = _Span(spans[-1].start, max(b, spans[-1].end))
             else:
-                spans.append((a, b))
+                spans.append(_Span(a, b))
         return spans
 
     def _kept(self, start: int, end: int) -> Iterator[Buffer]:
@@ -883,30 +919,39 @@ def _request(set_soname: Union[str, bytes, None],
                          "or force_rpath")
     if force_rpath and set_runpath is not None:
         raise ValueError("force_rpath contradicts set_runpath")
-    path_tag, path_value = _search_path(set_rpath, set_runpath)
+    path = _search_path(set_rpath, set_runpath)
     align = DEFAULT_PAGE_SIZE if page_size is None else int(page_size)
     if align < _MIN_PAGE or align & (align - 1):
         raise ValueError(f"page_size must be a power of two >= 4096, not {page_size}")
-    return _Request(soname, repl, remove, path_tag, path_value, remove_rpath, force_rpath,
-                    align)
+    return _Request(soname, repl, remove, path.tag, path.value, remove_rpath, force_rpath, align)
+
+
+class _SearchPath(NamedTuple):
+    tag: Optional[int]             # DT_RPATH, DT_RUNPATH, or None: no path is set
+    value: Optional[bytes]
 
 
 def _search_path(set_rpath: Union[str, bytes, None], set_runpath: Union[str, bytes, None]
-                 ) -> Tuple[Optional[int], Optional[bytes]]:
-    """(tag, value) of the requested search path, or (None, None)."""
+                 ) -> _SearchPath:
+    """The requested search path and its tag."""
     if set_rpath is not None:
-        path_tag, path_value = DT_RPATH, _encode(set_rpath, "set_rpath")
+        path = _SearchPath(DT_RPATH, _encode(set_rpath, "set_rpath"))
     elif set_runpath is not None:
-        path_tag, path_value = DT_RUNPATH, _encode(set_runpath, "set_runpath")
+        path = _SearchPath(DT_RUNPATH, _encode(set_runpath, "set_runpath"))
     else:
-        return None, None
-    if not path_value:
+        return _SearchPath(None, None)
+    if not path.value:
         raise ValueError("an empty search path means the current directory to the loader; "
                          "use remove_rpath=True to remove the path")
-    return path_tag, path_value
+    return path
 
 
-def _plan_patch(view: memoryview, req: _Request) -> Tuple[_Edits, Expected]:
+class _Patch(NamedTuple):
+    edits: _Edits
+    expected: Expected
+
+
+def _plan_patch(view: memoryview, req: _Request) -> _Patch:
     """Every decision of the patch, as the writes to make and what the result must
     read; only the input is read, so a refusal leaves every buffer as it was."""
     try:
@@ -937,7 +982,7 @@ def _plan_patch(view: memoryview, req: _Request) -> Tuple[_Edits, Expected]:
                               req.align))
     else:
         edits.put(plan.dynseg.offset, _dynamic_table(img, entries, plan.capacity))
-    return edits, _expectation(entries, new_dynstr)
+    return _Patch(edits, _expectation(entries, new_dynstr))
 
 
 # ------------------------------------------------------- the dynamic entries
@@ -1217,9 +1262,14 @@ def _relocation(img: _Image, plan: _Plan, nentries: int, new_dynstr: bytes, move
     return reloc
 
 
-def _choose_mode(img: _Image, plan: _Plan, need_w: bool
-                 ) -> Tuple[str, Optional[_Block], int]:
-    """(mode, block of mode "grow", index of the last PT_LOAD); see ``_Relocation``."""
+class _Mode(NamedTuple):
+    name: str                      # "extend", "grow" or "move": see ``_Relocation``
+    block: Optional[_Block]        # the block that moves, in mode "grow"
+    last: int                      # index of the last PT_LOAD
+
+
+def _choose_mode(img: _Image, plan: _Plan, need_w: bool) -> _Mode:
+    """How the added bytes are made loadable; see ``_Relocation``."""
     loads = [i for i, s in enumerate(img.segs) if s.type == PT_LOAD]
     max_end = max(img.segs[i].vaddr + img.segs[i].memsz for i in loads)
     last_i = max(loads, key=lambda i: img.segs[i].vaddr)
@@ -1227,11 +1277,11 @@ def _choose_mode(img: _Image, plan: _Plan, need_w: bool
     if (last_i == loads[-1] and last.offset + last.filesz == len(img.data)
             and last.memsz == last.filesz and not last.flags & PF_X
             and (last.flags & PF_W or not need_w) and last.vaddr + last.memsz == max_end):
-        return "extend", None, last_i
+        return _Mode("extend", None, last_i)
     if img.phnum + 1 >= PN_XNUM:
         raise ElfPatchError("too many program headers")
     block = _room_after_phdrs(img, plan)
-    return ("grow" if block is not None else "move"), block, last_i
+    return _Mode("grow" if block is not None else "move", block, last_i)
 
 
 def _origin(img: _Image, mode: str, last: int, align: int) -> _Origin:
