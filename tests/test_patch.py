@@ -526,3 +526,55 @@ def test_hostile_inputs_raise_only_patch_errors(x86):
         elf = parse(out)
         assert elf.soname == "libx.so"
     run()
+
+
+# ------------------------------------------------ buffers handed to patch_elf
+
+@needs_readelf
+def test_reuse_input_patches_the_callers_bytearray(kit, tmp_path):
+    """reuse_input=True grows and patches the caller's bytearray itself (no second
+    copy of the file): the same bytes as the default result, read by readelf and
+    patchelf and run by the loader."""
+    args = dict(replace_needed={"libfoo.so": "libfoo-1234abcd.so"}, set_rpath=LONG_RPATH)
+    main = kit.read("main")
+    buf = bytearray(main)
+    out = patch_elf(buf, reuse_input=True, **args)
+    assert out is buf and len(buf) > len(main)        # grown in place: relocated tables
+    assert bytes(buf) == patch_elf(main, **args)
+    exe = write(tmp_path / "bin" / "prog", bytes(buf))
+    readelf_clean(exe)
+    assert patchelf(exe, "--print-rpath").strip() == LONG_RPATH
+    lib = bytearray(kit.read("libfoo.so"))
+    assert patch_elf(lib, set_soname="libfoo-1234abcd.so", reuse_input=True) is lib
+    write(tmp_path / LONG_DIR / "libfoo-1234abcd.so", bytes(lib))
+    write(tmp_path / LONG_DIR / "libbar.so", kit.read("libbar.so"))
+    r = kit.run(exe)
+    assert (r.returncode, r.stdout) == (0, "foo=42\n"), r.stderr
+
+
+def test_reuse_input_refusals_leave_the_buffer(x86):
+    """A refused patch leaves the given bytearray as it was, and still resizable
+    (no view of it outlives the call, even while the error is held)."""
+    main = x86.read("main")
+    buf = bytearray(main)
+    with pytest.raises(ElfPatchError, match="not in DT_NEEDED: libnope.so") as err:
+        patch_elf(buf, replace_needed={"libnope.so": "x.so"}, set_rpath=LONG_RPATH,
+                  reuse_input=True)
+    assert bytes(buf) == main
+    buf += b"more"                      # BufferError if a view were still exported
+    assert err.value is not None
+    assert patch_elf(buf[:len(main)], reuse_input=True) == main       # nothing to do
+    with pytest.raises(TypeError, match="reuse_input needs a bytearray"):
+        patch_elf(main, set_soname="x", reuse_input=True)
+
+
+def test_memoryview_input_is_read_in_place(x86):
+    """A memoryview (here of part of a larger buffer, as a zip member may be) gives
+    the bytes result of the same input as bytes, and stays the caller's to use."""
+    main = x86.read("main")
+    big = bytearray(b"junk" + main + b"tail")
+    view = memoryview(big)[4:4 + len(main)]
+    out = patch_elf(view, set_rpath=LONG_RPATH)
+    assert isinstance(out, bytes) and out == patch_elf(main, set_rpath=LONG_RPATH)
+    assert parse(out).rpath == LONG_RPATH
+    assert view.tobytes() == main and big[4:4 + len(main)] == main     # untouched, usable
