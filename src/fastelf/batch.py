@@ -83,7 +83,9 @@ def _audit_one(path: str, options: dict) -> AuditResult:
         return _error_result(path, f"{path}: out of memory while auditing this wheel")
     except Exception as e:          # a bug must cost one wheel, not the batch
         return _error_result(path, f"{path}: internal error: {type(e).__name__}: {e}")
-    for elf in result.elfs:          # the symbol lists are large and not part of the report
+    # the symbol lists are large and not part of the report; a result from the cache
+    # has no ELF list unless asked for (cache.CachedResult), and is not asked here
+    for elf in vars(result).get("elfs", ()):
         elf.imports = []
     return result
 
@@ -127,8 +129,9 @@ def _deadline(timeout: float) -> Iterator[None]:
 
 def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
     """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
-    the path of a result cache to audit through."""
-    rest = {k: v for k, v in options.items() if k != "cache"}
+    the path of a result cache to audit through; ``options["cache_verify"]``:
+    hash every local wheel again instead of trusting its stat."""
+    rest = {k: v for k, v in options.items() if k not in ("cache", "cache_verify")}
     cache_path = options.get("cache")
     if isinstance(path, str) and is_url(path):
         cache = None
@@ -139,7 +142,8 @@ def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
     if cache_path is None:
         return audit_path(path, **rest)
     from .cache import cached_audit
-    return cached_audit(path, os.fspath(cache_path), **rest)
+    return cached_audit(path, os.fspath(cache_path),
+                        cache_verify=bool(options.get("cache_verify")), **rest)
 
 
 # ------------------------------------------------------------------ worker lifetime

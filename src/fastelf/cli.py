@@ -85,6 +85,9 @@ def build_parser():
                         "(same compressed bytes) is parsed once; verdicts are always "
                         "recomputed. PATH (write --cache=PATH) defaults to "
                         "$XDG_CACHE_HOME/fastelf/cache.sqlite3")
+    p.add_argument("--cache-verify", action="store_true",
+                   help="with --cache: hash every wheel again instead of trusting an unchanged "
+                        "stat (device, inode, size, mtime, ctime) for its SHA-256")
     p.add_argument("--compact", action="store_true",
                    help="with --json: the verdict and its reasons only, without per-ELF and "
                         "per-policy detail (to_dict(detail=False))")
@@ -300,6 +303,8 @@ def _check_audit_args(args):
     if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
         return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
                 "--cache after the wheels")
+    if args.cache_verify and args.cache is None:
+        return "--cache-verify needs --cache"
     if not args.paths and not args.from_file:
         return "give at least one PATH or --from-file LIST"
     missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
@@ -337,6 +342,8 @@ def cmd_audit(args, out):
     if args.cache is not None:
         from .cache import CacheStats, check_cache, default_cache_path
         options["cache"] = args.cache or str(default_cache_path())
+        if args.cache_verify:
+            options["cache_verify"] = True
         problem = check_cache(options["cache"])
         if problem:
             _error(problem)
@@ -375,7 +382,7 @@ def _report_batch(args, results, progress, cache_stats, out):
         if progress:
             progress.close()
         if args.json:
-            out.write(json.dumps(r.to_dict(detail=not args.compact)) + "\n")
+            out.write(r.to_json(detail=not args.compact) + "\n")
         elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
             out.write(_one_line(r) + "\n")
         out.flush()                     # a crawl can be followed with tail -f
