@@ -76,13 +76,19 @@ def default_cache_path() -> Path:
     return Path(base) / "fastelf" / "cache.sqlite3"
 
 
+def _engine_files() -> tuple[str, ...]:
+    """The files whose bytes the facts and verdicts depend on: the compiled core
+    and the policy data."""
+    here = os.path.dirname(__file__)
+    return (str(_elf.__file__), *(os.path.join(here, d) for d in _DATA_FILES))
+
+
 @functools.lru_cache(maxsize=1)
 def engine_id() -> str:
     """What the cached facts and results depend on besides the input: fastelf's
-    version, the cache format, the compiled core's bytes and the policy data."""
+    version, the cache format and the bytes of :func:`_engine_files`."""
     h = hashlib.sha256(f"fastelf {__version__} cache {CACHE_FORMAT}\0".encode())
-    here = os.path.dirname(__file__)
-    for f in (_elf.__file__, *(os.path.join(here, d) for d in _DATA_FILES)):
+    for f in _engine_files():
         with open(f, "rb") as fh:
             h.update(hashlib.sha256(fh.read()).digest())
     return h.hexdigest()[:32]
