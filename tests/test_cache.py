@@ -407,3 +407,20 @@ def test_an_interrupted_crawl_resumes(tmp_path, trust_fresh_files):
     assert rerun.stderr.rstrip().endswith("cache: 2 wheel hits, 0 ELF hits, 2 ELFs parsed")
     assert rerun.stdout.splitlines(keepends=True)[:2] == done
     assert rerun.stdout == "".join(audit_path(p).to_json() + "\n" for p in paths)
+
+
+def test_a_warm_run_starts_without_the_pool_or_the_network(tmp_path):
+    """A one-process batch over local files (what a warm --cache run is: mostly
+    start-up) loads neither concurrent.futures/multiprocessing/ctypes nor the
+    remote module's http/ssl; a URL or --jobs 2 still works (tests of their own)."""
+    d = tmp_path / "w"
+    _write(d, f"a-1.0-{TAG}", {EXT: ELFS["x86_64-gnu-hash.so"]}, dist="a")
+    code = ("import sys\nfrom fastelf import cli\n"
+            f"cli.main(['audit', '--json', '--cache={tmp_path / 'c.db'}', {str(d)!r}])\n"
+            "print(sorted(m for m in ('concurrent.futures', 'multiprocessing', 'ctypes',"
+            " 'http.client', 'ssl', 'fastelf.remote') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=str(Path(cache_mod.__file__).resolve().parent.parent))
+    for _ in range(2):                  # cold, then warm
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=120, check=True).stdout
+        assert out.splitlines()[-1] == "[]"

@@ -27,7 +27,6 @@ from .errors import (
     FastElfError,
     exit_code_of,
 )
-from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
 
@@ -212,6 +211,7 @@ def _exit_code(results) -> int:
 
 
 def cmd_show(args, out):
+    from .remote import audit_url, is_url
     if is_url(args.wheel):
         r = audit_url(args.wheel, **_options(args))
     elif not os.path.isfile(args.wheel):
@@ -236,6 +236,7 @@ def _repair_reach(args, r):
     """Where ``repair`` would land, when the wheel needs external libraries: the
     libraries are searched on this system as repair searches them, so the advice
     counts their own symbol versions.  None when there is nothing to graft."""
+    from .remote import is_url
     if r.error or r.pure or not r.external_libraries or is_url(args.wheel):
         return None
     from .repair import repair_reach
@@ -307,7 +308,8 @@ def _check_audit_args(args):
         return "--cache-verify needs --cache"
     if not args.paths and not args.from_file:
         return "give at least one PATH or --from-file LIST"
-    missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
+    from .batch import _is_url  # remote.is_url; remote (http, ssl) is imported for URLs only
+    missing = [p for p in args.paths if not _is_url(p) and not os.path.exists(p)]
     if missing:
         return f"no such file or directory: {', '.join(missing)}"
     if args.from_file and args.from_file != "-" and not os.path.isfile(args.from_file):
