@@ -7,8 +7,9 @@ for every wheel, fastelf already imported).  The medians over the rounds are
 printed: wall time and CPU time (user + system, of the child for the CLI; the
 machine may be shared, and CPU time is what load disturbs least), ELF members
 parsed, and the warm run's speed-up over the cold one.  The warm output must
-equal the cold output byte for byte (checked).  The corpus comes from
-``benchmarks/corpus.py``.
+equal the cold output byte for byte (checked).  The wheels are the pinned
+corpus of ``benchmarks/corpus.py`` (exactly its files: other wheels kept in the
+same directory are left out), or every wheel under ``--dir``.
 
     python benchmarks/bench_cache.py [--dir DIR] [--jobs N] [--rounds N]
 """
@@ -26,7 +27,9 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-DEFAULT_DIR = Path(os.environ.get("FASTELF_BENCH_CACHE", "~/.cache/fastelf-bench")).expanduser()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import corpus  # noqa: E402
 
 
 class Timing(NamedTuple):
@@ -41,11 +44,11 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_cli(wheels: Path, jobs: int, extra: list[str]) -> Timing:
+def run_cli(wheels: list[str], jobs: int, extra: list[str]) -> Timing:
     """One `fastelf audit --json` run."""
     cpu0, start = _children_cpu(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "fastelf", "audit", "--json", "--no-progress",
-                           "--jobs", str(jobs), str(wheels), *extra],
+                           "--jobs", str(jobs), *wheels, *extra],
                           capture_output=True, text=True, check=False)
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu0
     return Timing(wall, cpu, proc.stdout, proc.stderr.strip().splitlines()[-1])
@@ -92,20 +95,22 @@ def _report(title: str, runs: dict[str, list[Timing]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="directory of wheels")
+    ap.add_argument("--dir", type=Path, help="every wheel under DIR instead of the corpus")
     ap.add_argument("--jobs", type=int, default=1, help="CLI worker processes")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     from fastelf.batch import find_wheels
-    paths = list(find_wheels([args.dir]))
-    print(f"{len(paths)} wheels in {args.dir}, {sum(os.path.getsize(p) for p in paths) >> 20} "
+    paths = ([str(p) for p in corpus.available()] if args.dir is None
+             else list(find_wheels([args.dir])))
+    where = args.dir or f"the corpus ({corpus.cache_dir()})"
+    print(f"{len(paths)} wheels from {where}, {sum(os.path.getsize(p) for p in paths) >> 20} "
           f"MiB; load average {os.getloadavg()[0]:.2f}")
 
     def cli_round(db: Path) -> dict[str, Timing]:
         flag = [f"--cache={db}"]
-        return {"no cache": run_cli(args.dir, args.jobs, []),
-                "cold": run_cli(args.dir, args.jobs, flag),
-                "warm": run_cli(args.dir, args.jobs, flag)}
+        return {"no cache": run_cli(paths, args.jobs, []),
+                "cold": run_cli(paths, args.jobs, flag),
+                "warm": run_cli(paths, args.jobs, flag)}
 
     def api_round(db: Path) -> dict[str, Timing]:
         return {"cold": run_in_process(paths, db), "warm": run_in_process(paths, db)}

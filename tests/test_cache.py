@@ -25,6 +25,7 @@ import pytest
 from fastelf import cache as cache_mod
 from fastelf import cli
 from fastelf.audit import AuditResult, audit_path
+from fastelf.report import show_text
 from fastelf.wheel import Limits
 
 ELFS = hs.seed_elfs(include_system=False)
@@ -376,6 +377,7 @@ def test_warm_output_is_the_cold_output_byte_for_byte(tmp_path, trust_fresh_file
         for f in dataclasses.fields(AuditResult):
             if f.name != "cache_stats":
                 assert getattr(wr, f.name) == getattr(plain, f.name), f.name
+        assert show_text(wr) == show_text(plain)       # dataclasses.replace, in escaped()
     copy = pickle.loads(pickle.dumps(c.audit(paths[1])))     # a worker hands it to the batch
     assert copy.to_json() == cold[1].to_json() and copy.checks == audit_path(paths[1]).checks
 

@@ -210,6 +210,14 @@ class CachedResult(AuditResult):
     builds the full result from the wheels table's facts on first use: a
     batch printing JSON or one line per wheel never needs it."""
 
+    def __new__(cls, *args: Any, **changed: Any) -> Any:
+        """``CachedResult(**fields)``, which ``dataclasses.replace`` calls (e.g.
+        ``report.escaped``), makes a plain AuditResult: a changed copy is no longer
+        the stored result."""
+        if changed:
+            return AuditResult(**changed)
+        return super().__new__(cls)
+
     def __init__(self, stored: StoredResult, rebuild: _Rebuild, stats: CacheStats):
         # no AuditResult.__init__: the fields not set here are _LazyField descriptors
         compact = json.loads(stored.compact)
