@@ -426,3 +426,18 @@ def test_a_warm_run_starts_without_the_pool_or_the_network(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, timeout=120, check=True).stdout
         assert out.splitlines()[-1] == "[]"
+
+
+def test_a_fifo_is_an_error_result_not_a_hang(tmp_path):
+    """Hashing opens the file: a FIFO named like a wheel would block there forever.
+    Oracle: the uncached audit's error result (run in a child with a timeout, so a
+    regression fails instead of hanging the suite)."""
+    fifo = tmp_path / f"a-1.0-{TAG}"
+    os.mkfifo(fifo)
+    code = ("import sys\nfrom fastelf.cache import ResultCache\nfrom fastelf.audit import "
+            "audit_path\nr = ResultCache(sys.argv[2]).audit(sys.argv[1])\n"
+            "print(r.to_json() == audit_path(sys.argv[1]).to_json(), r.status.value)")
+    env = dict(os.environ, PYTHONPATH=str(Path(cache_mod.__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", code, str(fifo), str(tmp_path / "c.db")],
+                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "error"]

@@ -346,9 +346,12 @@ class ResultCache:
         """The file's SHA-256: remembered for its stamp, or read (and remembered
         when the file is settled and did not change while it was read)."""
         try:
-            stamp = FileStamp.of(os.stat(path))
+            st = os.stat(path)
         except (OSError, ValueError):
             return None
+        if not stat.S_ISREG(st.st_mode):     # a FIFO would block the read: the audit says no
+            return None
+        stamp = FileStamp.of(st)
         if trust_stat:
             row = self.db.execute("SELECT version, sha256 FROM files WHERE key = ?",
                                   (stamp.file_key,)).fetchone()
