@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import hostile_support as hs
@@ -639,7 +640,7 @@ def test_pool_broken_at_submit_time(tmp_path, monkeypatch):
         def submit(self, *a):
             self.calls += 1
             if self.calls == 3:
-                raise batch.BrokenProcessPool("a worker died")
+                raise BrokenProcessPool("a worker died")
             return self.pool.submit(*a)
 
         def shutdown(self, **kw):

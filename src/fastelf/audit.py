@@ -8,6 +8,7 @@ host library is opened.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 import re
@@ -305,6 +306,11 @@ class AuditResult:
         if self.record is not None:
             d["record"] = self.record.to_dict()
         return d
+
+    def to_json(self, detail: bool = True) -> str:
+        """``to_dict(detail)`` as one JSON line (what ``fastelf audit --json`` prints;
+        a result from the cache returns the line it stored)."""
+        return json.dumps(self.to_dict(detail=detail))
 
 
 # ------------------------------------------------------------------ facts

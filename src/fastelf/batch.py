@@ -19,24 +19,28 @@ Robustness, since a batch is the tool's main use on untrusted wheels:
 * workers die with their parent (Linux PR_SET_PDEATHSIG, and a watchdog
   thread that notices the parent is gone elsewhere): a killed ``fastelf audit``
   never leaves orphans running and holding its stdout open.
+
+``concurrent.futures`` (and with it ``multiprocessing``), ``ctypes`` and the
+remote module (``http.client``, ``ssl``) are imported when first needed: a
+batch in this process over local files (a warm ``--cache`` run is mostly
+start-up) never loads them.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .audit import AuditResult, audit_path, platform_tags_of
-from .remote import audit_url, is_url
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 IN_FLIGHT_PER_JOB = 4            # wheels submitted but not yet yielded, per worker
 _WATCHDOG_SECONDS = 1.0
@@ -83,7 +87,9 @@ def _audit_one(path: str, options: dict) -> AuditResult:
         return _error_result(path, f"{path}: out of memory while auditing this wheel")
     except Exception as e:          # a bug must cost one wheel, not the batch
         return _error_result(path, f"{path}: internal error: {type(e).__name__}: {e}")
-    for elf in result.elfs:          # the symbol lists are large and not part of the report
+    # the symbol lists are large and not part of the report; a result from the cache
+    # has no ELF list unless asked for (cache.CachedResult), and is not asked here
+    for elf in vars(result).get("elfs", ()):
         elf.imports = []
     return result
 
@@ -127,10 +133,12 @@ def _deadline(timeout: float) -> Iterator[None]:
 
 def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
     """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
-    the path of a result cache to audit through."""
-    rest = {k: v for k, v in options.items() if k != "cache"}
+    the path of a result cache to audit through; ``options["cache_verify"]``:
+    hash every local wheel again instead of trusting its stat."""
+    rest = {k: v for k, v in options.items() if k not in ("cache", "cache_verify")}
     cache_path = options.get("cache")
-    if isinstance(path, str) and is_url(path):
+    if isinstance(path, str) and _is_url(path):
+        from .remote import audit_url
         cache = None
         if cache_path is not None:
             from .cache import open_cache
@@ -139,7 +147,17 @@ def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
     if cache_path is None:
         return audit_path(path, **rest)
     from .cache import cached_audit
-    return cached_audit(path, os.fspath(cache_path), **rest)
+    return cached_audit(path, os.fspath(cache_path),
+                        cache_verify=bool(options.get("cache_verify")), **rest)
+
+
+def _is_url(path: str) -> bool:
+    """:func:`fastelf.remote.is_url`, without importing the remote module for a path
+    that cannot be a URL (one has ``://``)."""
+    if "://" not in path:
+        return False
+    from .remote import is_url
+    return is_url(path)
 
 
 # ------------------------------------------------------------------ worker lifetime
@@ -158,6 +176,7 @@ def _set_parent_death_signal() -> None:
     The parent is the batch process (fork), or a forkserver that exits with it."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes
     try:
         libc = ctypes.CDLL(None, use_errno=True)      # the process's own libc: no search
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -184,6 +203,7 @@ def _watch_batch(batch_pid: int, parent: int) -> None:
 
 
 def _new_pool(jobs: int) -> ProcessPoolExecutor:
+    from concurrent.futures import ProcessPoolExecutor
     return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                initargs=(os.getpid(),))
 
@@ -226,6 +246,8 @@ class _Batch:
         self.pool: Optional[ProcessPoolExecutor] = None
 
     def run(self, wheels: Iterable[str]) -> Iterator[AuditResult]:
+        from concurrent.futures import CancelledError
+        from concurrent.futures.process import BrokenProcessPool
         pending: Deque[Tuple[str, Future]] = collections.deque()
         source = iter(wheels)
         try:
@@ -257,6 +279,7 @@ class _Batch:
         the first done (waiting for one)."""
         if self.ordered:
             return 0
+        from concurrent.futures import FIRST_COMPLETED, wait
         while True:
             for i, (_path, future) in enumerate(pending):
                 if future.done():
@@ -266,6 +289,8 @@ class _Batch:
     def _submit(self, path: str) -> Future:
         """A future for ``path``; one that already failed when the pool broke since the
         last result was read (the wheel is then audited again by :meth:`_recover`)."""
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
         if self.pool is None:
             self.pool = _new_pool(self.jobs)
         try:
@@ -306,6 +331,7 @@ def _audit_isolated(paths: List[str], options: dict,
     """Audit each of ``paths`` in a process of its own, all at once.  A process
     that dies after running longer than ``timeout`` was ended by its own
     watchdog (or at least overran): that wheel timed out."""
+    from concurrent.futures.process import BrokenProcessPool
     pools = [_new_pool(1) for _ in paths]
     try:
         start = time.monotonic()

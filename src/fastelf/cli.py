@@ -27,7 +27,6 @@ from .errors import (
     FastElfError,
     exit_code_of,
 )
-from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
 
@@ -85,6 +84,9 @@ def build_parser():
                         "(same compressed bytes) is parsed once; verdicts are always "
                         "recomputed. PATH (write --cache=PATH) defaults to "
                         "$XDG_CACHE_HOME/fastelf/cache.sqlite3")
+    p.add_argument("--cache-verify", action="store_true",
+                   help="with --cache: hash every wheel again instead of trusting an unchanged "
+                        "stat (device, inode, size, mtime, ctime) for its SHA-256")
     p.add_argument("--compact", action="store_true",
                    help="with --json: the verdict and its reasons only, without per-ELF and "
                         "per-policy detail (to_dict(detail=False))")
@@ -209,6 +211,7 @@ def _exit_code(results) -> int:
 
 
 def cmd_show(args, out):
+    from .remote import audit_url, is_url
     if is_url(args.wheel):
         r = audit_url(args.wheel, **_options(args))
     elif not os.path.isfile(args.wheel):
@@ -233,6 +236,7 @@ def _repair_reach(args, r):
     """Where ``repair`` would land, when the wheel needs external libraries: the
     libraries are searched on this system as repair searches them, so the advice
     counts their own symbol versions.  None when there is nothing to graft."""
+    from .remote import is_url
     if r.error or r.pure or not r.external_libraries or is_url(args.wheel):
         return None
     from .repair import repair_reach
@@ -300,9 +304,12 @@ def _check_audit_args(args):
     if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
         return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
                 "--cache after the wheels")
+    if args.cache_verify and args.cache is None:
+        return "--cache-verify needs --cache"
     if not args.paths and not args.from_file:
         return "give at least one PATH or --from-file LIST"
-    missing = [p for p in args.paths if not is_url(p) and not os.path.exists(p)]
+    from .batch import _is_url  # remote.is_url; remote (http, ssl) is imported for URLs only
+    missing = [p for p in args.paths if not _is_url(p) and not os.path.exists(p)]
     if missing:
         return f"no such file or directory: {', '.join(missing)}"
     if args.from_file and args.from_file != "-" and not os.path.isfile(args.from_file):
@@ -337,6 +344,8 @@ def cmd_audit(args, out):
     if args.cache is not None:
         from .cache import CacheStats, check_cache, default_cache_path
         options["cache"] = args.cache or str(default_cache_path())
+        if args.cache_verify:
+            options["cache_verify"] = True
         problem = check_cache(options["cache"])
         if problem:
             _error(problem)
@@ -375,7 +384,7 @@ def _report_batch(args, results, progress, cache_stats, out):
         if progress:
             progress.close()
         if args.json:
-            out.write(json.dumps(r.to_dict(detail=not args.compact)) + "\n")
+            out.write(r.to_json(detail=not args.compact) + "\n")
         elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
             out.write(_one_line(r) + "\n")
         out.flush()                     # a crawl can be followed with tail -f
