@@ -1157,9 +1157,12 @@ cdef bint _parse(Ctx *c, Parsed *r, Prefixes *px) noexcept nogil:
 #
 # Import, Export and Segment are C-level struct sequences (the kind of
 # os.stat_result): tuples with named fields, so indexing, unpacking, equality
-# with plain tuples, JSON and pickling all keep working, at the cost of a
-# tuple (a file can hold hundreds of thousands of symbols).  A ``cdef class``
-# with a freelist measured 1.5x the cost of a tuple and is not a tuple.
+# with plain tuples, JSON and pickling all keep working.  A file can hold
+# hundreds of thousands of symbols, so records must cost what a tuple costs:
+# PyStructSequence_New looks the field counts up in the type's dict and
+# mallocs every record (2.5x a tuple), so records are made here from a
+# freelist, like CPython's own tuples (1.1x).  A ``cdef class`` with a
+# freelist measured 1.6x a tuple and is not a tuple.
 
 cdef extern from "Python.h":
     ctypedef struct PyStructSequence_Field:
@@ -1171,7 +1174,6 @@ cdef extern from "Python.h":
         PyStructSequence_Field *fields
         int n_in_sequence
     PyTypeObject *PyStructSequence_NewType(PyStructSequence_Desc *desc) except NULL
-    object PyStructSequence_New(PyTypeObject *type)
     void PyStructSequence_SET_ITEM(object rec, Py_ssize_t pos, PyObject *value)   # steals
 
 
@@ -1208,18 +1210,89 @@ cdef extern from *:
         "Segment(p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align): "
         "one program header.",
         fe_segment_fields, 7};
+
+    /* Record kinds 0..2 (Import, Export, Segment): their types, their field
+       counts and a freelist each, as CPython keeps for tuples (records are
+       all visible fields: a tuple's layout).  A freed record keeps its memory
+       and its GC header; it is untracked and holds no reference. */
+    #define FE_KINDS 3
+    #ifdef Py_GIL_DISABLED
+    #define FE_FREE_MAX 0
+    #else
+    #define FE_FREE_MAX 4096
+    #endif
+    static PyTypeObject *fe_types[FE_KINDS];
+    static Py_ssize_t fe_sizes[FE_KINDS];
+    static PyObject *fe_free[FE_KINDS][FE_FREE_MAX + 1];
+    static int fe_nfree[FE_KINDS];
+
+    static void fe_record_dealloc(PyObject *o) {
+        PyTypeObject *t = Py_TYPE(o);
+        Py_ssize_t i, n = Py_SIZE(o);
+        int k;
+        PyObject_GC_UnTrack(o);
+        for (i = 0; i < n; i++)
+            Py_CLEAR(((PyTupleObject *)o)->ob_item[i]);
+        for (k = 0; k < FE_KINDS && fe_types[k] != t; k++)
+            ;
+        if (k < FE_KINDS && n == fe_sizes[k] && fe_nfree[k] < FE_FREE_MAX)
+            fe_free[k][fe_nfree[k]++] = o;
+        else
+            PyObject_GC_Del(o);
+        Py_DECREF(t);   /* every instance of a heap type holds a reference to it */
+    }
+
+    static int fe_record_kind(int k, PyTypeObject *t, Py_ssize_t n) {
+        if (t->tp_itemsize != sizeof(PyObject *) || t->tp_basicsize != PyTuple_Type.tp_basicsize
+                || !PyType_HasFeature(t, Py_TPFLAGS_HAVE_GC)) {
+            PyErr_SetString(PyExc_RuntimeError, "struct sequences are not laid out as tuples");
+            return -1;
+        }
+        fe_types[k] = t;
+        fe_sizes[k] = n;
+        t->tp_dealloc = fe_record_dealloc;
+        return 0;
+    }
+
+    /* A new record of kind k, its fields NULL (to be set by the caller). */
+    static PyObject *fe_record_new(int k) {
+        PyObject *o;
+        if (fe_nfree[k]) {
+            o = fe_free[k][--fe_nfree[k]];
+            (void)PyObject_INIT_VAR(o, fe_types[k], fe_sizes[k]);
+        } else {
+            o = (PyObject *)PyObject_GC_NewVar(PyTupleObject, fe_types[k], fe_sizes[k]);
+            if (o == NULL)
+                return NULL;
+        }
+        memset(((PyTupleObject *)o)->ob_item, 0, fe_sizes[k] * sizeof(PyObject *));
+        return o;
+    }
     """
     PyStructSequence_Desc fe_import_desc
     PyStructSequence_Desc fe_export_desc
     PyStructSequence_Desc fe_segment_desc
+    int fe_record_kind(int kind, PyTypeObject *t, Py_ssize_t n) except -1
+    object fe_record_new(int kind)
 
 
-cdef PyTypeObject *_IMPORT = PyStructSequence_NewType(&fe_import_desc)
-cdef PyTypeObject *_EXPORT = PyStructSequence_NewType(&fe_export_desc)
-cdef PyTypeObject *_SEGMENT = PyStructSequence_NewType(&fe_segment_desc)
-Import = <object>_IMPORT
-Export = <object>_EXPORT
-Segment = <object>_SEGMENT
+cdef enum:
+    K_IMPORT, K_EXPORT, K_SEGMENT
+
+
+cdef object _record_type(int kind, PyStructSequence_Desc *desc):
+    """A new struct sequence type whose records come from ``fe_record_new``."""
+    cdef PyTypeObject *t = PyStructSequence_NewType(desc)   # its reference is never given back:
+    cls = <object>t                                          # fe_types[kind] keeps the type alive
+    if not cls.n_fields == cls.n_sequence_fields == desc.n_in_sequence:
+        raise RuntimeError(f"{cls.__name__} has hidden fields")
+    fe_record_kind(kind, t, desc.n_in_sequence)
+    return cls
+
+
+Import = _record_type(K_IMPORT, &fe_import_desc)
+Export = _record_type(K_EXPORT, &fe_export_desc)
+Segment = _record_type(K_SEGMENT, &fe_segment_desc)
 
 
 cdef inline void _put(object rec, Py_ssize_t pos, object value) noexcept:
@@ -1229,7 +1302,7 @@ cdef inline void _put(object rec, Py_ssize_t pos, object value) noexcept:
 
 
 cdef object _import(str name, object version, object library, uint8_t info):
-    cdef object rec = PyStructSequence_New(_IMPORT)
+    cdef object rec = fe_record_new(K_IMPORT)
     _put(rec, 0, name)
     _put(rec, 1, version)
     _put(rec, 2, library)
@@ -1239,7 +1312,7 @@ cdef object _import(str name, object version, object library, uint8_t info):
 
 
 cdef object _export(str name, object version, uint8_t info):
-    cdef object rec = PyStructSequence_New(_EXPORT)
+    cdef object rec = fe_record_new(K_EXPORT)
     _put(rec, 0, name)
     _put(rec, 1, version)
     _put(rec, 2, info >> 4)
@@ -1248,7 +1321,7 @@ cdef object _export(str name, object version, uint8_t info):
 
 
 cdef object _segment(Seg *s):
-    cdef object rec = PyStructSequence_New(_SEGMENT)
+    cdef object rec = fe_record_new(K_SEGMENT)
     _put(rec, 0, s.p_type)
     _put(rec, 1, s.p_flags)
     _put(rec, 2, s.p_offset)
