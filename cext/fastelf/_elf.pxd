@@ -69,9 +69,9 @@ cpdef enum:                 # sh_type, sh_flags, special section indexes
     SHT_REL = 9
     SHT_DYNSYM = 11
     SHT_GNU_HASH = 0x6ffffff6
-    SHT_GNU_VERDEF = 0x6ffffffd
-    SHT_GNU_VERNEED = 0x6ffffffe
-    SHT_GNU_VERSYM = 0x6fffffff
+    SHT_GNU_verdef = 0x6ffffffd
+    SHT_GNU_verneed = 0x6ffffffe
+    SHT_GNU_versym = 0x6fffffff
     SHF_ALLOC = 0x2
     SHF_INFO_LINK = 0x40
     SHN_UNDEF = 0

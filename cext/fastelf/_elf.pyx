@@ -1239,7 +1239,8 @@ cdef extern from *:
             fe_free[k][fe_nfree[k]++] = o;
         else
             PyObject_GC_Del(o);
-        Py_DECREF(t);   /* every instance of a heap type holds a reference to it */
+        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE))
+            Py_DECREF(t);   /* an instance of a heap type holds a reference to it */
     }
 
     static int fe_record_kind(int k, PyTypeObject *t, Py_ssize_t n) {

@@ -61,9 +61,9 @@ SHT_NOBITS: int
 SHT_REL: int
 SHT_DYNSYM: int
 SHT_GNU_HASH: int
-SHT_GNU_VERDEF: int
-SHT_GNU_VERNEED: int
-SHT_GNU_VERSYM: int
+SHT_GNU_verdef: int
+SHT_GNU_verneed: int
+SHT_GNU_versym: int
 SHF_ALLOC: int
 SHF_INFO_LINK: int
 SHN_UNDEF: int
