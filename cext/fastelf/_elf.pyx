@@ -355,9 +355,17 @@ cdef bint _ident(Ctx *c) noexcept nogil:
     return 1
 
 
-cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
-                  uint64_t *shoff, uint32_t *shnum, uint32_t *shentsize) noexcept nogil:
-    """The ELF header: the file's facts into ``r``, where the tables are into the rest."""
+# Where the ELF header puts the program and section header tables.
+cdef struct Tables:
+    uint64_t phoff
+    uint32_t phnum
+    uint64_t shoff
+    uint32_t shnum
+    uint32_t shentsize
+
+
+cdef bint _header(Ctx *c, Parsed *r, Tables *tb) noexcept nogil:
+    """The ELF header: the file's facts into ``r``, where its tables are into ``tb``."""
     cdef const uint8_t *h = c.p
     cdef uint32_t phentsize
     if not _ident(c):
@@ -368,25 +376,25 @@ cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
     r.e_type = _u16(h + 16, c.le)
     r.machine = _u16(h + 18, c.le)
     if c.is64:
-        phoff[0] = _u64(h + 32, c.le)
-        shoff[0] = _u64(h + 40, c.le)
+        tb.phoff = _u64(h + 32, c.le)
+        tb.shoff = _u64(h + 40, c.le)
         r.flags = _u32(h + 48, c.le)
         phentsize = _u16(h + 54, c.le)
-        phnum[0] = _u16(h + 56, c.le)
-        shentsize[0] = _u16(h + 58, c.le)
-        shnum[0] = _u16(h + 60, c.le)
+        tb.phnum = _u16(h + 56, c.le)
+        tb.shentsize = _u16(h + 58, c.le)
+        tb.shnum = _u16(h + 60, c.le)
     else:
-        phoff[0] = _u32(h + 28, c.le)
-        shoff[0] = _u32(h + 32, c.le)
+        tb.phoff = _u32(h + 28, c.le)
+        tb.shoff = _u32(h + 32, c.le)
         r.flags = _u32(h + 36, c.le)
         phentsize = _u16(h + 42, c.le)
-        phnum[0] = _u16(h + 44, c.le)
-        shentsize[0] = _u16(h + 46, c.le)
-        shnum[0] = _u16(h + 48, c.le)
+        tb.phnum = _u16(h + 44, c.le)
+        tb.shentsize = _u16(h + 46, c.le)
+        tb.shnum = _u16(h + 48, c.le)
     _touch(r, 64 if c.is64 else 52)
-    if phnum[0] and phentsize != (56 if c.is64 else 32):
+    if tb.phnum and phentsize != (56 if c.is64 else 32):
         return _fail(c, E_FORMAT, "bad program header entry size", 0)
-    if phnum[0] == PN_XNUM:
+    if tb.phnum == PN_XNUM:
         return _fail(c, E_FORMAT, "extended program header count (PN_XNUM) is not supported", 0)
     return 1
 
@@ -605,11 +613,12 @@ cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off, bint *hashed) noexcep
     return 1
 
 
-cdef bint _count_from_sections(Ctx *c, Parsed *r, uint64_t shoff, uint32_t shnum,
-                               uint32_t shentsize, bint *found) noexcept nogil:
+cdef bint _count_from_sections(Ctx *c, Parsed *r, Tables *tb, bint *found) noexcept nogil:
     """Fallback symbol count: the SHT_DYNSYM section header, if there is one."""
     cdef uint32_t i
     cdef const uint8_t *q
+    cdef uint64_t shoff = tb.shoff
+    cdef uint32_t shnum = tb.shnum, shentsize = tb.shentsize
     if shoff == 0 or shnum == 0:
         return 1
     if shentsize != (64 if c.is64 else 40):
@@ -984,8 +993,7 @@ cdef bint _reloc_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t *maxsym) noexcept 
     return 1
 
 
-cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t shoff, uint32_t shnum,
-                         uint32_t shentsize) noexcept nogil:
+cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, Tables *tb) noexcept nogil:
     """How many dynamic symbols to read: the most that any source implies.
 
     The loaders never count the symbols: they find definitions through a hash
@@ -1010,7 +1018,7 @@ cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t shoff, uint32_t sh
         hashed = 1
     if not hashed:
         # no hash table that counts the symbols: the section header, else the layout
-        if not _count_from_sections(c, r, shoff, shnum, shentsize, &found):
+        if not _count_from_sections(c, r, tb, &found):
             return 0
         if not found:
             for k in range(6):
@@ -1115,18 +1123,27 @@ cdef bint _tables(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
     return 1
 
 
+cdef void _symbol_tags(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
+    """DT_SYMTAB, DT_SYMENT (the ELF size when absent) and DT_VERSYM into ``r``."""
+    r.syment = t.val[T_SYMENT] if t.seen[T_SYMENT] else (24 if c.is64 else 16)
+    r.has_versym = t.seen[T_VERSYM]
+    r.versym_a = t.val[T_VERSYM]
+    r.has_symtab = t.seen[T_SYMTAB]
+    r.symtab_a = t.val[T_SYMTAB]
+
+
 cdef bint _parse(Ctx *c, Parsed *r, Prefixes *px) noexcept nogil:
     """Every stage in turn: header, program headers, PT_DYNAMIC's place,
     interpreter and notes, dynamic entries, string and version tables, the
     symbol count, the symbols.  False with the error in ``c``."""
-    cdef uint64_t phoff = 0, shoff = 0
-    cdef uint32_t phnum = 0, shnum = 0, shentsize = 0
+    cdef Tables tb
     cdef Seg *dyn
     cdef Tags t
 
-    if not _header(c, r, &phoff, &phnum, &shoff, &shnum, &shentsize):
+    memset(&tb, 0, sizeof(Tables))
+    if not _header(c, r, &tb):
         return 0
-    if not _segments(c, r, phoff, phnum):
+    if not _segments(c, r, tb.phoff, tb.phnum):
         return 0
     dyn = _last_dynamic(r)
     if dyn != NULL and not _dynamic_place(c, r, dyn):
@@ -1137,18 +1154,14 @@ cdef bint _parse(Ctx *c, Parsed *r, Prefixes *px) noexcept nogil:
         return 1
     if not _dynamic(c, r) or not _read_tags(c, r, &t):
         return 0
-    r.syment = t.val[T_SYMENT] if t.seen[T_SYMENT] else (24 if c.is64 else 16)
-    r.has_versym = t.seen[T_VERSYM]
-    r.versym_a = t.val[T_VERSYM]
-    r.has_symtab = t.seen[T_SYMTAB]
-    r.symtab_a = t.val[T_SYMTAB]
+    _symbol_tags(c, r, &t)
     if not _tables(c, r, &t):
         return 0
     if not r.has_symtab:
         return 1
     if r.syment < (24 if c.is64 else 16):
         return _fail(c, E_FORMAT, "bad DT_SYMENT", r.symtab_a)
-    if not _count_symbols(c, r, &t, shoff, shnum, shentsize):
+    if not _count_symbols(c, r, &t, &tb):
         return 0
     return _symbols(c, r, px)
 
