@@ -214,11 +214,11 @@ def elf_fields(data: bytes) -> list:
                 return addr - vaddr + off
         return None
 
-    dyn = next((s for s in segs if s[0] == 2), None)
+    dyn = next((s for s in segs if s.p_type == 2), None)
     tags = {}
     if dyn is not None:
         for i, (tag, val) in enumerate(elf.dynamic or ()):
-            base = dyn[2] + i * 2 * W
+            base = dyn.p_offset + i * 2 * W
             fields += [(base, W, f"dyn[{i}].tag"), (base + W, W, f"dyn[{i}].val")]
             tags[tag] = val
     # verneed chain

@@ -386,7 +386,7 @@ def test_ext_needs_private_lib(fx):
     assert "libbar.so.1" in ext.needed
     assert bar.soname == "libbar.so.1"
     assert ext.rpath is None and ext.runpath is None
-    assert [x[0] for x in ext.imports if x[0] == "bar_value"] == ["bar_value"]
+    assert [x.name for x in ext.imports if x.name == "bar_value"] == ["bar_value"]
     assert ext.exports == [("PyInit_foo", None, 1, 2)]     # STB_GLOBAL, STT_FUNC
     assert ext.arch == "x86_64" and ext.interpreter is None
 
@@ -394,7 +394,7 @@ def test_ext_needs_private_lib(fx):
 def test_exports_prefix_selection(fx):
     data = load(get(fx, "ext"))
     assert parse(data).exports == []                       # default: none asked for
-    names = lambda e: sorted(x[0] for x in e.exports)     # noqa: E731
+    names = lambda e: sorted(x.name for x in e.exports)     # noqa: E731
     assert names(parse(data, exports=("PyInit_",))) == ["PyInit_foo"]
     assert names(parse(data, exports=("my_", "PyInit_"))) == ["PyInit_foo", "my_PyInit_lookalike"]
     assert names(parse(data, exports=("PyInit_foo_longer",))) == []
@@ -418,7 +418,7 @@ def test_too_new_glibc_symbol(fx):
 def test_blacklisted_zlib_symbol_is_undefined(fx):
     e = parse(load(get(fx, "zerr")))
     assert "libz.so.1" in e.needed
-    z = [x for x in e.imports if x[0] == "z_errmsg"]
+    z = [x for x in e.imports if x.name == "z_errmsg"]
     assert len(z) == 1 and z[0][3] == 1
 
 
@@ -472,9 +472,10 @@ def test_stripped_and_sectionless_parse_like_original(fx):
 def test_versioned_library_and_consumer(fx):
     p, c = parse(load(get(fx, "ver_provider")), exports=None), parse(load(get(fx, "ver_consumer")))
     assert set(p.version_defs) == {"libver.so.1", "VER_1", "VER_2"}
-    assert {("foo", "VER_1"), ("foo", "VER_2"), ("bar", "VER_1")} <= {x[:2] for x in p.exports}
+    assert {("foo", "VER_1"), ("foo", "VER_2"), ("bar", "VER_1")} <= \
+        {(x.name, x.version) for x in p.exports}
     assert set(c.version_needs["libver.so.1"]) == {"VER_1", "VER_2"}
-    imported = {x[0]: x[1:3] for x in c.imports}
+    imported = {x.name: (x.version, x.library) for x in c.imports}
     assert imported["foo"] == ("VER_2", "libver.so.1")
     assert imported["bar"] == ("VER_1", "libver.so.1")
 
@@ -493,13 +494,13 @@ def test_hash_styles_count_the_same_symbols(fx):
 def _retag(data, old, new, value=None):
     """Change the dynamic tag ``old`` to ``new`` (and its value) in an ELF64 LE image."""
     e = parse(data)
-    seg = [s for s in e.segments if s[0] == 2][0]
+    seg = [s for s in e.segments if s.p_type == 2][0]
     out = bytearray(data)
-    for i in range(seg[4] // 16):
-        if struct.unpack_from("<q", out, seg[2] + 16 * i)[0] == old:
-            struct.pack_into("<q", out, seg[2] + 16 * i, new)
+    for i in range(seg.p_filesz // 16):
+        if struct.unpack_from("<q", out, seg.p_offset + 16 * i)[0] == old:
+            struct.pack_into("<q", out, seg.p_offset + 16 * i, new)
             if value is not None:
-                struct.pack_into("<Q", out, seg[2] + 16 * i + 8, value)
+                struct.pack_into("<Q", out, seg.p_offset + 16 * i + 8, value)
             return bytes(out)
     raise AssertionError(f"tag {old:#x} not found")
 
@@ -531,7 +532,8 @@ def test_cross_arch_facts(fx):
         assert lib.arch == exe.arch == eb.COMPILERS[t][1]
         assert exe.interpreter and exe.interpreter.startswith("/lib")
         assert "libm.so.6" in lib.needed and "libc.so.6" in lib.needed
-        assert any(x[0] == "cos" and x[1] and x[1].startswith("GLIBC_") for x in lib.imports)
+        assert any(x.name == "cos" and x.version and x.version.startswith("GLIBC_")
+                   for x in lib.imports)
     if not seen:
         pytest.skip("no cross compiler installed")
 

@@ -172,7 +172,7 @@ def header(data):
 
 
 def loads(data):
-    return [s for s in parse(data).segments if s[0] == PT_LOAD]
+    return [s for s in parse(data).segments if s.p_type == PT_LOAD]
 
 
 def check_layout(data):
@@ -180,27 +180,28 @@ def check_layout(data):
     elf = parse(data)
     segs = elf.segments
     phoff, phnum, _ = header(data)
-    ld = [s for s in segs if s[0] == PT_LOAD]
-    assert [s[3] for s in ld] == sorted(s[3] for s in ld), "PT_LOAD not sorted by p_vaddr"
+    ld = [s for s in segs if s.p_type == PT_LOAD]
+    assert [s.p_vaddr for s in ld] == sorted(s.p_vaddr for s in ld), "PT_LOAD not sorted by p_vaddr"
     for s in ld:
-        assert s[6] >= 4096 and s[2] % s[6] == s[3] % s[6], f"misaligned PT_LOAD {s}"
-        assert s[2] + s[4] <= len(data)
+        assert s.p_align >= 4096 and s.p_offset % s.p_align == s.p_vaddr % s.p_align, \
+            f"misaligned PT_LOAD {s}"
+        assert s.p_offset + s.p_filesz <= len(data)
     # no two PT_LOADs share a page at the larger of their alignments
     for a, b in zip(ld, ld[1:]):
-        page = max(a[6], b[6]) if b[6] >= DEFAULT_PAGE_SIZE else b[6]
-        assert a[3] + a[5] <= b[3] - b[3] % page, f"overlapping pages: {a} {b}"
+        page = max(a.p_align, b.p_align) if b.p_align >= DEFAULT_PAGE_SIZE else b.p_align
+        assert a.p_vaddr + a.p_memsz <= b.p_vaddr - b.p_vaddr % page, f"overlapping pages: {a} {b}"
     # the program header table is in the memory image
     size = phnum * (56 if elf.elf_class == 64 else 32)
-    holder = [s for s in ld if s[2] <= phoff and phoff + size <= s[2] + s[4]]
+    holder = [s for s in ld if s.p_offset <= phoff and phoff + size <= s.p_offset + s.p_filesz]
     assert holder, "program header table outside every PT_LOAD"
-    types = [s[0] for s in segs]
+    types = [s.p_type for s in segs]
     if PT_PHDR in types:
         phdr = segs[types.index(PT_PHDR)]
         assert types.index(PT_PHDR) < types.index(PT_LOAD)
-        assert phdr[2] == phoff and phdr[4] == size
-        assert phdr[3] == holder[0][3] + phoff - holder[0][2]
+        assert phdr.p_offset == phoff and phdr.p_filesz == size
+        assert phdr.p_vaddr == holder[0].p_vaddr + phoff - holder[0].p_offset
         # kernels before 5.18 compute AT_PHDR from the first PT_LOAD
-        assert ld[0][3] - ld[0][2] + phoff == phdr[3]
+        assert ld[0].p_vaddr - ld[0].p_offset + phoff == phdr.p_vaddr
     if PT_INTERP in types:
         assert types.index(PT_INTERP) < types.index(PT_LOAD)
     return elf
@@ -210,15 +211,15 @@ def fill_spare_dynamic_slots(data):
     """Use up the DT_NULL slack of .dynamic with duplicate DT_SYMENT entries (as lld
     output has no slack).  Returns the new image and the number of slots used."""
     elf = parse(data)
-    dyn = [s for s in elf.segments if s[0] == PT_DYNAMIC][0]
+    dyn = [s for s in elf.segments if s.p_type == PT_DYNAMIC][0]
     esz = 16 if elf.elf_class == 64 else 8
     fmt = ("<" if elf.little_endian else ">") + ("QQ" if elf.elf_class == 64 else "II")
-    slots = dyn[4] // esz
+    slots = dyn.p_filesz // esz
     used = len(elf.dynamic)
     syment = dict(elf.dynamic)[11]
     out = bytearray(data)
     for i in range(used, slots - 1):
-        struct.pack_into(fmt, out, dyn[2] + i * esz, 11, syment)
+        struct.pack_into(fmt, out, dyn.p_offset + i * esz, 11, syment)
     return bytes(out), slots - 1 - used
 
 
@@ -359,15 +360,16 @@ def test_no_spare_dynamic_slot_relocates_dynamic(kit, tmp_path):
     assert used >= 0
     out = patch_elf(full, set_soname="prog", set_rpath="$ORIGIN/l")
     elf = check_layout(out)
-    dyn = [s for s in elf.segments if s[0] == PT_DYNAMIC][0]
+    dyn = [s for s in elf.segments if s.p_type == PT_DYNAMIC][0]
     new = loads(out)[-1]
-    assert new[2] <= dyn[2] and dyn[2] + dyn[4] <= new[2] + new[4]
-    assert new[1] & PF_W
+    assert new.p_offset <= dyn.p_offset
+    assert dyn.p_offset + dyn.p_filesz <= new.p_offset + new.p_filesz
+    assert new.p_flags & PF_W
     exe = write(tmp_path / "prog", out)
     readelf_clean(exe)
-    assert "Dynamic section at offset 0x%x" % dyn[2] in readelf(exe, "-d")
+    assert "Dynamic section at offset 0x%x" % dyn.p_offset in readelf(exe, "-d")
     sect = [ln for ln in readelf(exe, "-S").splitlines() if " .dynamic " in ln][0]
-    assert "%06x" % dyn[2] in sect
+    assert "%06x" % dyn.p_offset in sect
     assert patchelf(exe, "--print-soname").strip() == "prog"
     write(tmp_path / "l" / "libfoo.so", kit.read("libfoo.so"))
     write(tmp_path / "l" / "libbar.so", kit.read("libbar.so"))
@@ -507,8 +509,8 @@ def test_hostile_inputs_raise_only_patch_errors(x86):
     hypothesis = pytest.importorskip("hypothesis")
     st = pytest.importorskip("hypothesis.strategies")
     base = x86.read("libfoo.so")
-    dyn = [s for s in parse(base).segments if s[0] == PT_DYNAMIC][0]
-    hot = list(range(0, 64 + 56 * 12)) + list(range(dyn[2], dyn[2] + dyn[4]))
+    dyn = [s for s in parse(base).segments if s.p_type == PT_DYNAMIC][0]
+    hot = list(range(0, 64 + 56 * 12)) + list(range(dyn.p_offset, dyn.p_offset + dyn.p_filesz))
 
     @hypothesis.settings(max_examples=300, deadline=None, database=None)
     @hypothesis.given(st.lists(st.tuples(st.sampled_from(hot) | st.integers(0, len(base) - 1),

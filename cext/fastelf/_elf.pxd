@@ -6,6 +6,136 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 
 
+# ---------------------------------------------------------------- ELF constants
+#
+# The one home of fastelf's ELF numbers, under their names in the ELF spec
+# (glibc's <elf.h>; DT_USED and VERSYM_HIDDEN are binutils' names).  Anonymous
+# ``cpdef enum``s are C constants to the core and plain ints in the Python
+# module (``from fastelf._elf import PT_LOAD``).  A C enum is an int, so the
+# values above 0x7fffffff live in the block after them, C-side only.
+
+cpdef enum:                 # e_ident[EI_CLASS], [EI_DATA], [EI_VERSION]
+    ELFCLASS32 = 1
+    ELFCLASS64 = 2
+    ELFDATA2LSB = 1
+    ELFDATA2MSB = 2
+    EV_CURRENT = 1
+
+cpdef enum:                 # e_type
+    ET_NONE = 0
+    ET_REL = 1
+    ET_EXEC = 2
+    ET_DYN = 3
+    ET_CORE = 4
+
+cpdef enum:                 # e_machine
+    EM_386 = 3
+    EM_MIPS = 8
+    EM_PPC = 20
+    EM_PPC64 = 21
+    EM_S390 = 22
+    EM_ARM = 40
+    EM_X86_64 = 62
+    EM_AARCH64 = 183
+    EM_RISCV = 243
+    EM_LOONGARCH = 258
+
+cpdef enum:                 # e_flags of EM_ARM
+    EF_ARM_ABI_FLOAT_HARD = 0x400
+    EF_ARM_EABI_VER5 = 0x05000000
+
+cpdef enum:                 # p_type, p_flags; e_phnum
+    PT_NULL = 0
+    PT_LOAD = 1
+    PT_DYNAMIC = 2
+    PT_INTERP = 3
+    PT_NOTE = 4
+    PT_PHDR = 6
+    PT_GNU_STACK = 0x6474e551
+    PT_GNU_PROPERTY = 0x6474e553
+    PF_X = 1
+    PF_W = 2
+    PF_R = 4
+    PN_XNUM = 0xffff
+
+cpdef enum:                 # sh_type, sh_flags, special section indexes
+    SHT_NULL = 0
+    SHT_SYMTAB = 2
+    SHT_STRTAB = 3
+    SHT_RELA = 4
+    SHT_HASH = 5
+    SHT_DYNAMIC = 6
+    SHT_NOBITS = 8
+    SHT_REL = 9
+    SHT_DYNSYM = 11
+    SHT_GNU_HASH = 0x6ffffff6
+    SHT_GNU_verdef = 0x6ffffffd
+    SHT_GNU_verneed = 0x6ffffffe
+    SHT_GNU_versym = 0x6fffffff
+    SHF_ALLOC = 0x2
+    SHF_INFO_LINK = 0x40
+    SHN_UNDEF = 0
+    SHN_LORESERVE = 0xff00
+    SHN_XINDEX = 0xffff
+
+cpdef enum:                 # d_tag
+    DT_NULL = 0
+    DT_NEEDED = 1
+    DT_PLTRELSZ = 2
+    DT_HASH = 4
+    DT_STRTAB = 5
+    DT_SYMTAB = 6
+    DT_RELA = 7
+    DT_RELASZ = 8
+    DT_STRSZ = 10
+    DT_SYMENT = 11
+    DT_SONAME = 14
+    DT_RPATH = 15
+    DT_REL = 17
+    DT_RELSZ = 18
+    DT_PLTREL = 20
+    DT_JMPREL = 23
+    DT_RUNPATH = 29
+    DT_RELRSZ = 35
+    DT_RELR = 36
+    DT_RELRENT = 37
+    DT_GNU_HASH = 0x6ffffef5
+    DT_CONFIG = 0x6ffffefa
+    DT_DEPAUDIT = 0x6ffffefb
+    DT_AUDIT = 0x6ffffefc
+    DT_VERSYM = 0x6ffffff0
+    DT_FLAGS_1 = 0x6ffffffb
+    DT_VERDEF = 0x6ffffffc
+    DT_VERDEFNUM = 0x6ffffffd
+    DT_VERNEED = 0x6ffffffe
+    DT_VERNEEDNUM = 0x6fffffff
+    DT_AUXILIARY = 0x7ffffffd
+    DT_USED = 0x7ffffffe
+    DT_FILTER = 0x7fffffff
+    DF_1_NODEFLIB = 0x800
+
+cpdef enum:                 # st_info, versions, notes
+    STB_LOCAL = 0
+    STB_GLOBAL = 1
+    STB_WEAK = 2
+    STT_NOTYPE = 0
+    STT_OBJECT = 1
+    STT_FUNC = 2
+    VER_FLG_BASE = 0x1
+    VERSYM_HIDDEN = 0x8000
+    NT_GNU_PROPERTY_TYPE_0 = 5
+
+cdef extern from *:
+    """
+    #define FE_GNU_PROPERTY_X86_ISA_1_NEEDED 0xc0008002U
+    #define FE_EF_ARM_EABIMASK 0xff000000U
+    """
+    const uint32_t GNU_PROPERTY_X86_ISA_1_NEEDED "FE_GNU_PROPERTY_X86_ISA_1_NEEDED"
+    const uint32_t EF_ARM_EABIMASK "FE_EF_ARM_EABIMASK"
+
+
+# ------------------------------------------------------------------ the parser
+
 cdef enum ErrCode:
     E_OK = 0
     E_MORE = 1        # buffer is a prefix of the file; more bytes are needed

@@ -26,118 +26,20 @@ compressed member use this to stop inflating early.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memchr, memcmp, memset
+from cpython.ref cimport PyObject, PyTypeObject, Py_INCREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 # ---------------------------------------------------------------- constants
+#
+# The ELF constants (PT_*, DT_*, EM_*, ...) are declared in _elf.pxd, their
+# one home; these are the parser's own limits.
 
-cdef extern from *:
-    """
-    #define FE_PT_LOAD (1)
-    #define FE_PT_DYNAMIC (2)
-    #define FE_PT_INTERP (3)
-    #define FE_PT_NOTE (4)
-    #define FE_PT_GNU_STACK (0x6474e551ULL)
-    #define FE_PT_GNU_PROPERTY (0x6474e553ULL)
-    #define FE_DT_NULL (0)
-    #define FE_DT_NEEDED (1)
-    #define FE_DT_HASH (4)
-    #define FE_DT_STRTAB (5)
-    #define FE_DT_SYMTAB (6)
-    #define FE_DT_STRSZ (10)
-    #define FE_DT_SYMENT (11)
-    #define FE_DT_SONAME (14)
-    #define FE_DT_RPATH (15)
-    #define FE_DT_RUNPATH (29)
-    #define FE_DT_RELRSZ (35)
-    #define FE_DT_RELR (36)
-    #define FE_DT_RELRENT (37)
-    #define FE_DT_GNU_HASH (0x6ffffef5ULL)
-    #define FE_DT_VERSYM (0x6ffffff0ULL)
-    #define FE_DT_VERDEF (0x6ffffffcULL)
-    #define FE_DT_VERDEFNUM (0x6ffffffdULL)
-    #define FE_DT_VERNEED (0x6ffffffeULL)
-    #define FE_DT_VERNEEDNUM (0x6fffffffULL)
-    #define FE_SHT_DYNSYM (11)
-    #define FE_NT_GNU_PROPERTY_TYPE_0 (5)
-    #define FE_GNU_PROPERTY_X86_ISA_1_NEEDED (0xc0008002ULL)
-    #define FE_MAX_PHNUM (65535)
-    #define FE_MAX_DYN (1  <<  20)
-    """
-    const uint64_t PT_LOAD "FE_PT_LOAD"
-    const uint64_t PT_DYNAMIC "FE_PT_DYNAMIC"
-    const uint64_t PT_INTERP "FE_PT_INTERP"
-    const uint64_t PT_NOTE "FE_PT_NOTE"
-    const uint64_t PT_GNU_STACK "FE_PT_GNU_STACK"
-    const uint64_t PT_GNU_PROPERTY "FE_PT_GNU_PROPERTY"
-    const uint64_t DT_NULL "FE_DT_NULL"
-    const uint64_t DT_NEEDED "FE_DT_NEEDED"
-    const uint64_t DT_HASH "FE_DT_HASH"
-    const uint64_t DT_STRTAB "FE_DT_STRTAB"
-    const uint64_t DT_SYMTAB "FE_DT_SYMTAB"
-    const uint64_t DT_STRSZ "FE_DT_STRSZ"
-    const uint64_t DT_SYMENT "FE_DT_SYMENT"
-    const uint64_t DT_SONAME "FE_DT_SONAME"
-    const uint64_t DT_RPATH "FE_DT_RPATH"
-    const uint64_t DT_RUNPATH "FE_DT_RUNPATH"
-    const uint64_t DT_RELRSZ "FE_DT_RELRSZ"
-    const uint64_t DT_RELR "FE_DT_RELR"
-    const uint64_t DT_RELRENT "FE_DT_RELRENT"
-    const uint64_t DT_GNU_HASH "FE_DT_GNU_HASH"
-    const uint64_t DT_VERSYM "FE_DT_VERSYM"
-    const uint64_t DT_VERDEF "FE_DT_VERDEF"
-    const uint64_t DT_VERDEFNUM "FE_DT_VERDEFNUM"
-    const uint64_t DT_VERNEED "FE_DT_VERNEED"
-    const uint64_t DT_VERNEEDNUM "FE_DT_VERNEEDNUM"
-    const uint64_t SHT_DYNSYM "FE_SHT_DYNSYM"
-    const uint64_t NT_GNU_PROPERTY_TYPE_0 "FE_NT_GNU_PROPERTY_TYPE_0"
-    const uint64_t GNU_PROPERTY_X86_ISA_1_NEEDED "FE_GNU_PROPERTY_X86_ISA_1_NEEDED"
-    const uint64_t MAX_PHNUM "FE_MAX_PHNUM"
-    const uint64_t MAX_DYN "FE_MAX_DYN"
+cdef enum:
+    MAX_DYN = 1 << 20                # dynamic entries read before giving up
 
-
-# Relocation tags: the loader looks symbols up by the index a relocation names,
-# so these tables bound the symbol table too (see _reloc_symbols).
-cdef extern from *:
-    """
-    #define FE_DT_PLTRELSZ (2)
-    #define FE_DT_RELA (7)
-    #define FE_DT_RELASZ (8)
-    #define FE_DT_REL (17)
-    #define FE_DT_RELSZ (18)
-    #define FE_DT_PLTREL (20)
-    #define FE_DT_JMPREL (23)
-    """
-    const uint64_t DT_PLTRELSZ "FE_DT_PLTRELSZ"
-    const uint64_t DT_RELA "FE_DT_RELA"
-    const uint64_t DT_RELASZ "FE_DT_RELASZ"
-    const uint64_t DT_REL "FE_DT_REL"
-    const uint64_t DT_RELSZ "FE_DT_RELSZ"
-    const uint64_t DT_PLTREL "FE_DT_PLTREL"
-    const uint64_t DT_JMPREL "FE_DT_JMPREL"
-
-
-
-
-
-# e_machine values
-EM_386 = 3
-EM_PPC64 = 21
-EM_S390 = 22
-EM_ARM = 40
-EM_X86_64 = 62
-EM_AARCH64 = 183
-EM_RISCV = 243
-EM_LOONGARCH = 258
-
-# symbol binding / type
-STB_LOCAL = 0
-STB_GLOBAL = 1
-STB_WEAK = 2
-STT_NOTYPE = 0
-STT_OBJECT = 1
-STT_FUNC = 2
-
-DEFAULT_MAX_SYMBOLS = 10_000_000
+# The one default for the dynamic symbols of one file (``Limits.max_symbols``
+# defaults to it): real files have fewer than 500k.
+DEFAULT_MAX_SYMBOLS = 2_000_000
 DEFAULT_MAX_STRLEN = 1 << 18
 DEFAULT_MAX_STRBYTES = 256 << 20     # all strings decoded from one file, together
 DEFAULT_MAX_NEEDED = 4096            # DT_NEEDED entries of one file
@@ -420,10 +322,9 @@ cdef bint _push_ver(Ctx *c, Parsed *r, uint32_t ndx, uint64_t name, int64_t file
 
 # ------------------------------------------------------------ the stages
 
-cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
-                  uint64_t *shoff, uint32_t *shnum, uint32_t *shentsize) noexcept nogil:
+cdef bint _ident(Ctx *c) noexcept nogil:
+    """e_ident: the magic, then the class and byte order (into ``c``) and version."""
     cdef const uint8_t *h
-    cdef uint32_t phentsize
     # Check the magic on what is there first, so that a short non-ELF file
     # (or prefix) is reported as such rather than as a truncated header; a
     # prefix too short to decide asks for the rest of the magic, so that a
@@ -437,45 +338,63 @@ cdef bint _header(Ctx *c, Parsed *r, uint64_t *phoff, uint32_t *phnum,
     h = c.p
     if memcmp(h, b"\x7fELF", 4) != 0:
         return _fail(c, E_FORMAT, "not an ELF file (bad magic)", 0)
-    if h[4] == 1:
+    if h[4] == ELFCLASS32:
         c.is64 = 0
-    elif h[4] == 2:
+    elif h[4] == ELFCLASS64:
         c.is64 = 1
     else:
         return _fail(c, E_FORMAT, "bad ELF class", 4)
-    if h[5] == 1:
+    if h[5] == ELFDATA2LSB:
         c.le = 1
-    elif h[5] == 2:
+    elif h[5] == ELFDATA2MSB:
         c.le = 0
     else:
         return _fail(c, E_FORMAT, "bad ELF data encoding", 5)
-    if h[6] != 1:
+    if h[6] != EV_CURRENT:
         return _fail(c, E_FORMAT, "bad ELF version", 6)
+    return 1
+
+
+# Where the ELF header puts the program and section header tables.
+cdef struct Tables:
+    uint64_t phoff
+    uint32_t phnum
+    uint64_t shoff
+    uint32_t shnum
+    uint32_t shentsize
+
+
+cdef bint _header(Ctx *c, Parsed *r, Tables *tb) noexcept nogil:
+    """The ELF header: the file's facts into ``r``, where its tables are into ``tb``."""
+    cdef const uint8_t *h = c.p
+    cdef uint32_t phentsize
+    if not _ident(c):
+        return 0
     r.osabi = h[7]
     if not _have(c, 0, 64 if c.is64 else 52, "ELF header"):
         return 0
     r.e_type = _u16(h + 16, c.le)
     r.machine = _u16(h + 18, c.le)
     if c.is64:
-        phoff[0] = _u64(h + 32, c.le)
-        shoff[0] = _u64(h + 40, c.le)
+        tb.phoff = _u64(h + 32, c.le)
+        tb.shoff = _u64(h + 40, c.le)
         r.flags = _u32(h + 48, c.le)
         phentsize = _u16(h + 54, c.le)
-        phnum[0] = _u16(h + 56, c.le)
-        shentsize[0] = _u16(h + 58, c.le)
-        shnum[0] = _u16(h + 60, c.le)
+        tb.phnum = _u16(h + 56, c.le)
+        tb.shentsize = _u16(h + 58, c.le)
+        tb.shnum = _u16(h + 60, c.le)
     else:
-        phoff[0] = _u32(h + 28, c.le)
-        shoff[0] = _u32(h + 32, c.le)
+        tb.phoff = _u32(h + 28, c.le)
+        tb.shoff = _u32(h + 32, c.le)
         r.flags = _u32(h + 36, c.le)
         phentsize = _u16(h + 42, c.le)
-        phnum[0] = _u16(h + 44, c.le)
-        shentsize[0] = _u16(h + 46, c.le)
-        shnum[0] = _u16(h + 48, c.le)
+        tb.phnum = _u16(h + 44, c.le)
+        tb.shentsize = _u16(h + 46, c.le)
+        tb.shnum = _u16(h + 48, c.le)
     _touch(r, 64 if c.is64 else 52)
-    if phnum[0] and phentsize != (56 if c.is64 else 32):
+    if tb.phnum and phentsize != (56 if c.is64 else 32):
         return _fail(c, E_FORMAT, "bad program header entry size", 0)
-    if phnum[0] == 0xffff:
+    if tb.phnum == PN_XNUM:
         return _fail(c, E_FORMAT, "extended program header count (PN_XNUM) is not supported", 0)
     return 1
 
@@ -694,11 +613,12 @@ cdef bint _count_gnu_hash(Ctx *c, Parsed *r, uint64_t off, bint *hashed) noexcep
     return 1
 
 
-cdef bint _count_from_sections(Ctx *c, Parsed *r, uint64_t shoff, uint32_t shnum,
-                               uint32_t shentsize, bint *found) noexcept nogil:
+cdef bint _count_from_sections(Ctx *c, Parsed *r, Tables *tb, bint *found) noexcept nogil:
     """Fallback symbol count: the SHT_DYNSYM section header, if there is one."""
     cdef uint32_t i
     cdef const uint8_t *q
+    cdef uint64_t shoff = tb.shoff
+    cdef uint32_t shnum = tb.shnum, shentsize = tb.shentsize
     if shoff == 0 or shnum == 0:
         return 1
     if shentsize != (64 if c.is64 else 40):
@@ -789,7 +709,7 @@ cdef bint _verneed(Ctx *c, Parsed *r, uint64_t off, uint64_t end) noexcept nogil
             if not _inside(c, aux, 16, end, past, "vernaux entry"):
                 return 0
             _touch(r, aux + 16)
-            if not _push_ver(c, r, _u16(c.p + aux + 6, c.le) & 0x7fff,
+            if not _push_ver(c, r, _u16(c.p + aux + 6, c.le) & ~VERSYM_HIDDEN,
                              _u32(c.p + aux + 8, c.le), <int64_t>vn_file, 0):
                 return 0
             anext = _u32(c.p + aux + 12, c.le)
@@ -822,13 +742,13 @@ cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t end) noexcept nogil:
         flags = _u16(c.p + off + 2, c.le)
         ndx = _u16(c.p + off + 4, c.le)
         cnt = _u16(c.p + off + 6, c.le)
-        if cnt or not (flags & 1):   # glibc names every non-base version by its verdaux
+        if cnt or not (flags & VER_FLG_BASE):   # glibc names every non-base version by its verdaux
             aux = off + _u32(c.p + off + 12, c.le)
             if not _inside(c, aux, 8, end, past, "verdaux entry"):
                 return 0
             _touch(r, aux + 8)
-            if not _push_ver(c, r, ndx & 0x7fff, _u32(c.p + aux, c.le), -1,
-                             flags & 1):   # VER_FLG_BASE marks the file's own name
+            if not _push_ver(c, r, ndx & ~VERSYM_HIDDEN, _u32(c.p + aux, c.le), -1,
+                             flags & VER_FLG_BASE):   # it marks the file's own name
                 return 0
         next_ = _u32(c.p + off + 16, c.le)
         steps += 1
@@ -842,16 +762,19 @@ cdef bint _verdef(Ctx *c, Parsed *r, uint64_t off, uint64_t end) noexcept nogil:
     return 1
 
 
-cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
-                   Py_ssize_t nprefix, bint all_exports) noexcept nogil:
-    cdef uint64_t i, base, name, end
-    cdef const uint8_t *q
-    cdef uint16_t shndx
-    cdef uint8_t info
-    cdef Py_ssize_t j, slen
-    cdef const char *s
-    if r.nsyms == 0:
-        return 1
+# The defined symbols to report: all of them, or those whose names start
+# with one of ``n`` prefixes (``p[j]``, ``lens[j]`` bytes, no NUL).
+cdef struct Prefixes:
+    const char **p
+    Py_ssize_t *lens
+    Py_ssize_t n
+    bint all
+
+
+cdef bint _symbol_tables(Ctx *c, Parsed *r) noexcept nogil:
+    """Place .dynsym (``nsyms`` entries) and, with DT_VERSYM, .gnu.version in
+    the file, each inside the PT_LOAD its address lies in."""
+    cdef uint64_t end
     if not _vaddr_to_off(c, r, r.symtab_a, &r.symtab):
         return 0
     if r.nsyms > c.max_symbols:
@@ -875,39 +798,69 @@ cdef bint _symbols(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
         if not _have(c, r.versym, r.nsyms * 2, "version symbol table"):
             return 0
         _touch(r, r.versym + r.nsyms * 2)
+    return 1
+
+
+cdef int _wanted(Ctx *c, Parsed *r, Prefixes *px, uint64_t name) noexcept nogil:
+    """1 when the defined symbol named at ``name`` is to be reported, 0 when
+    not, -1 (error recorded) when its name is not in .dynstr.
+
+    Only the prefixes' bytes are compared: scanning each name for its end
+    would let many symbols naming one long string cost symbols x max_strlen.
+    Matches are decoded (and checked) later.
+    """
+    cdef Py_ssize_t j, slen
+    cdef const char *s
+    if px.all:
+        return 1
+    if not px.n:
+        return 0
+    if not r.has_strtab or name >= r.strsz:
+        _cstr(c, r, name, &s, &slen)     # records why the name is not in .dynstr
+        return -1
+    for j in range(px.n):
+        if (<uint64_t>px.lens[j] <= r.strsz - name
+                and memcmp(c.p + r.strtab + name, px.p[j], px.lens[j]) == 0):
+            return 1
+    return 0
+
+
+cdef bint _symbols(Ctx *c, Parsed *r, Prefixes *px) noexcept nogil:
+    """Sort the non-local dynamic symbols into imports (undefined) and the
+    exports asked for, by index (their names are decoded later, with the GIL)."""
+    cdef uint64_t i
+    cdef const uint8_t *q
+    cdef uint16_t shndx
+    cdef uint8_t info
+    cdef int want
+    if r.nsyms == 0:
+        return 1
+    if not _symbol_tables(c, r):
+        return 0
     r.undef = <uint64_t *>malloc(r.nsyms * sizeof(uint64_t))
     r.exp = <uint64_t *>malloc(r.nsyms * sizeof(uint64_t))
     if r.undef == NULL or r.exp == NULL:
         return _fail(c, E_LIMIT, "out of memory for symbols", r.symtab)
     for i in range(1, r.nsyms):
         q = c.p + r.symtab + i * r.syment
-        name = _u32(q, c.le)
         if c.is64:
             info = q[4]
             shndx = _u16(q + 6, c.le)
         else:
             info = q[12]
             shndx = _u16(q + 14, c.le)
-        if (info >> 4) == 0:   # STB_LOCAL
+        if (info >> 4) == STB_LOCAL:
             continue
-        if shndx == 0:
+        if shndx == SHN_UNDEF:
             r.undef[r.nundef] = i
             r.nundef += 1
-        elif all_exports:
+            continue
+        want = _wanted(c, r, px, _u32(q, c.le))
+        if want < 0:
+            return 0
+        if want:
             r.exp[r.nexp] = i
             r.nexp += 1
-        elif nprefix:
-            # Compare only the prefixes' bytes (they hold no NUL): scanning each
-            # name for its end would let many symbols naming one long string
-            # cost symbols x max_strlen.  Matches are decoded (and checked) later.
-            if not r.has_strtab or name >= r.strsz:
-                return _cstr(c, r, name, &s, &slen)
-            for j in range(nprefix):
-                if (<uint64_t>plens[j] <= r.strsz - name
-                        and memcmp(c.p + r.strtab + name, prefixes[j], plens[j]) == 0):
-                    r.exp[r.nexp] = i
-                    r.nexp += 1
-                    break
     return 1
 
 
@@ -1040,8 +993,7 @@ cdef bint _reloc_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t *maxsym) noexcept 
     return 1
 
 
-cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t shoff, uint32_t shnum,
-                         uint32_t shentsize) noexcept nogil:
+cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, Tables *tb) noexcept nogil:
     """How many dynamic symbols to read: the most that any source implies.
 
     The loaders never count the symbols: they find definitions through a hash
@@ -1066,7 +1018,7 @@ cdef bint _count_symbols(Ctx *c, Parsed *r, Tags *t, uint64_t shoff, uint32_t sh
         hashed = 1
     if not hashed:
         # no hash table that counts the symbols: the section header, else the layout
-        if not _count_from_sections(c, r, shoff, shnum, shentsize, &found):
+        if not _count_from_sections(c, r, tb, &found):
             return 0
         if not found:
             for k in range(6):
@@ -1142,7 +1094,7 @@ cdef bint _program(Ctx *c, Parsed *r) noexcept nogil:
             r.interp_len = r.segs[i].p_filesz
             _touch(r, r.interp_off + r.interp_len)
         elif r.segs[i].p_type == PT_GNU_STACK:
-            r.exec_stack = 1 if (r.segs[i].p_flags & 1) else 0
+            r.exec_stack = 1 if (r.segs[i].p_flags & PF_X) else 0
         elif r.segs[i].p_type == PT_NOTE or r.segs[i].p_type == PT_GNU_PROPERTY:
             if not _notes(c, r, &r.segs[i]):
                 return 0
@@ -1171,16 +1123,27 @@ cdef bint _tables(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
     return 1
 
 
-cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
-                 Py_ssize_t nprefix, bint all_exports) noexcept nogil:
-    cdef uint64_t phoff = 0, shoff = 0
-    cdef uint32_t phnum = 0, shnum = 0, shentsize = 0
+cdef void _symbol_tags(Ctx *c, Parsed *r, Tags *t) noexcept nogil:
+    """DT_SYMTAB, DT_SYMENT (the ELF size when absent) and DT_VERSYM into ``r``."""
+    r.syment = t.val[T_SYMENT] if t.seen[T_SYMENT] else (24 if c.is64 else 16)
+    r.has_versym = t.seen[T_VERSYM]
+    r.versym_a = t.val[T_VERSYM]
+    r.has_symtab = t.seen[T_SYMTAB]
+    r.symtab_a = t.val[T_SYMTAB]
+
+
+cdef bint _parse(Ctx *c, Parsed *r, Prefixes *px) noexcept nogil:
+    """Every stage in turn: header, program headers, PT_DYNAMIC's place,
+    interpreter and notes, dynamic entries, string and version tables, the
+    symbol count, the symbols.  False with the error in ``c``."""
+    cdef Tables tb
     cdef Seg *dyn
     cdef Tags t
 
-    if not _header(c, r, &phoff, &phnum, &shoff, &shnum, &shentsize):
+    memset(&tb, 0, sizeof(Tables))
+    if not _header(c, r, &tb):
         return 0
-    if not _segments(c, r, phoff, phnum):
+    if not _segments(c, r, tb.phoff, tb.phnum):
         return 0
     dyn = _last_dynamic(r)
     if dyn != NULL and not _dynamic_place(c, r, dyn):
@@ -1191,20 +1154,196 @@ cdef bint _parse(Ctx *c, Parsed *r, const char **prefixes, Py_ssize_t *plens,
         return 1
     if not _dynamic(c, r) or not _read_tags(c, r, &t):
         return 0
-    r.syment = t.val[T_SYMENT] if t.seen[T_SYMENT] else (24 if c.is64 else 16)
-    r.has_versym = t.seen[T_VERSYM]
-    r.versym_a = t.val[T_VERSYM]
-    r.has_symtab = t.seen[T_SYMTAB]
-    r.symtab_a = t.val[T_SYMTAB]
+    _symbol_tags(c, r, &t)
     if not _tables(c, r, &t):
         return 0
     if not r.has_symtab:
         return 1
     if r.syment < (24 if c.is64 else 16):
         return _fail(c, E_FORMAT, "bad DT_SYMENT", r.symtab_a)
-    if not _count_symbols(c, r, &t, shoff, shnum, shentsize):
+    if not _count_symbols(c, r, &t, &tb):
         return 0
-    return _symbols(c, r, prefixes, plens, nprefix, all_exports)
+    return _symbols(c, r, px)
+
+
+# --------------------------------------------------------- named records
+#
+# Import, Export and Segment are C-level struct sequences (the kind of
+# os.stat_result): tuples with named fields, so indexing, unpacking, equality
+# with plain tuples, JSON and pickling all keep working.  A file can hold
+# hundreds of thousands of symbols, so records must cost what a tuple costs:
+# PyStructSequence_New looks the field counts up in the type's dict and
+# mallocs every record (2.5x a tuple), so records are made here from a
+# freelist, like CPython's own tuples (1.1x).  A ``cdef class`` with a
+# freelist measured 1.6x a tuple and is not a tuple.
+
+cdef extern from "Python.h":
+    ctypedef struct PyStructSequence_Field:
+        const char *name
+        const char *doc
+    ctypedef struct PyStructSequence_Desc:
+        const char *name
+        const char *doc
+        PyStructSequence_Field *fields
+        int n_in_sequence
+    PyTypeObject *PyStructSequence_NewType(PyStructSequence_Desc *desc) except NULL
+    void PyStructSequence_SET_ITEM(object rec, Py_ssize_t pos, PyObject *value)   # steals
+
+
+cdef extern from *:
+    """
+    static PyStructSequence_Field fe_import_fields[] = {
+        {"name", "the symbol's name"},
+        {"version", "the GNU version it asks for (vna_name), or None"},
+        {"library", "the file that defines that version (vn_file), or None"},
+        {"binding", "STB_* (st_info >> 4)"},
+        {"type", "STT_* (st_info & 0xf)"},
+        {NULL, NULL}};
+    static PyStructSequence_Desc fe_import_desc = {
+        "fastelf._elf.Import",
+        "Import(name, version, library, binding, type): an undefined dynamic symbol.",
+        fe_import_fields, 5};
+    static PyStructSequence_Field fe_export_fields[] = {
+        {"name", "the symbol's name"},
+        {"version", "the GNU version that defines it, or None"},
+        {"binding", "STB_* (st_info >> 4)"},
+        {"type", "STT_* (st_info & 0xf)"},
+        {NULL, NULL}};
+    static PyStructSequence_Desc fe_export_desc = {
+        "fastelf._elf.Export",
+        "Export(name, version, binding, type): a defined dynamic symbol that was asked for.",
+        fe_export_fields, 4};
+    static PyStructSequence_Field fe_segment_fields[] = {
+        {"p_type", "PT_*"}, {"p_flags", "PF_*"}, {"p_offset", "file offset"},
+        {"p_vaddr", "virtual address"}, {"p_filesz", "bytes in the file"},
+        {"p_memsz", "bytes in memory"}, {"p_align", "alignment"},
+        {NULL, NULL}};
+    static PyStructSequence_Desc fe_segment_desc = {
+        "fastelf._elf.Segment",
+        "Segment(p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align): "
+        "one program header.",
+        fe_segment_fields, 7};
+
+    /* Record kinds 0..2 (Import, Export, Segment): their types, their field
+       counts and a freelist each, as CPython keeps for tuples (records are
+       all visible fields: a tuple's layout).  A freed record keeps its memory
+       and its GC header; it is untracked and holds no reference. */
+    #define FE_KINDS 3
+    #ifdef Py_GIL_DISABLED
+    #define FE_FREE_MAX 0
+    #else
+    #define FE_FREE_MAX 4096
+    #endif
+    static PyTypeObject *fe_types[FE_KINDS];
+    static Py_ssize_t fe_sizes[FE_KINDS];
+    static PyObject *fe_free[FE_KINDS][FE_FREE_MAX + 1];
+    static int fe_nfree[FE_KINDS];
+
+    static void fe_record_dealloc(PyObject *o) {
+        PyTypeObject *t = Py_TYPE(o);
+        Py_ssize_t i, n = Py_SIZE(o);
+        int k;
+        PyObject_GC_UnTrack(o);
+        for (i = 0; i < n; i++)
+            Py_CLEAR(((PyTupleObject *)o)->ob_item[i]);
+        for (k = 0; k < FE_KINDS && fe_types[k] != t; k++)
+            ;
+        if (k < FE_KINDS && n == fe_sizes[k] && fe_nfree[k] < FE_FREE_MAX)
+            fe_free[k][fe_nfree[k]++] = o;
+        else
+            PyObject_GC_Del(o);
+        if (PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE))
+            Py_DECREF(t);   /* an instance of a heap type holds a reference to it */
+    }
+
+    static int fe_record_kind(int k, PyTypeObject *t, Py_ssize_t n) {
+        if (t->tp_itemsize != sizeof(PyObject *) || t->tp_basicsize != PyTuple_Type.tp_basicsize
+                || !PyType_HasFeature(t, Py_TPFLAGS_HAVE_GC)) {
+            PyErr_SetString(PyExc_RuntimeError, "struct sequences are not laid out as tuples");
+            return -1;
+        }
+        fe_types[k] = t;
+        fe_sizes[k] = n;
+        t->tp_dealloc = fe_record_dealloc;
+        return 0;
+    }
+
+    /* A new record of kind k, its fields NULL (to be set by the caller). */
+    static PyObject *fe_record_new(int k) {
+        PyObject *o;
+        if (fe_nfree[k]) {
+            o = fe_free[k][--fe_nfree[k]];
+            (void)PyObject_INIT_VAR(o, fe_types[k], fe_sizes[k]);
+        } else {
+            o = (PyObject *)PyObject_GC_NewVar(PyTupleObject, fe_types[k], fe_sizes[k]);
+            if (o == NULL)
+                return NULL;
+        }
+        memset(((PyTupleObject *)o)->ob_item, 0, fe_sizes[k] * sizeof(PyObject *));
+        return o;
+    }
+    """
+    PyStructSequence_Desc fe_import_desc
+    PyStructSequence_Desc fe_export_desc
+    PyStructSequence_Desc fe_segment_desc
+    int fe_record_kind(int kind, PyTypeObject *t, Py_ssize_t n) except -1
+    object fe_record_new(int kind)
+
+
+cdef enum:
+    K_IMPORT, K_EXPORT, K_SEGMENT
+
+
+cdef object _record_type(int kind, PyStructSequence_Desc *desc):
+    """A new struct sequence type whose records come from ``fe_record_new``."""
+    cdef PyTypeObject *t = PyStructSequence_NewType(desc)   # its reference is never given back:
+    cls = <object>t                                          # fe_types[kind] keeps the type alive
+    if not cls.n_fields == cls.n_sequence_fields == desc.n_in_sequence:
+        raise RuntimeError(f"{cls.__name__} has hidden fields")
+    fe_record_kind(kind, t, desc.n_in_sequence)
+    return cls
+
+
+Import = _record_type(K_IMPORT, &fe_import_desc)
+Export = _record_type(K_EXPORT, &fe_export_desc)
+Segment = _record_type(K_SEGMENT, &fe_segment_desc)
+
+
+cdef inline void _put(object rec, Py_ssize_t pos, object value) noexcept:
+    """Fill one field of a new record (SET_ITEM steals the reference it is given)."""
+    Py_INCREF(value)
+    PyStructSequence_SET_ITEM(rec, pos, <PyObject *>value)
+
+
+cdef object _import(str name, object version, object library, uint8_t info):
+    cdef object rec = fe_record_new(K_IMPORT)
+    _put(rec, 0, name)
+    _put(rec, 1, version)
+    _put(rec, 2, library)
+    _put(rec, 3, info >> 4)
+    _put(rec, 4, info & 0xf)
+    return rec
+
+
+cdef object _export(str name, object version, uint8_t info):
+    cdef object rec = fe_record_new(K_EXPORT)
+    _put(rec, 0, name)
+    _put(rec, 1, version)
+    _put(rec, 2, info >> 4)
+    _put(rec, 3, info & 0xf)
+    return rec
+
+
+cdef object _segment(Seg *s):
+    cdef object rec = fe_record_new(K_SEGMENT)
+    _put(rec, 0, s.p_type)
+    _put(rec, 1, s.p_flags)
+    _put(rec, 2, s.p_offset)
+    _put(rec, 3, s.p_vaddr)
+    _put(rec, 4, s.p_filesz)
+    _put(rec, 5, s.p_memsz)
+    _put(rec, 6, s.p_align)
+    return rec
 
 
 # --------------------------------------------------------- Python results
@@ -1277,7 +1416,7 @@ def _merged(present, uint64_t fsize):
     return out
 
 
-_ARCH = {
+_ARCH = {       # (e_machine, ELF class, little-endian) -> the wheel tag's architecture
     (EM_386, 32, True): "i686",
     (EM_X86_64, 64, True): "x86_64",
     (EM_PPC64, 64, True): "ppc64le",
@@ -1293,13 +1432,13 @@ _ARCH = {
 cdef class ElfFile:
     """What the dynamic loader sees of one ELF file.
 
-    ``imports`` holds one tuple per undefined dynamic symbol:
-    ``(name, version, library, binding, type)`` where version/library come
-    from the GNU version tables (``None`` when unversioned).  ``exports``
-    holds ``(name, version, binding, type)`` for the defined symbols that
-    were asked for.  ``segments`` and ``dynamic`` are the raw program
-    headers and dynamic entries, for tools that rewrite the file.  ``relr``
-    is true when the dynamic section has DT_RELR (packed relative
+    ``imports`` holds an ``Import(name, version, library, binding, type)``
+    per undefined dynamic symbol, where version/library come from the GNU
+    version tables (``None`` when unversioned).  ``exports`` holds an
+    ``Export(name, version, binding, type)`` per defined symbol that was asked
+    for.  ``segments`` (``Segment`` records) and ``dynamic`` are the raw
+    program headers and dynamic entries, for tools that rewrite the file.
+    ``relr`` is true when the dynamic section has DT_RELR (packed relative
     relocations), which only glibc >= 2.36 and musl >= 1.2.4 apply.
     """
 
@@ -1326,6 +1465,219 @@ cdef class ElfFile:
         return 1
 
 
+# The result is built in stages, each from the C results of ``_parse``, in the
+# order that decodes .dynstr strings (the string budget counts in that order):
+# header facts, interpreter, segments, dynamic names, versions, imports, exports.
+
+cdef tuple _arch(uint16_t machine, int elf_class, bint le, uint32_t flags):
+    """(arch, arch_error): the wheel tag architecture or why there is none."""
+    arch = _ARCH.get((machine, elf_class, bool(le)))
+    if arch is None:
+        return None, f"unknown architecture (e_machine {machine}, ELF{elf_class})"
+    if arch == "armv7l":
+        if (flags & EF_ARM_EABIMASK) != EF_ARM_EABI_VER5:
+            return None, "ARM EABI version is not 5"
+        if not (flags & EF_ARM_ABI_FLOAT_HARD):
+            return None, "ARM binary is not hard-float"
+    return arch, None
+
+
+cdef object _interpreter(Ctx *c, Parsed *r):
+    """PT_INTERP's path up to its first NUL, or None without one."""
+    cdef const char *s
+    cdef Py_ssize_t n = 0
+    if not r.interp_len:
+        return None
+    s = <const char *>(c.p + r.interp_off)
+    while n < <Py_ssize_t>r.interp_len and s[n] != 0:
+        n += 1
+    return _decode(s, n)
+
+
+cdef list _segment_list(Parsed *r):
+    cdef uint32_t i
+    return [_segment(&r.segs[i]) for i in range(r.nsegs)]
+
+
+cdef object _dynamic_list(Parsed *r):
+    """The (tag, value) dynamic entries, or None without a PT_DYNAMIC."""
+    cdef uint64_t k
+    if not r.has_dynamic:
+        return None
+    return [(r.dyn[2 * k], r.dyn[2 * k + 1]) for k in range(r.ndyn)]
+
+
+cdef void _dynamic_names(ElfFile out, Ctx *c, Parsed *r, dict strings) except *:
+    """``needed``, ``soname``, ``rpath``, ``runpath``, in dynamic-entry order
+    (the last SONAME/RPATH/RUNPATH wins, as in the loaders)."""
+    cdef uint64_t k, tag, val
+    out.needed = []
+    out.soname = out.rpath = out.runpath = None
+    for k in range(r.ndyn if r.has_dynamic else 0):
+        tag = r.dyn[2 * k]
+        val = r.dyn[2 * k + 1]
+        if tag == DT_NEEDED:
+            out.needed.append(_dynstr_entry(c, r, strings, val))
+        elif tag == DT_SONAME:
+            out.soname = _dynstr_entry(c, r, strings, val)
+        elif tag == DT_RPATH:
+            out.rpath = _dynstr_entry(c, r, strings, val)
+        elif tag == DT_RUNPATH:
+            out.runpath = _dynstr_entry(c, r, strings, val)
+
+
+cdef dict _versions(ElfFile out, Ctx *c, Parsed *r, dict strings):
+    """Fill ``version_needs``/``version_defs``; return versym index ->
+    (version, library), library None for the file's own definitions."""
+    cdef uint64_t k
+    cdef dict versions = {}
+    out.version_needs = {}
+    out.version_defs = []
+    for k in range(r.nvers):
+        name = _dynstr(c, r, strings, r.vers[k].name)
+        if r.vers[k].file >= 0:
+            lib = _dynstr(c, r, strings, <uint64_t>r.vers[k].file)
+            out.version_needs.setdefault(lib, []).append(name)
+            versions[r.vers[k].ndx] = (name, lib)
+        else:
+            out.version_defs.append(name)
+            if not r.vers[k].hidden:   # the base definition names the file itself
+                versions[r.vers[k].ndx] = (name, None)
+    return versions
+
+
+cdef inline uint8_t _st_info(Ctx *c, Parsed *r, uint64_t i) noexcept:
+    return c.p[r.symtab + i * r.syment + (4 if c.is64 else 12)]
+
+
+cdef inline object _st_name(Ctx *c, Parsed *r, dict strings, uint64_t i):
+    return _dynstr(c, r, strings, _u32(c.p + r.symtab + i * r.syment, c.le))
+
+
+cdef inline uint16_t _versym(Ctx *c, Parsed *r, uint64_t i) noexcept:
+    """Symbol ``i``'s version index (0 without DT_VERSYM; 0 and 1 mean unversioned)."""
+    if not r.has_versym:
+        return 0
+    return _u16(c.p + r.versym + 2 * i, c.le) & ~VERSYM_HIDDEN
+
+
+cdef list _import_list(Ctx *c, Parsed *r, dict strings, dict versions):
+    cdef uint64_t k, i
+    cdef uint16_t vs
+    cdef list out = []
+    for k in range(r.nundef):
+        i = r.undef[k]
+        name = _st_name(c, r, strings, i)
+        ver = lib = None
+        vs = _versym(c, r, i)
+        if vs > 1:
+            ver, lib = versions.get(vs, (None, None))
+        out.append(_import(name, ver, lib, _st_info(c, r, i)))
+    return out
+
+
+cdef list _export_list(Ctx *c, Parsed *r, dict strings, dict versions):
+    cdef uint64_t k, i
+    cdef uint16_t vs
+    cdef list out = []
+    for k in range(r.nexp):
+        i = r.exp[k]
+        name = _st_name(c, r, strings, i)
+        ver = None
+        vs = _versym(c, r, i)
+        if vs > 1:
+            ver = versions.get(vs, (None, None))[0]
+        out.append(_export(name, ver, _st_info(c, r, i)))
+    return out
+
+
+cdef ElfFile _result(Ctx *c, Parsed *r):
+    """The ElfFile of a successful ``_parse``."""
+    cdef ElfFile out = ElfFile.__new__(ElfFile)
+    cdef dict strings = {}       # .dynstr offset -> decoded string
+    out.elf_class = 64 if c.is64 else 32
+    out.little_endian = c.le
+    out.osabi = r.osabi
+    out.e_type = r.e_type
+    out.machine = r.machine
+    out.flags = r.flags
+    out.arch, out.arch_error = _arch(r.machine, out.elf_class, c.le, r.flags)
+    out.interpreter = _interpreter(c, r)
+    out.isa_needed = r.isa_needed if r.has_isa else None
+    out.exec_stack = None if r.exec_stack < 0 else bool(r.exec_stack)
+    out.segments = _segment_list(r)
+    out.dynamic = _dynamic_list(r)
+    # packed relative relocations: a loader that ignores DT_RELR leaves
+    # pointers unrelocated (glibc < 2.36 and musl < 1.2.4 do)
+    out.relr = out.dynamic is not None and any(tag == DT_RELR for tag, _val in out.dynamic)
+    _dynamic_names(out, c, r, strings)
+    versions = _versions(out, c, r, strings)
+    out.symbol_count = r.nsyms
+    out.imports = _import_list(c, r, strings, versions)
+    out.exports = _export_list(c, r, strings, versions)
+    out.bytes_used = r.used
+    out.strbytes = c.strbytes
+    return out
+
+
+# --------------------------------------------------------------- parse()
+
+cdef void _ctx_start(Ctx *c, uint64_t n, object file_size) except *:
+    """Check the buffer and file sizes and clear the error state."""
+    memset(c, 0, sizeof(Ctx))
+    c.n = n
+    c.fsize = n if file_size is None else file_size
+    if c.fsize < c.n:
+        raise ValueError("file_size is smaller than the buffer")
+    if c.n == 0:
+        if c.fsize:
+            raise ElfNeedMore(min(c.fsize, 64))
+        raise ElfError("empty file")
+    c.le = 1
+
+
+cdef void _sparse(Ctx *c, object present) except *:
+    """Sparse mode: the present ranges as C pairs in ``c.iv`` (the caller frees them)."""
+    cdef list spans = _merged(present, c.fsize)
+    cdef uint64_t *iv = <uint64_t *>malloc((2 * len(spans) + 2) * sizeof(uint64_t))
+    cdef Py_ssize_t j
+    if iv == NULL:
+        raise MemoryError()
+    for j in range(len(spans)):
+        iv[2 * j] = spans[j][0]
+        iv[2 * j + 1] = spans[j][1]
+    c.iv = iv
+    c.niv = len(spans)
+    if c.niv == 0 or iv[0] != 0 or iv[1] < 4:
+        raise ElfNeedMore(min(c.fsize, 64), [(0, min(c.fsize, 64))])
+
+
+cdef void _prefixes(Prefixes *px, list prefix_bytes) except *:
+    """Point ``px`` at the export name prefixes (``prefix_bytes`` keeps them alive)."""
+    cdef Py_ssize_t j
+    px.n = len(prefix_bytes)
+    if not px.n:
+        return
+    px.p = <const char **>malloc(px.n * sizeof(char *))
+    px.lens = <Py_ssize_t *>malloc(px.n * sizeof(Py_ssize_t))
+    if px.p == NULL or px.lens == NULL:
+        raise MemoryError()
+    for j in range(px.n):
+        px.p[j] = <bytes>prefix_bytes[j]
+        px.lens[j] = len(<bytes>prefix_bytes[j])
+
+
+cdef void _release(Ctx *c, Parsed *r, Prefixes *px) noexcept:
+    free(<void *>c.iv)
+    free(px.p)
+    free(px.lens)
+    free(r.segs)
+    free(r.dyn)
+    free(r.vers)
+    free(r.undef)
+    free(r.exp)
+
+
 def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
           max_strlen=DEFAULT_MAX_STRLEN, max_strbytes=DEFAULT_MAX_STRBYTES,
           max_needed=DEFAULT_MAX_NEEDED, max_versions=DEFAULT_MAX_VERSIONS, present=None):
@@ -1345,172 +1697,29 @@ def parse(buf, file_size=None, *, exports=(), max_symbols=DEFAULT_MAX_SYMBOLS,
     cdef const uint8_t[::1] view = buf
     cdef Ctx c
     cdef Parsed r
-    cdef Py_ssize_t nprefix = 0, j
-    cdef const char **prefixes = NULL
-    cdef Py_ssize_t *plens = NULL
-    cdef bint all_exports = exports is None
+    cdef Prefixes px
     cdef bint ok
-    cdef uint64_t k, i, q
-    cdef const char *s
-    cdef Py_ssize_t slen
-    cdef uint16_t vs
-    cdef ElfFile out
-    cdef list prefix_bytes = [] if all_exports else [p.encode() for p in exports]
-    cdef dict strings = {}       # .dynstr offset -> decoded string
-    cdef uint64_t *iv = NULL
-    cdef list spans
+    cdef list prefix_bytes = [] if exports is None else [p.encode() for p in exports]
 
-    c.n = view.shape[0]
-    c.fsize = c.n if file_size is None else file_size
-    if c.fsize < c.n:
-        raise ValueError("file_size is smaller than the buffer")
-    if c.n == 0:
-        if c.fsize:
-            raise ElfNeedMore(min(c.fsize, 64))
-        raise ElfError("empty file")
+    _ctx_start(&c, view.shape[0], file_size)
     c.p = &view[0]
-    c.is64 = 0
-    c.le = 1
-    c.err = E_OK
-    c.msg = NULL
-    c.err_off = 0
-    c.need = 0
     c.max_symbols = max_symbols
     c.max_strlen = max_strlen
     c.max_strbytes = max_strbytes
-    c.strbytes = 0
     c.max_needed = max_needed
     c.max_versions = max_versions
-    c.iv = NULL
-    c.niv = 0
-    c.nmiss = 0
     memset(&r, 0, sizeof(Parsed))
     r.exec_stack = -1
-
-    nprefix = len(prefix_bytes)
+    memset(&px, 0, sizeof(Prefixes))
+    px.all = exports is None
     try:
         if present is not None:
-            spans = _merged(present, c.fsize)
-            iv = <uint64_t *>malloc((2 * len(spans) + 2) * sizeof(uint64_t))
-            if iv == NULL:
-                raise MemoryError()
-            for j in range(len(spans)):
-                iv[2 * j] = spans[j][0]
-                iv[2 * j + 1] = spans[j][1]
-            c.iv = iv
-            c.niv = len(spans)
-            if c.niv == 0 or iv[0] != 0 or iv[1] < 4:
-                raise ElfNeedMore(min(c.fsize, 64), [(0, min(c.fsize, 64))])
-        if nprefix:
-            prefixes = <const char **>malloc(nprefix * sizeof(char *))
-            plens = <Py_ssize_t *>malloc(nprefix * sizeof(Py_ssize_t))
-            if prefixes == NULL or plens == NULL:
-                raise MemoryError()
-            for j in range(nprefix):
-                prefixes[j] = <bytes>prefix_bytes[j]
-                plens[j] = len(<bytes>prefix_bytes[j])
+            _sparse(&c, present)
+        _prefixes(&px, prefix_bytes)
         with nogil:
-            ok = _parse(&c, &r, prefixes, plens, nprefix, all_exports)
+            ok = _parse(&c, &r, &px)
         if not ok:
             _raise(&c)
-
-        out = ElfFile.__new__(ElfFile)
-        out.elf_class = 64 if c.is64 else 32
-        out.little_endian = c.le
-        out.osabi = r.osabi
-        out.e_type = r.e_type
-        out.machine = r.machine
-        out.flags = r.flags
-        out.arch = _ARCH.get((r.machine, out.elf_class, bool(c.le)))
-        out.arch_error = None
-        if out.arch is None:
-            out.arch_error = f"unknown architecture (e_machine {r.machine}, ELF{out.elf_class})"
-        elif out.arch == "armv7l":
-            if (r.flags & 0xFF000000) != 0x05000000:
-                out.arch, out.arch_error = None, "ARM EABI version is not 5"
-            elif not (r.flags & 0x400):
-                out.arch, out.arch_error = None, "ARM binary is not hard-float"
-        out.interpreter = None
-        if r.interp_len:
-            s = <const char *>(c.p + r.interp_off)
-            slen = 0
-            while slen < <Py_ssize_t>r.interp_len and s[slen] != 0:
-                slen += 1
-            out.interpreter = _decode(s, slen)
-        out.isa_needed = r.isa_needed if r.has_isa else None
-        out.exec_stack = None if r.exec_stack < 0 else bool(r.exec_stack)
-        out.segments = [
-            (r.segs[i].p_type, r.segs[i].p_flags, r.segs[i].p_offset, r.segs[i].p_vaddr,
-             r.segs[i].p_filesz, r.segs[i].p_memsz, r.segs[i].p_align)
-            for i in range(r.nsegs)]
-        out.needed = []
-        out.soname = out.rpath = out.runpath = None
-        out.relr = False
-        out.dynamic = None
-        if r.has_dynamic:
-            out.dynamic = [(r.dyn[2 * k], r.dyn[2 * k + 1]) for k in range(r.ndyn)]
-            # packed relative relocations: a loader that ignores DT_RELR leaves
-            # pointers unrelocated (glibc < 2.36 and musl < 1.2.4 do)
-            out.relr = any(tag == DT_RELR for tag, _val in out.dynamic)
-            for k in range(r.ndyn):
-                if r.dyn[2 * k] == DT_NEEDED:
-                    out.needed.append(_dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1]))
-                elif r.dyn[2 * k] == DT_SONAME:
-                    out.soname = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
-                elif r.dyn[2 * k] == DT_RPATH:
-                    out.rpath = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
-                elif r.dyn[2 * k] == DT_RUNPATH:
-                    out.runpath = _dynstr_entry(&c, &r, strings, r.dyn[2 * k + 1])
-
-        # version index -> (name, library)
-        versions = {}
-        out.version_needs = {}
-        out.version_defs = []
-        for k in range(r.nvers):
-            name = _dynstr(&c, &r, strings, r.vers[k].name)
-            if r.vers[k].file >= 0:
-                lib = _dynstr(&c, &r, strings, <uint64_t>r.vers[k].file)
-                out.version_needs.setdefault(lib, []).append(name)
-                versions[r.vers[k].ndx] = (name, lib)
-            else:
-                out.version_defs.append(name)
-                if not r.vers[k].hidden:   # the base definition names the file itself
-                    versions[r.vers[k].ndx] = (name, None)
-
-        out.symbol_count = r.nsyms
-        out.imports = []
-        out.exports = []
-        for k in range(r.nundef):
-            i = r.undef[k]
-            q = r.symtab + i * r.syment
-            info = c.p[q + 4] if c.is64 else c.p[q + 12]
-            name = _dynstr(&c, &r, strings, _u32(c.p + q, c.le))
-            ver = lib = None
-            if r.has_versym:
-                vs = _u16(c.p + r.versym + 2 * i, c.le) & 0x7fff
-                if vs > 1:
-                    ver, lib = versions.get(vs, (None, None))
-            out.imports.append((name, ver, lib, info >> 4, info & 0xf))
-        for k in range(r.nexp):
-            i = r.exp[k]
-            q = r.symtab + i * r.syment
-            info = c.p[q + 4] if c.is64 else c.p[q + 12]
-            name = _dynstr(&c, &r, strings, _u32(c.p + q, c.le))
-            ver = None
-            if r.has_versym:
-                vs = _u16(c.p + r.versym + 2 * i, c.le) & 0x7fff
-                if vs > 1:
-                    ver = versions.get(vs, (None, None))[0]
-            out.exports.append((name, ver, info >> 4, info & 0xf))
-        out.bytes_used = r.used
-        out.strbytes = c.strbytes
-        return out
+        return _result(&c, &r)
     finally:
-        free(iv)
-        free(prefixes)
-        free(plens)
-        free(r.segs)
-        free(r.dyn)
-        free(r.vers)
-        free(r.undef)
-        free(r.exp)
+        _release(&c, &r, &px)

@@ -134,7 +134,7 @@ def facts_to_json(info: ElfInfo) -> str:
 
 def facts_from_json(text: str, path: str) -> ElfInfo:
     d = json.loads(text)
-    d["imports"] = [tuple(i) for i in d["imports"]]
+    d["imports"] = [_elf.Import(i) for i in d["imports"]]     # the records parse() makes
     return ElfInfo(path=path, **d)
 
 

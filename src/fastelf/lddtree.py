@@ -16,7 +16,16 @@ import os
 import re
 from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._elf import ElfError, ElfFile, parse
+from ._elf import (
+    DF_1_NODEFLIB,
+    DT_FLAGS_1,
+    EF_ARM_ABI_FLOAT_HARD,
+    EM_ARM,
+    ET_DYN,
+    ElfError,
+    ElfFile,
+    parse,
+)
 from .errors import LddError
 from .hostfile import open_regular
 from .ldpaths import (
@@ -36,10 +45,6 @@ from .libc import libc_of
 __all__ = ["LddError", "Library", "Tree", "ElfCache", "Node", "Searcher", "SearchDir",
            "SearchResult", "Skipped", "resolve_tree", "detect_libc"]
 
-EM_ARM = 40
-ET_DYN = 3
-DT_FLAGS_1 = 0x6FFFFFFB
-DF_1_NODEFLIB = 0x800
 _MUSL_RESERVED = re.compile(r"lib(c|pthread|rt|m|dl|util|xnet)\.so(\..*)?")
 
 
@@ -284,7 +289,8 @@ class Searcher:
             return f"ELF{elf.elf_class}, not ELF{top.elf_class}", musl
         if elf.machine != top.machine:
             return f"machine {elf.arch or elf.machine}, not {top.arch or top.machine}", musl
-        if elf.machine == EM_ARM and (elf.flags & 0x400) != (top.flags & 0x400):
+        if elf.machine == EM_ARM and \
+                (elf.flags & EF_ARM_ABI_FLOAT_HARD) != (top.flags & EF_ARM_ABI_FLOAT_HARD):
             return "other ARM float ABI", musl
         if elf.little_endian != top.little_endian:
             return "other byte order", True

@@ -21,21 +21,22 @@ segments cover.
 
 from __future__ import annotations
 
-import struct
 from typing import NamedTuple
 
+from ._elf import (
+    SHF_ALLOC,
+    SHF_INFO_LINK,
+    SHN_LORESERVE,
+    SHN_XINDEX,
+    SHT_NOBITS,
+    SHT_REL,
+    SHT_RELA,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+)
+from .elflayout import Layout, Shdr, layout
 from .errors import ElfStripError
 from .patch import ElfPatchError, _Image
-
-SHT_NOBITS = 8
-SHT_SYMTAB = 2
-SHT_STRTAB = 3
-SHT_RELA = 4
-SHT_REL = 9
-SHF_ALLOC = 0x2
-SHF_INFO_LINK = 0x40
-SHN_LORESERVE = 0xFF00
-SHN_XINDEX = 0xFFFF
 
 _DEBUG_PREFIXES = (b".debug", b".zdebug", b".gnu.debuglto_", b".line", b".stab",
                    b".gnu.linkonce.wi.")
@@ -62,18 +63,18 @@ def strip_elf(data) -> bytes:
         img = _Image(data)
     except ElfPatchError as e:
         raise ElfStripError(f"cannot strip: {_reason(e)}") from None
-    ehdr_size = img.ehdr_st.size
-    end = max([ehdr_size, img.phoff + img.phnum * img.phdr_st.size]
+    lay = layout(img.is64, img.le)
+    end = max([lay.ehdr.size, img.phoff + img.phnum * lay.phdr.size]
               + [s.offset + s.filesz for s in img.segs])
     if not img.sections:
         return data[:end]
-    sections = _named_sections(img)
+    sections = _named_sections(img, lay)
     keep = _kept(sections)
     for i in keep:
         s = sections[i]
         if s.flags & SHF_ALLOC and s.type != SHT_NOBITS:
             end = max(end, s.offset + s.size)
-    return _rebuild(img, sections, keep, end)
+    return _rebuild(img, lay, sections, keep, end)
 
 
 def _reason(e: ElfPatchError) -> str:
@@ -83,24 +84,24 @@ def _reason(e: ElfPatchError) -> str:
     return text
 
 
-def _named_sections(img: _Image) -> list:
+def _named_sections(img: _Image, lay: Layout) -> list:
     """The section headers with their names read from the section name table."""
-    raw = img.sections
-    shstrndx = img.ehdr_st.unpack_from(img.data, 0)[-1]
+    raw = [Shdr._make(sh) for sh in img.sections]
+    shstrndx = lay.read_ehdr(img.data).e_shstrndx
     if shstrndx == SHN_XINDEX:
-        shstrndx = raw[0][6]
+        shstrndx = raw[0].sh_link
     names = b""
     if 0 < shstrndx < len(raw):
         st = raw[shstrndx]
-        img._check(st[4], st[5], "section name table")
-        names = img.data[st[4]:st[4] + st[5]]
+        img._check(st.sh_offset, st.sh_size, "section name table")
+        names = img.data[st.sh_offset:st.sh_offset + st.sh_size]
     out = []
     for sh in raw:
-        start = sh[0]
+        start = sh.sh_name
         stop = names.find(b"\0", start) if start < len(names) else -1
         name = names[start:stop] if stop >= 0 else b""
-        if sh[1] != SHT_NOBITS:
-            img._check(sh[4], sh[5], f"section {name.decode('latin-1')!r}")
+        if sh.sh_type != SHT_NOBITS:
+            img._check(sh.sh_offset, sh.sh_size, f"section {name.decode('latin-1')!r}")
         out.append(_Section(name, *sh[1:]))
     return out
 
@@ -130,9 +131,9 @@ def _kept(sections: list) -> list:
     return [i for i in range(len(sections)) if i not in gone]
 
 
-def _rebuild(img: _Image, sections: list, keep: list, end: int) -> bytes:
+def _rebuild(img: _Image, lay: Layout, sections: list, keep: list, end: int) -> bytes:
     """The file up to ``end``, the kept sections after it, a new name table and headers."""
-    shstrndx_old = img.ehdr_st.unpack_from(img.data, 0)[-1]
+    shstrndx_old = lay.read_ehdr(img.data).e_shstrndx
     if shstrndx_old == SHN_XINDEX:
         shstrndx_old = sections[0].link
     new_index = {old: new for new, old in enumerate(keep)}
@@ -168,8 +169,8 @@ def _rebuild(img: _Image, sections: list, keep: list, end: int) -> bytes:
         headers[0][5] = count
     if shstrndx >= SHN_LORESERVE:
         headers[0][6] = shstrndx
-    shoff = _place(out, b"".join(img.shdr_st.pack(*h) for h in headers), img.word)
-    _set_header(img, out, shoff, 0 if count >= SHN_LORESERVE else count,
+    shoff = _place(out, b"".join(lay.shdr.pack(*h) for h in headers), lay.word.size)
+    _set_header(lay, out, shoff, 0 if count >= SHN_LORESERVE else count,
                 SHN_XINDEX if shstrndx >= SHN_LORESERVE else shstrndx)
     return bytes(out)
 
@@ -184,12 +185,7 @@ def _place(out: bytearray, blob: bytes, align: int) -> int:
     return offset
 
 
-def _set_header(img: _Image, out: bytearray, shoff: int, shnum: int, shstrndx: int) -> None:
+def _set_header(lay: Layout, out: bytearray, shoff: int, shnum: int, shstrndx: int) -> None:
     """Point the ELF header at the new section header table."""
-    le = "<" if img.le else ">"
-    if img.is64:
-        struct.pack_into(le + "Q", out, 40, shoff)
-        struct.pack_into(le + "HH", out, 60, shnum, shstrndx)
-    else:
-        struct.pack_into(le + "I", out, 32, shoff)
-        struct.pack_into(le + "HH", out, 48, shnum, shstrndx)
+    ehdr = lay.read_ehdr(out)._replace(e_shoff=shoff, e_shnum=shnum, e_shstrndx=shstrndx)
+    lay.ehdr.pack_into(out, 0, *ehdr)

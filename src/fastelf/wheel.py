@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Union, overload
 
 from . import zipformat as zf
+from ._elf import DEFAULT_MAX_SYMBOLS
 from .errors import LimitError, WheelError
 from .zipformat import DEFLATED, STORED
 
@@ -133,7 +134,7 @@ class Limits:
     max_inflated: int = 32 << 30            # bytes actually inflated in one wheel
     max_ratio: int = 2000                   # declared inflated / compressed, per member
     max_name_length: int = 4096
-    max_symbols: int = 2_000_000            # dynamic symbols of one ELF file (real: < 500k)
+    max_symbols: int = DEFAULT_MAX_SYMBOLS  # dynamic symbols of one ELF file (real: < 500k)
     max_strlen: int = 1 << 18               # one string in an ELF file's .dynstr
     max_strbytes: int = 256 << 20           # all strings decoded from one ELF file
     max_record_size: int = 64 << 20         # bytes of the RECORD file
