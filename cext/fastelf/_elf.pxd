@@ -14,7 +14,11 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 # module (``from fastelf._elf import PT_LOAD``).  A C enum is an int, so the
 # values above 0x7fffffff live in the block after them, C-side only.
 
-cpdef enum:                 # e_ident[EI_CLASS], [EI_DATA], [EI_VERSION]
+cpdef enum:                 # e_ident: its size, the indexes and their values
+    EI_NIDENT = 16
+    EI_CLASS = 4
+    EI_DATA = 5
+    EI_VERSION = 6
     ELFCLASS32 = 1
     ELFCLASS64 = 2
     ELFDATA2LSB = 1
@@ -60,11 +64,13 @@ cpdef enum:                 # p_type, p_flags; e_phnum
 
 cpdef enum:                 # sh_type, sh_flags, special section indexes
     SHT_NULL = 0
+    SHT_PROGBITS = 1
     SHT_SYMTAB = 2
     SHT_STRTAB = 3
     SHT_RELA = 4
     SHT_HASH = 5
     SHT_DYNAMIC = 6
+    SHT_NOTE = 7
     SHT_NOBITS = 8
     SHT_REL = 9
     SHT_DYNSYM = 11
@@ -82,6 +88,7 @@ cpdef enum:                 # d_tag
     DT_NULL = 0
     DT_NEEDED = 1
     DT_PLTRELSZ = 2
+    DT_PLTGOT = 3
     DT_HASH = 4
     DT_STRTAB = 5
     DT_SYMTAB = 6
@@ -89,22 +96,29 @@ cpdef enum:                 # d_tag
     DT_RELASZ = 8
     DT_STRSZ = 10
     DT_SYMENT = 11
+    DT_INIT = 12
+    DT_FINI = 13
     DT_SONAME = 14
     DT_RPATH = 15
     DT_REL = 17
     DT_RELSZ = 18
     DT_PLTREL = 20
     DT_JMPREL = 23
+    DT_INIT_ARRAY = 25
+    DT_FINI_ARRAY = 26
     DT_RUNPATH = 29
+    DT_PREINIT_ARRAY = 32
     DT_RELRSZ = 35
     DT_RELR = 36
     DT_RELRENT = 37
+    DT_NUM = 38             # the gABI tags are 0 .. DT_NUM - 1
     DT_GNU_HASH = 0x6ffffef5
     DT_CONFIG = 0x6ffffefa
     DT_DEPAUDIT = 0x6ffffefb
     DT_AUDIT = 0x6ffffefc
     DT_VERSYM = 0x6ffffff0
     DT_FLAGS_1 = 0x6ffffffb
+    DT_LOPROC = 0x70000000
     DT_VERDEF = 0x6ffffffc
     DT_VERDEFNUM = 0x6ffffffd
     DT_VERNEED = 0x6ffffffe

@@ -12,6 +12,10 @@ from typing_extensions import Buffer
 
 # ELF constants under their spec names; their one home is cext/fastelf/_elf.pxd.
 # e_ident[EI_CLASS], [EI_DATA], [EI_VERSION]
+EI_NIDENT: int
+EI_CLASS: int
+EI_DATA: int
+EI_VERSION: int
 ELFCLASS32: int
 ELFCLASS64: int
 ELFDATA2LSB: int
@@ -52,11 +56,13 @@ PF_R: int
 PN_XNUM: int
 # sh_type, sh_flags, special section indexes
 SHT_NULL: int
+SHT_PROGBITS: int
 SHT_SYMTAB: int
 SHT_STRTAB: int
 SHT_RELA: int
 SHT_HASH: int
 SHT_DYNAMIC: int
+SHT_NOTE: int
 SHT_NOBITS: int
 SHT_REL: int
 SHT_DYNSYM: int
@@ -73,6 +79,7 @@ SHN_XINDEX: int
 DT_NULL: int
 DT_NEEDED: int
 DT_PLTRELSZ: int
+DT_PLTGOT: int
 DT_HASH: int
 DT_STRTAB: int
 DT_SYMTAB: int
@@ -80,22 +87,29 @@ DT_RELA: int
 DT_RELASZ: int
 DT_STRSZ: int
 DT_SYMENT: int
+DT_INIT: int
+DT_FINI: int
 DT_SONAME: int
 DT_RPATH: int
 DT_REL: int
 DT_RELSZ: int
 DT_PLTREL: int
 DT_JMPREL: int
+DT_INIT_ARRAY: int
+DT_FINI_ARRAY: int
 DT_RUNPATH: int
+DT_PREINIT_ARRAY: int
 DT_RELRSZ: int
 DT_RELR: int
 DT_RELRENT: int
+DT_NUM: int
 DT_GNU_HASH: int
 DT_CONFIG: int
 DT_DEPAUDIT: int
 DT_AUDIT: int
 DT_VERSYM: int
 DT_FLAGS_1: int
+DT_LOPROC: int
 DT_VERDEF: int
 DT_VERDEFNUM: int
 DT_VERNEED: int

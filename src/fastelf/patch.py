@@ -72,51 +72,95 @@ from typing import (
     overload,
 )
 
-from ._elf import ElfError, parse
+from ._elf import (  # the ELF numbers' one home is the core (_elf.pxd)
+    DT_AUDIT,
+    DT_AUXILIARY,
+    DT_CONFIG,
+    DT_DEPAUDIT,
+    DT_FILTER,
+    DT_FINI,
+    DT_FINI_ARRAY,
+    DT_GNU_HASH,
+    DT_HASH,
+    DT_INIT,
+    DT_INIT_ARRAY,
+    DT_JMPREL,
+    DT_LOPROC,
+    DT_NEEDED,
+    DT_NULL,
+    DT_NUM,
+    DT_PLTGOT,
+    DT_PREINIT_ARRAY,
+    DT_REL,
+    DT_RELA,
+    DT_RELR,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    DT_STRSZ,
+    DT_STRTAB,
+    DT_SYMENT,
+    DT_SYMTAB,
+    DT_USED,
+    DT_VERDEF,
+    DT_VERDEFNUM,
+    DT_VERNEED,
+    DT_VERNEEDNUM,
+    DT_VERSYM,
+    EI_CLASS,
+    EI_DATA,
+    EI_NIDENT,
+    EI_VERSION,
+    ELFCLASS32,
+    ELFCLASS64,
+    ELFDATA2LSB,
+    ELFDATA2MSB,
+    EM_AARCH64,
+    EM_MIPS,
+    EM_PPC,
+    EM_PPC64,
+    EM_RISCV,
+    EM_X86_64,
+    ET_DYN,
+    ET_EXEC,
+    EV_CURRENT,
+    PF_R,
+    PF_W,
+    PF_X,
+    PN_XNUM,
+    PT_DYNAMIC,
+    PT_GNU_PROPERTY,
+    PT_INTERP,
+    PT_LOAD,
+    PT_NOTE,
+    PT_PHDR,
+    SHF_ALLOC,
+    SHT_DYNAMIC,
+    SHT_DYNSYM,
+    SHT_GNU_HASH,
+    SHT_HASH,
+    SHT_NOBITS,
+    SHT_NOTE,
+    SHT_PROGBITS,
+    SHT_STRTAB,
+    VER_FLG_BASE,
+    ElfError,
+    SHT_GNU_verdef,
+    SHT_GNU_verneed,
+    SHT_GNU_versym,
+    parse,
+)
 from .errors import ElfPatchError  # noqa: F401 (raised here; defined with the others)
 
 __all__ = ["ElfPatchError", "patch_elf", "DEFAULT_PAGE_SIZE"]
 
 
 # =============================================================================
-# ELF constants: every ELF number this module uses is named here and only here.
-# (The ELF constants are moving into the Cython core; this block is switched to
-# the core's names at merge.)
+# ELF constants: the numbers come from the core (imported above); what is
+# named here is layout knowledge only this patcher needs.
 # =============================================================================
 
-ELFMAG = b"\x7fELF"
-EI_NIDENT = 16
-EI_CLASS, EI_DATA, EI_VERSION = 4, 5, 6
-ELFCLASS32, ELFCLASS64 = 1, 2
-ELFDATA2LSB, ELFDATA2MSB = 1, 2
-EV_CURRENT = 1
-ET_EXEC, ET_DYN = 2, 3
-EM_MIPS, EM_PPC, EM_PPC64, EM_X86_64, EM_AARCH64, EM_RISCV = 8, 20, 21, 62, 183, 243
-
-PT_NULL, PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_PHDR = 0, 1, 2, 3, 4, 6
-PT_GNU_PROPERTY = 0x6474E553
-PF_X, PF_W, PF_R = 1, 2, 4
-PN_XNUM = 0xFFFF
-
-SHT_PROGBITS, SHT_STRTAB, SHT_HASH, SHT_DYNAMIC, SHT_NOTE, SHT_NOBITS = 1, 3, 5, 6, 7, 8
-SHT_DYNSYM = 11
-SHT_GNU_HASH = 0x6FFFFFF6
-SHT_GNU_VERDEF, SHT_GNU_VERNEED, SHT_GNU_VERSYM = 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
-SHF_ALLOC = 2
-SHN_XINDEX = 0xFFFF
-
-DT_NULL, DT_NEEDED, DT_PLTGOT, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA = 0, 1, 3, 4, 5, 6, 7
-DT_STRSZ, DT_SYMENT, DT_INIT, DT_FINI, DT_SONAME, DT_RPATH, DT_REL = 10, 11, 12, 13, 14, 15, 17
-DT_JMPREL, DT_INIT_ARRAY, DT_FINI_ARRAY, DT_RUNPATH = 23, 25, 26, 29
-DT_PREINIT_ARRAY, DT_RELR = 32, 36
-DT_NUM = 38                                  # gABI tags are 0 .. DT_NUM - 1
-DT_GNU_HASH = 0x6FFFFEF5
-DT_CONFIG, DT_DEPAUDIT, DT_AUDIT = 0x6FFFFEFA, 0x6FFFFEFB, 0x6FFFFEFC
-DT_VERSYM = 0x6FFFFFF0
-DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
-DT_LOPROC = 0x70000000
-DT_AUXILIARY, DT_USED, DT_FILTER = 0x7FFFFFFD, 0x7FFFFFFE, 0x7FFFFFFF
-VER_FLG_BASE = 1
+ELFMAG = b"\x7fELF"   # e_ident[0:4] (a byte string: not a C enum)
 
 # Hash table headers (the patcher counts symbols through them).
 HASH_HEADER, HASH_NCHAIN_AT = 8, 4      # DT_HASH: nbucket, nchain (32-bit words)
@@ -169,8 +213,8 @@ _MACHINE_TAGS = {
 # needed after the program headers.
 _MOVABLE_TYPES = {
     SHT_HASH: DT_HASH, SHT_GNU_HASH: DT_GNU_HASH, SHT_DYNSYM: DT_SYMTAB,
-    SHT_STRTAB: DT_STRTAB, SHT_GNU_VERSYM: DT_VERSYM, SHT_GNU_VERNEED: DT_VERNEED,
-    SHT_GNU_VERDEF: DT_VERDEF,
+    SHT_STRTAB: DT_STRTAB, SHT_GNU_versym: DT_VERSYM, SHT_GNU_verneed: DT_VERNEED,
+    SHT_GNU_verdef: DT_VERDEF,
 }
 # Tags that hold an address the loader follows: none may point into a block that moves.
 _ADDRESS_TAGS = frozenset({DT_PLTGOT, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_INIT, DT_FINI,
@@ -1169,7 +1213,7 @@ def _dynstr_users_known(plan: _Plan) -> bool:
     img = plan.img
     if plan.sec_dynstr is None:
         return not img.sections
-    users = {SHT_DYNSYM, SHT_DYNAMIC, SHT_GNU_VERNEED, SHT_GNU_VERDEF}
+    users = {SHT_DYNSYM, SHT_DYNAMIC, SHT_GNU_verneed, SHT_GNU_verdef}
     return all(sh.sh_link != plan.sec_dynstr or sh.sh_type in users for sh in img.sections)
 
 
