@@ -28,13 +28,21 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .rpmdb import RpmDatabaseError, find_database, sqlite_owners
+
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
 _OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
+
+
+class PackageDatabaseWarning(UserWarning):
+    """A package database could not be read, wholly or in part: the SBOM lacks the
+    purls it would have given (the libraries are still listed, as files)."""
 
 
 class OsPackage(NamedTuple):
@@ -170,7 +178,35 @@ def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
 
 
 def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
-    """{path: OsPackage} from ``rpm -qf`` (the rpm database format is rpm's own business)."""
+    """{path: OsPackage} from the rpm database under ``root``.
+
+    A SQLite database (rpm >= 4.16) is read directly (:mod:`fastelf.rpmdb`);
+    a BerkeleyDB or ndb one (RHEL 7/8, openSUSE), or none at rpm's usual
+    paths, is left to ``rpm -qf`` when an ``rpm`` program exists.  A damaged
+    database gives a :class:`PackageDatabaseWarning` and no owner: the SBOM
+    then lists the library as a file, without a purl."""
+    paths = list(paths)
+    db = find_database(root)
+    if db is None or db.format != "sqlite":
+        return _rpm_query(paths, root)
+    try:
+        found = sqlite_owners(db.path, paths)
+    except RpmDatabaseError as e:
+        warnings.warn(f"{e}; the SBOM names no rpm package", PackageDatabaseWarning,
+                      stacklevel=2)
+        return {}
+    if found.damaged:
+        warnings.warn(f"{db.path}: skipped {len(found.damaged)} damaged package header(s), "
+                      f"first {found.damaged[0]}", PackageDatabaseWarning, stacklevel=2)
+    distro = os_release_id(root)
+    # auditwheel's purl for rpm: pkg:rpm/<os-release ID>/<name>@<version>-<release>,
+    # no epoch and no arch qualifier
+    return {p: OsPackage("rpm", pkg.name, f"{pkg.version}-{pkg.release}", distro)
+            for p, pkg in found.owners.items()}
+
+
+def _rpm_query(paths: list, root: str) -> dict:
+    """{path: OsPackage} from ``rpm -qf``, for the databases fastelf does not read."""
     rpm = shutil.which("rpm")
     if rpm is None:
         return {}
