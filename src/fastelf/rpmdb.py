@@ -54,7 +54,7 @@ _MAX_TAGS = 0xFFFF              # rpm's HEADER_TAGS_MAX
 _MAX_DATA = 0x0FFFFFFF          # rpm's HEADER_DATA_MAX (256 MiB)
 _MAX_ARRAY = 0x000FFFFF         # rpm's HEADER_ARRAY_MAX: a million files per package
 _MAX_BLOB = 256 * 1024 * 1024   # rpm's headerMaxbytes
-_SQL_STEPS = 200_000            # progress callbacks (of 1000 VM steps each) before giving up
+_SQL_STEPS = 20_000             # progress calls (each 1000 SQLite VM steps) before giving up
 _INDEX = struct.Struct(">4I")
 
 
