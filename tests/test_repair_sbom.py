@@ -5,10 +5,10 @@ validator); dpkg's own answer (``dpkg -S`` and ``dpkg-query``) for the
 package that owns each grafted Debian library; hashlib on the host file for
 each hash; RECORD recomputed with zipfile; auditwheel 6.8.2's
 ``auditwheel.cdx.json`` for the same repair (every package it names, fastelf
-names too, with the same purl).  The apk and rpm lookups run on fixture
-systems made here: an apk ``installed`` database under a sysroot, and an
-``rpm`` program stub that answers ``rpm -qf`` as rpm does (the rpm database
-format itself is rpm's; fastelf asks rpm, as auditwheel does).
+names too, with the same purl).  The apk lookup runs on an ``installed``
+database made here under a sysroot; rpm's SQLite and BerkeleyDB databases,
+which fastelf reads itself, are tested against rpm in test_sbom_rpmdb.py;
+for rpm's ndb format fastelf asks ``rpm -qf`` (a stub here).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from test_repair import (  # noqa: F401
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
-from fastelf.sbom import OsPackage, lookup_paths, os_release_id, owning_packages
+from fastelf.sbom import OsPackage, lookup_paths, owning_packages, rpm_owners
 
 SYSTEM_LIBS = {"libbz2.so.1.0": "BZ2_bzlibVersion", "libffi.so.8": "ffi_get_struct_offsets"}
 
@@ -218,19 +218,25 @@ def test_dpkg_database_fixture_multiarch(tmp_path):
     assert pkg.purl == "pkg:deb/ubuntu/libfoo1@1%3A2.0-3ubuntu1"
 
 
-def test_rpm_query_through_an_rpm_program(tmp_path, monkeypatch):
-    """A stub ``rpm`` answering ``-qf --queryformat`` as rpm does for one owned file."""
+def test_rpm_ndb_database_is_asked_of_an_rpm_program(tmp_path, monkeypatch):
+    """rpm's ndb format (openSUSE, ``Packages.db``) is not read by fastelf: it asks
+    ``rpm -qf --root`` as auditwheel does, here a stub answering as rpm does."""
+    root = _sysroot_with(tmp_path, "opensuse-tumbleweed")
+    (root / "usr" / "lib" / "sysimage" / "rpm").mkdir(parents=True)
+    (root / "usr" / "lib" / "sysimage" / "rpm" / "Packages.db").write_bytes(b"ndb")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     stub = bindir / "rpm"
     stub.write_text("#!/bin/sh\n"
+                    f'[ "$1 $2" = "--root {root}" ] || exit 9\n'
                     'for a in "$@"; do last="$a"; done\n'
                     'if [ "$last" = /usr/lib64/libfoo.so.1 ]; then\n'
-                    '  printf "libfoo 2.0 3.el9\\n"; exit 0; fi\n'
+                    '  printf "libfoo 2.0 3.1\\n"; exit 0; fi\n'
                     'echo "file $last is not owned by any package"; exit 1\n')
     stub.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    found = owning_packages(["/usr/lib64/libfoo.so.1", "/usr/lib64/other.so"], "/")
-    distro = os_release_id("/")
-    assert found == {"/usr/lib64/libfoo.so.1": OsPackage("rpm", "libfoo", "2.0-3.el9", distro)}
-    assert found["/usr/lib64/libfoo.so.1"].purl == f"pkg:rpm/{distro}/libfoo@2.0-3.el9"
+    found = rpm_owners(["/usr/lib64/libfoo.so.1", "/usr/lib64/other.so"], str(root))
+    assert found == {"/usr/lib64/libfoo.so.1":
+                     OsPackage("rpm", "libfoo", "2.0-3.1", "opensuse-tumbleweed")}
+    assert found["/usr/lib64/libfoo.so.1"].purl == \
+        "pkg:rpm/opensuse-tumbleweed/libfoo@2.0-3.1"

@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import zipfile
@@ -28,7 +29,14 @@ from test_repair import EXT, PY, fx  # noqa: F401
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
-from fastelf.rpmdb import RpmDatabaseError, files_of, find_database, package_of, parse_header
+from fastelf.rpmdb import (
+    RpmDatabaseError,
+    bdb_owners,
+    files_of,
+    find_database,
+    package_of,
+    parse_header,
+)
 from fastelf.sbom import PackageDatabaseWarning, os_release_id, owning_packages, rpm_owners
 
 pytestmark = pytest.mark.skipif(
@@ -291,3 +299,129 @@ def test_header_parser_raises_only_its_error_on_any_damage(rpmroot):
         except RpmDatabaseError:
             outcomes["error"] += 1
     assert outcomes["error"] >= len(blobs[0]) - 1      # every truncation is caught
+
+
+# ------------------------------------------------------------------ BerkeleyDB (rpm < 4.16)
+
+DB_LOAD = shutil.which("db5.3_load") or shutil.which("db_load")
+needs_db_load = pytest.mark.skipif(DB_LOAD is None, reason="db_load not installed "
+                                   "(.ci/run installs db5.3-util)")
+
+
+def _db_load(path: Path, records: list, order: str) -> None:
+    """A Berkeley DB hash file made by Berkeley DB's own db_load: 512-byte pages and a
+    fill factor of 1, so headers go to overflow chains and buckets are many."""
+    dump = "".join(f" {k.hex()}\n {v.hex()}\n" for k, v in records)
+    text = f"VERSION=3\nformat=bytevalue\ntype=hash\nHEADER=END\n{dump}DATA=END\n"
+    subprocess.run([DB_LOAD, "-c", f"db_lorder={ {'<': 1234, '>': 4321}[order]}",
+                    "-c", "db_pagesize=512", "-c", "h_ffactor=1", str(path)],
+                   input=text.encode(), check=True, capture_output=True)
+
+
+def _bdb_root(rpmroot: Path, base: Path, order: str) -> Path:
+    """A copy of ``rpmroot`` whose rpm database is BerkeleyDB (as on RHEL 7/8): the
+    ``Packages`` and ``Basenames`` hash files hold the headers and index rpm wrote."""
+    root = base / "root"
+    shutil.copytree(rpmroot, root, symlinks=True)
+    sq = root / DB / "rpmdb.sqlite"
+    with sqlite3.connect(sq) as con:
+        packages = con.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()
+        index = con.execute("SELECT key, hnum, idx FROM Basenames ORDER BY hnum, idx").fetchall()
+    for f in sq.parent.glob("rpmdb.sqlite*"):
+        f.unlink()
+    counter = [(struct.pack(order + "I", 0), struct.pack(order + "I", packages[-1][0] + 1))]
+    _db_load(root / DB / "Packages",
+             counter + [(struct.pack(order + "I", h), b) for h, b in packages], order)
+    names: dict = {}
+    for key, hnum, idx in index:
+        names[key] = names.get(key, b"") + struct.pack(order + "II", hnum, idx)
+    _db_load(root / DB / "Basenames", [(k.encode(), v) for k, v in names.items()], order)
+    return root
+
+
+@pytest.fixture(scope="module", params=["<", ">"], ids=["little-endian", "big-endian"])
+def bdbroot(rpmroot, tmp_path_factory, request):
+    if DB_LOAD is None:
+        pytest.skip("db_load not installed (.ci/run installs db5.3-util)")
+    return _bdb_root(rpmroot, tmp_path_factory.mktemp("bdb"), request.param)
+
+
+def test_bdb_database_is_found(bdbroot):
+    db = find_database(str(bdbroot))
+    assert db is not None and db.format == "bdb"
+    assert _overflow_pages(bdbroot / DB / "Packages")[1] > 3     # headers in overflow chains
+
+
+@pytest.mark.parametrize("path", QUERIES)
+def test_bdb_owner_is_rpms_answer(bdbroot, path, monkeypatch):
+    theirs = _rpm_qf(bdbroot, path)      # rpm 4.18 reads BerkeleyDB with its bdb_ro backend
+    monkeypatch.setenv("PATH", "/nonexistent")       # fastelf reads the file, asks no rpm
+    assert _ours(bdbroot, path) == theirs
+    if path in ("/usr/lib64/libfoo.so.1", "/usr/lib/libold.so.1", "/usr/lib64/libdup.so.3"):
+        assert theirs is not None
+
+
+def _overflow_pages(path: Path) -> tuple:
+    """(page size, number of overflow pages) of a hash file, from its pages' type bytes."""
+    data = path.read_bytes()
+    order = "<" if struct.unpack_from("<I", data, 12)[0] == 0x061561 else ">"
+    size = struct.unpack_from(order + "I", data, 20)[0]
+    return size, sum(1 for p in range(size, len(data), size) if data[p + 25] == 7)
+
+
+@needs_db_load
+def test_bdb_damaged_overflow_page_skips_one_header_as_rpm_does(rpmroot, tmp_path):
+    root = _bdb_root(rpmroot, tmp_path, "<")
+    pk = root / DB / "Packages"
+    data = bytearray(pk.read_bytes())
+    size, _n = _overflow_pages(pk)
+    first_overflow = next(p for p in range(size, len(data), size) if data[p + 25] == 7)
+    data[first_overflow + 22:first_overflow + 24] = b"\xff\xff"     # more bytes than a page
+    pk.write_bytes(bytes(data))
+    theirs = {q: _rpm_qf(root, q) for q in QUERIES}
+    assert sum(v is None for v in theirs.values()) > sum(
+        _rpm_qf(rpmroot, q) is None for q in QUERIES)               # rpm lost a package too
+    with pytest.warns(PackageDatabaseWarning, match="damaged"):
+        ours = {q: _ours(root, q) for q in QUERIES}
+    assert ours == theirs
+
+
+@needs_db_load
+@pytest.mark.parametrize("damage", ["garbage", "btree", "loop"])
+def test_bdb_unreadable_database_warns(rpmroot, tmp_path, damage):
+    root = _bdb_root(rpmroot, tmp_path, "<")
+    pk = root / DB / "Packages"
+    data = bytearray(pk.read_bytes())
+    if damage == "garbage":
+        data = bytearray(random.Random(8).randbytes(len(data)))
+    elif damage == "btree":                  # another Berkeley DB kind: not rpm's Packages
+        data[12:16] = struct.pack("<I", 0x053162)
+    else:                                    # every page's "next" points at page 1
+        size, _n = _overflow_pages(pk)
+        for p in range(size, len(data), size):
+            data[p + 16:p + 20] = struct.pack("<I", 1)
+    pk.write_bytes(bytes(data))
+    with pytest.warns(PackageDatabaseWarning, match="Packages"):
+        assert _ours(root, "/usr/lib64/libfoo.so.1") is None or damage == "loop"
+
+
+@needs_db_load
+def test_bdb_reader_raises_only_its_error_on_any_damage(rpmroot, tmp_path):
+    """3000 seeded byte changes of a real hash file: bdb_owners returns or raises
+    RpmDatabaseError, nothing else, and never loops."""
+    root = _bdb_root(rpmroot, tmp_path, "<")
+    pk = root / DB / "Packages"
+    good = pk.read_bytes()
+    rng = random.Random(1593)
+    kinds = {"read": 0, "error": 0}
+    for _ in range(3000):
+        data = bytearray(good)
+        for _flip in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        pk.write_bytes(bytes(data))
+        try:
+            bdb_owners(str(pk), QUERIES)
+            kinds["read"] += 1
+        except RpmDatabaseError:
+            kinds["error"] += 1
+    assert kinds["read"] and kinds["error"]

@@ -1,11 +1,20 @@
 """rpm's database of installed packages, read without rpm: which package owns a file.
 
-rpm 4.16 and later (Fedora 33+, RHEL/AlmaLinux 9 = manylinux_2_34, Amazon
-Linux 2023) keep the database in SQLite, ``rpmdb.sqlite`` under
-``/usr/lib/sysimage/rpm`` (Fedora 36+) or ``/var/lib/rpm``.  Its ``Packages``
-table maps a header number ``hnum`` to the package's header blob; the
-``Basenames`` table is rpm's index from a file's base name to ``(hnum, idx)``,
-``idx`` being the file's place in that header's file arrays.
+Two formats are read:
+
+- SQLite, rpm 4.16 and later (Fedora 33+, RHEL/AlmaLinux 9 = manylinux_2_34,
+  Amazon Linux 2023): ``rpmdb.sqlite`` under ``/usr/lib/sysimage/rpm``
+  (Fedora 36+) or ``/var/lib/rpm``.  Its ``Packages`` table maps a header
+  number ``hnum`` to the package's header blob; the ``Basenames`` table is
+  rpm's index from a file's base name to ``(hnum, idx)``, ``idx`` being the
+  file's place in that header's file arrays.
+- BerkeleyDB, rpm before 4.16 (RHEL/CentOS 7 = manylinux2014, RHEL/AlmaLinux
+  8 = manylinux_2_28, Amazon Linux 2): ``/var/lib/rpm/Packages``, a hash file
+  (:mod:`fastelf.bdbhash`) from header number to header blob.  Every header
+  is read; rpm's other files (its indexes) are not needed.
+
+The ndb format (openSUSE, SLES 15: ``Packages.db``) is not read:
+:func:`find_database` names it so the caller can ask an ``rpm`` program.
 
 A header blob (rpm's ``docs/manual/format_header.md``) is big-endian: the
 index count ``il`` and data length ``dl`` (4 bytes each), ``il`` index entries
@@ -14,23 +23,20 @@ counted from the start of the data.  Entries after the immutable region
 ("dribbles", added at install time) replace earlier entries of the same tag,
 so the last entry of a tag is the one that counts.
 
-A file is owned the way ``rpm -qf`` decides it: the index names the headers
-that list the base name; a header owns the path when the directory its
-``DIRINDEXES`` entry points to is the path's directory and the file's
-``FILESTATES`` entry says it was installed (normal or netshared, not
-replaced by another package or left out).  rpm compares directories by
-their identity on disk (fingerprints); the caller passes each path under
-its aliases (resolved, merged ``/usr``) instead.
-
-Older databases are not read here: BerkeleyDB ``Packages`` (RHEL/CentOS 7 =
-manylinux2014, RHEL/AlmaLinux 8 = manylinux_2_28, Amazon Linux 2) and ndb
-``Packages.db`` (openSUSE, SLES 15).  :func:`find_database` names their
-format so the caller can ask an ``rpm`` program instead.
+A file is owned the way ``rpm -qf`` decides it: a header owns the path when
+it lists the base name, the directory its ``DIRINDEXES`` entry points to is
+the path's directory, and the file's ``FILESTATES`` entry says it was
+installed (normal or netshared, not replaced by another package).  When
+several headers own it, the lowest header number wins (rpm prints it
+first).  rpm compares directories by their identity on disk (fingerprints);
+the caller passes each path under its aliases (resolved, merged ``/usr``)
+instead.
 
 Every count, offset and length in the file is checked before it is used and
 SQLite's work is capped (a hostile database can define ``Packages`` as an
 endless recursive view): a damaged database raises :class:`RpmDatabaseError`
-with one line saying what is wrong, never another exception, never a hang.
+with one line saying what is wrong, a damaged header is skipped and listed
+(rpm skips it too), never another exception, never a hang.
 """
 
 from __future__ import annotations
@@ -38,15 +44,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .bdbhash import BdbError, hash_records
 from .hostfile import open_regular
 
 __all__ = ["RpmDatabaseError", "RpmDatabase", "RpmLookup", "RpmPackage", "RpmTag", "RpmType",
-           "find_database", "parse_header", "package_of", "files_of", "owns", "sqlite_owners"]
+           "find_database", "parse_header", "package_of", "files_of", "owns", "sqlite_owners",
+           "bdb_owners"]
 
 _DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm")       # rpm's %_dbpath, newest first
 _DB_FILES = (("rpmdb.sqlite", "sqlite"), ("Packages.db", "ndb"), ("Packages", "bdb"))
@@ -384,3 +392,62 @@ def _header_at(con: sqlite3.Connection, hnum: int, cache: dict, damaged: list) -
     except RpmDatabaseError as e:
         damaged.append(f"header {hnum}: {e}")
     return cache[hnum]
+
+
+# ------------------------------------------------------------------ the BerkeleyDB database
+
+def bdb_owners(db_path: str, paths: Iterable[str]) -> RpmLookup:
+    """The owners of ``paths`` by the BerkeleyDB ``Packages`` hash file ``db_path``.
+
+    Every header is read (rpm's Basenames index is a btree, not read here);
+    the owner of a path is, as by :func:`sqlite_owners`, the installed file
+    in the header with the lowest number.  Damaged buckets and headers are
+    skipped and listed; a file that is no hash database raises RpmDatabaseError."""
+    wanted: dict = {}
+    for p in dict.fromkeys(paths):
+        wanted.setdefault(p.rpartition("/")[2], []).append(p)
+    owners: dict = {}
+    damaged: list = []
+    try:
+        for hnum, blob, damage in _bdb_headers(db_path):
+            if damage is not None or blob is None:
+                damaged.append(damage)
+                continue
+            _claim(hnum, blob, wanted, owners, damaged)
+    except (BdbError, OSError) as e:
+        raise RpmDatabaseError(f"{db_path}: cannot read the rpm database: {e}") from None
+    return RpmLookup({p: pkg for p, (_h, pkg) in owners.items()}, damaged)
+
+
+def _bdb_headers(db_path: str) -> Iterator[tuple]:
+    """(hnum, blob, None) for each header of a Packages hash file, (0, None, reason) for
+    what could not be read.  Key 0 holds rpm's next-header counter, not a header."""
+    for rec in hash_records(db_path, _MAX_BLOB - 1):
+        if rec.damage is not None or rec.value is None:
+            yield 0, None, rec.damage or "unreadable record"
+            continue
+        if len(rec.key) != 4:
+            yield 0, None, f"key of {len(rec.key)} bytes, not a header number"
+            continue
+        hnum = int.from_bytes(rec.key, rec.byteorder)
+        if hnum:
+            yield hnum, rec.value, None
+
+
+def _claim(hnum: int, blob: bytes, wanted: dict, owners: dict, damaged: list) -> None:
+    """Record header ``hnum`` as the owner of the wanted paths it installed, unless a
+    header with a lower number already owns them."""
+    try:
+        h = parse_header(blob)
+        names = _strings(h, RpmTag.BASENAMES, "surrogateescape")
+        if names is not None and wanted.keys().isdisjoint(names):
+            return
+        files = files_of(h)
+        pkg: RpmPackage | None = None
+        for base in wanted.keys() & set(files.basenames):
+            for path in wanted[base]:
+                if (path not in owners or owners[path][0] > hnum) and owns(files, None, path):
+                    pkg = pkg or package_of(h)
+                    owners[path] = (hnum, pkg)
+    except RpmDatabaseError as e:
+        damaged.append(f"header {hnum}: {e}")

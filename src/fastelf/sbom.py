@@ -3,8 +3,12 @@
 ``.dist-info/sboms/fastelf.cdx.json`` lists the wheel and, for each grafted
 library, the OS package that installed it as a package URL (purl), read from
 the package database of the system searched (dpkg's ``info/*.list`` and
-``status``, apk's ``installed`` file, or ``rpm -qf`` when an ``rpm`` program
-exists).  The components for packages have the same name, version, purl and
+``status``, apk's ``installed`` file, rpm's SQLite or BerkeleyDB database;
+``rpm -qf`` for rpm's ndb format, when an ``rpm`` program exists).  A
+database that cannot be read gives a :class:`PackageDatabaseWarning`, and
+the libraries it would have named are listed as files, without a purl.
+
+The components for packages have the same name, version, purl and
 ``bom-ref`` as auditwheel 6.5+ writes in ``auditwheel.cdx.json``; beyond it,
 each carries the SHA-256 of the library file as it was taken from the system
 and the path it was taken from, and a grafted library no package owns still
@@ -33,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
-from .rpmdb import RpmDatabaseError, find_database, sqlite_owners
+from .rpmdb import RpmDatabaseError, bdb_owners, find_database, sqlite_owners
 
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
@@ -180,17 +184,18 @@ def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
 def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
     """{path: OsPackage} from the rpm database under ``root``.
 
-    A SQLite database (rpm >= 4.16) is read directly (:mod:`fastelf.rpmdb`);
-    a BerkeleyDB or ndb one (RHEL 7/8, openSUSE), or none at rpm's usual
-    paths, is left to ``rpm -qf`` when an ``rpm`` program exists.  A damaged
-    database gives a :class:`PackageDatabaseWarning` and no owner: the SBOM
-    then lists the library as a file, without a purl."""
+    A SQLite database (rpm >= 4.16) or a BerkeleyDB one (RHEL/CentOS 7 and 8)
+    is read directly (:mod:`fastelf.rpmdb`); an ndb one (openSUSE, SLES), or
+    none at rpm's usual paths, is left to ``rpm -qf`` when an ``rpm`` program
+    exists.  A damaged database gives a :class:`PackageDatabaseWarning` and no
+    owner for what it could not read: the SBOM then lists those libraries as
+    files, without a purl."""
     paths = list(paths)
     db = find_database(root)
-    if db is None or db.format != "sqlite":
+    if db is None or db.format not in _RPM_READERS:
         return _rpm_query(paths, root)
     try:
-        found = sqlite_owners(db.path, paths)
+        found = _RPM_READERS[db.format](db.path, paths)
     except RpmDatabaseError as e:
         warnings.warn(f"{e}; the SBOM names no rpm package", PackageDatabaseWarning,
                       stacklevel=2)
@@ -203,6 +208,9 @@ def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
     # no epoch and no arch qualifier
     return {p: OsPackage("rpm", pkg.name, f"{pkg.version}-{pkg.release}", distro)
             for p, pkg in found.owners.items()}
+
+
+_RPM_READERS: dict = {"sqlite": sqlite_owners, "bdb": bdb_owners}
 
 
 def _rpm_query(paths: list, root: str) -> dict:
