@@ -36,7 +36,14 @@ from test_repair import (  # noqa: F401
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
-from fastelf.sbom import OsPackage, lookup_paths, owning_packages, rpm_owners
+from fastelf.sbom import (
+    OsPackage,
+    PackageDatabaseWarning,
+    apk_owners,
+    lookup_paths,
+    owning_packages,
+    rpm_owners,
+)
 
 SYSTEM_LIBS = {"libbz2.so.1.0": "BZ2_bzlibVersion", "libffi.so.8": "ffi_get_struct_offsets"}
 
@@ -195,6 +202,53 @@ def test_apk_database_fixture(fx, tmp_path):  # noqa: F811
     _validate(raw)
     (comp,) = json.loads(raw)["components"][1:]
     assert comp["purl"] == "pkg:apk/alpine/py3-bar-libs@3.1-r2"
+
+
+def _apk_root(tmp_path: Path, installed: bytes) -> Path:
+    root = _sysroot_with(tmp_path, "alpine")
+    (root / "lib" / "apk" / "db").mkdir(parents=True)
+    (root / "lib" / "apk" / "db" / "installed").write_bytes(installed)
+    return root
+
+
+def test_apk_database_read_as_apk_tools_reads_it(tmp_path):
+    """apk-tools' reader (src/database.c, apk_db_fdb_read; apk itself is not packaged for
+    Debian, so no apk oracle): a line shorter than two characters ends a package, a file
+    two packages list belongs to the first, the root directory is ``F:`` with no value,
+    a file listed before any package version names no package."""
+    root = _apk_root(tmp_path, (
+        b"P:first\nV:1-r0\nF:usr/lib\nR:libdup.so.1\nR:libone.so.1\n"
+        b"x\n"                                      # a one-character line ends "first"
+        b"P:second\nV:2-r0\nF:usr/lib\nR:libdup.so.1\nR:libtwo.so.1\nF:\nR:rootfile\n\n"
+        b"P:bad\xffname\nV:3-r0\nF:usr/lib\nR:libthree.so.1\n\n"
+        b"P:noversion\nF:usr/lib\nR:libfour.so.1\n"))
+    paths = [f"/usr/lib/{n}" for n in ("libdup.so.1", "libone.so.1", "libtwo.so.1",
+                                       "libthree.so.1", "libfour.so.1")] + ["/rootfile"]
+    found = apk_owners(paths, str(root))
+    assert {p: (o.name, o.version) for p, o in found.items()} == {
+        "/usr/lib/libdup.so.1": ("first", "1-r0"), "/usr/lib/libone.so.1": ("first", "1-r0"),
+        "/usr/lib/libtwo.so.1": ("second", "2-r0"), "/rootfile": ("second", "2-r0"),
+        "/usr/lib/libthree.so.1": ("bad\ufffdname", "3-r0")}
+    assert found["/usr/lib/libthree.so.1"].purl == "pkg:apk/alpine/bad%EF%BF%BDname@3-r0"
+
+
+@pytest.mark.parametrize("bad", [b"P:x\nV:1\nF:usr/lib\nR:libx.so.1\nno field here\n",
+                                 b"F:usr/lib\nR:libx.so.1\n",         # a directory, no package
+                                 b"P:x\nV:1\nR:libx.so.1\n"])          # a file, no directory
+def test_apk_database_apk_would_refuse_warns(tmp_path, bad):
+    root = _apk_root(tmp_path, bad)
+    with pytest.warns(PackageDatabaseWarning, match="installed: line"):
+        assert apk_owners(["/usr/lib/libx.so.1"], str(root)) == {}
+
+
+def test_package_database_that_is_a_fifo_is_not_read(tmp_path):
+    """A FIFO where a database should be (a hostile sysroot) must not block the lookup."""
+    root = _sysroot_with(tmp_path, "alpine")
+    (root / "lib" / "apk" / "db").mkdir(parents=True)
+    os.mkfifo(root / "lib" / "apk" / "db" / "installed")
+    (root / "var" / "lib" / "dpkg" / "info").mkdir(parents=True)
+    os.mkfifo(root / "var" / "lib" / "dpkg" / "info" / "x.list")
+    assert owning_packages([str(root / "usr/lib/libx.so.1")], str(root)) == {}
 
 
 def test_dpkg_database_fixture_multiarch(tmp_path):

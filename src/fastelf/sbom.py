@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .hostfile import read_regular
 from .rpmdb import RpmDatabaseError, bdb_owners, find_database, sqlite_owners
 
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
+_DB_LIMIT = 256 << 20                     # a package database file larger than this is refused
 _OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
 
 
@@ -77,14 +80,21 @@ def os_release_id(root: str = "/") -> str | None:
     """``ID`` from os-release under ``root`` (the purl namespace, e.g. ``debian``)."""
     for rel in ("etc/os-release", "usr/lib/os-release"):
         try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            text = _read_text(os.path.join(root, rel), "replace")
         except OSError:
             continue
         for key, quoted, plain in _OS_RELEASE_RE.findall(text):
             if key == "ID":
                 return quoted or plain or None
     return None
+
+
+def _read_text(path: str, errors: str) -> str:
+    """A database file's text, decoded as ``open()`` in text mode decodes it (universal
+    newlines), read only when it is a regular file no larger than ``_DB_LIMIT``: a
+    FIFO or device in a sysroot must not block or flood the repair.  OSError otherwise."""
+    data = read_regular(path, _DB_LIMIT)
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors=errors).read()
 
 
 def lookup_paths(host_path: str, root: str = "/") -> list:
@@ -111,8 +121,7 @@ def dpkg_owners(paths: Iterable[str], root: str = "/") -> dict:
     owners: dict = {}
     for listing in sorted(glob.glob(os.path.join(glob.escape(info), "*.list"))):
         try:
-            with open(listing, encoding="utf-8", errors="surrogateescape") as f:
-                hits = wanted.intersection(line.rstrip("\n") for line in f)
+            hits = wanted.intersection(_read_text(listing, "surrogateescape").split("\n"))
         except OSError:
             continue
         stem = os.path.basename(listing)[:-len(".list")]
@@ -137,8 +146,7 @@ def _dpkg_versions(status_path: str) -> dict:
     """{(package, architecture): version} of the installed packages in dpkg's status file;
     a ``Multi-Arch: same`` package is keyed by its architecture, any other also by ''."""
     try:
-        with open(status_path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        text = _read_text(status_path, "replace")
     except OSError:
         return {}
     out = {}
@@ -154,31 +162,73 @@ def _dpkg_versions(status_path: str) -> dict:
 
 
 def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
-    """{path: OsPackage} from apk's ``lib/apk/db/installed`` under ``root``."""
+    """{path: OsPackage} from apk's ``lib/apk/db/installed`` under ``root``.
+
+    When two packages list one file, the first listed owns it (apk-tools keeps
+    the first).  A database apk-tools would refuse as malformed gives a
+    :class:`PackageDatabaseWarning` and no owner."""
     wanted = set(paths)
+    db = os.path.join(root, "lib/apk/db/installed")
     try:
-        with open(os.path.join(root, "lib/apk/db/installed"), encoding="utf-8",
-                  errors="surrogateescape") as f:
-            text = f.read()
+        text = _read_text(db, "surrogateescape")
     except OSError:
         return {}
     distro = os_release_id(root)
     out: dict = {}
-    for stanza in text.split("\n\n"):
-        name = version = directory = None
-        for line in stanza.splitlines():
-            key, _sep, value = line.partition(":")
-            if key == "P":
-                name = value
-            elif key == "V":
-                version = value
-            elif key == "F":
-                directory = value
-            elif key == "R" and name and version and directory is not None:
-                p = "/" + "/".join(x for x in (directory, value) if x)
-                if p in wanted:
-                    out.setdefault(p, OsPackage("apk", name, version, distro))
+    try:
+        for f in _apk_files(text):
+            if f.path in wanted:
+                out.setdefault(f.path, OsPackage("apk", f.package, f.version, distro))
+    except _ApkFormatError as e:
+        warnings.warn(f"{db}: {e}, apk cannot read it either; the SBOM names no apk package",
+                      PackageDatabaseWarning, stacklevel=2)
+        return {}
     return out
+
+
+class _ApkFile(NamedTuple):
+    """A file apk's installed database lists, and the package that installed it."""
+    path: str
+    package: str
+    version: str
+
+
+class _ApkFormatError(ValueError):
+    """A line of apk's installed database that apk-tools refuses."""
+
+
+def _apk_files(text: str) -> Iterator[_ApkFile]:
+    """The files of apk's installed database, in the order listed, read as apk-tools
+    reads it: a line shorter than two characters ends a package; any other line is
+    a field letter, ``:`` and a value; a file (``R:``) is in the package's last
+    directory (``F:``, relative to the root)."""
+    name = version = directory = None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if len(line) < 2:
+            name = version = directory = None
+            continue
+        if line[1] != ":":
+            raise _ApkFormatError(f"line {lineno} is not a field")
+        key, value = line[0], line[2:]
+        if key == "P":
+            name = _clean(value)
+        elif key == "V":
+            version = _clean(value)
+        elif key == "F":
+            if name is None:
+                raise _ApkFormatError(f"line {lineno}: a directory before the package name")
+            directory = value
+        elif key == "R":
+            if directory is None:
+                raise _ApkFormatError(f"line {lineno}: a file before its directory")
+            if name and version:
+                yield _ApkFile("/" + "/".join(x for x in (directory, value) if x), name, version)
+
+
+def _clean(value: str) -> str:
+    """A package name or version as text: bytes that are not UTF-8 become U+FFFD (they
+    cannot go into a purl or a JSON document as they are)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
