@@ -425,3 +425,21 @@ def test_bdb_reader_raises_only_its_error_on_any_damage(rpmroot, tmp_path):
         except RpmDatabaseError:
             kinds["error"] += 1
     assert kinds["read"] and kinds["error"]
+
+
+def test_cli_prints_the_warning_as_one_line(rpmroot, fx, tmp_path):  # noqa: F811
+    """``fastelf repair`` on a sysroot with a damaged database: the repair is written,
+    and the warning is one ``fastelf: warning:`` line, as errors are."""
+    root = _copy_root(rpmroot, tmp_path)
+    db = root / DB / "rpmdb.sqlite"
+    db.write_bytes(b"not sqlite " * 100)
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/sub/_ext2{EXT}": fx.ext2},
+                        name="pkg", python_tag=PY, abi_tag=PY)
+    out = subprocess.run([sys.executable, "-m", "fastelf", "repair", "--root", str(root),
+                          "-w", str(tmp_path / "out"), str(wheel)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        f"fastelf: warning: {db}: not an rpm database: file is not a database; "
+        "the SBOM names no rpm package"]
+    assert list((tmp_path / "out").glob("*.whl"))

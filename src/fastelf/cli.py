@@ -15,6 +15,9 @@ import os
 import re
 import sys
 import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .audit import Status, audit_path
@@ -25,6 +28,7 @@ from .errors import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     FastElfError,
+    FastElfWarning,
     exit_code_of,
 )
 from .remote import audit_url, is_url
@@ -191,6 +195,18 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
 def _error(message: str | Exception) -> None:
     """One line on stderr; names from wheels and file systems are escaped (see printable)."""
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
+
+
+def _one_line_warnings(previous: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints fastelf's own warnings as one line on
+    stderr, like its errors, and hands any other to ``previous``."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, FastElfWarning):
+            print(f"fastelf: warning: {printable(str(message))}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+    return show
 
 
 def _fail(error: FastElfError) -> int:
@@ -557,7 +573,9 @@ def main(argv=None, out=None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args, out or sys.stdout)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return COMMANDS[args.command](args, out or sys.stdout)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
