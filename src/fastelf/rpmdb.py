@@ -95,6 +95,7 @@ class RpmType(IntEnum):
     I18NSTRING = 9
 
 
+_READ_TAGS = frozenset(RpmTag)
 _WIDTH = {RpmType.CHAR: 1, RpmType.INT8: 1, RpmType.INT16: 2, RpmType.INT32: 4,
           RpmType.INT64: 8, RpmType.BIN: 1}
 _STRINGS = (RpmType.STRING, RpmType.STRING_ARRAY, RpmType.I18NSTRING)
@@ -184,12 +185,13 @@ def parse_header(blob: bytes) -> _Header:
         raise RpmDatabaseError(f"header of {len(blob)} bytes, but 8 + 16 * {il} tags + "
                                f"{dl} data bytes = {8 + 16 * il + dl}")
     entries: dict = {}
-    for i in range(il):
-        tag, typ, offset, count = _INDEX.unpack_from(blob, 8 + 16 * i)
-        if not RpmType.CHAR <= typ <= RpmType.I18NSTRING or offset > dl or count < 1:
+    index = memoryview(blob)[8:8 + 16 * il]
+    for i, (tag, typ, offset, count) in enumerate(_INDEX.iter_unpack(index)):
+        if not 1 <= typ <= 9 or offset > dl or count < 1:      # RpmType's range
             raise RpmDatabaseError(f"header entry {i} (tag {tag}): type {typ}, offset "
                                    f"{offset}, count {count} out of range")
-        entries[tag] = _Entry(tag, RpmType(typ), offset, count)
+        if tag in _READ_TAGS:       # only the tags read become records (headers have ~100)
+            entries[tag] = _Entry(tag, RpmType(typ), offset, count)
     return _Header(blob, 8 + 16 * il, len(blob), entries)
 
 
@@ -201,15 +203,10 @@ def _strings(h: _Header, tag: RpmTag, errors: str) -> list | None:
     if e.type not in _STRINGS or (e.type == RpmType.STRING and e.nvalues != 1) \
             or e.nvalues > _MAX_ARRAY:
         raise RpmDatabaseError(f"header tag {tag.name}: type {e.type.name}, count {e.nvalues}")
-    out = []
-    pos = h.start + e.offset
-    for _ in range(e.nvalues):
-        nul = h.blob.find(b"\0", pos, h.end)
-        if nul < 0:
-            raise RpmDatabaseError(f"header tag {tag.name}: string runs past the data")
-        out.append(h.blob[pos:nul].decode("utf-8", errors))
-        pos = nul + 1
-    return out
+    parts = h.blob[h.start + e.offset:h.end].split(b"\0", e.nvalues)
+    if len(parts) <= e.nvalues:         # fewer NULs than strings: the last runs past the data
+        raise RpmDatabaseError(f"header tag {tag.name}: string runs past the data")
+    return [v.decode("utf-8", errors) for v in parts[:e.nvalues]]
 
 
 def _ints(h: _Header, tag: RpmTag) -> list | None:
@@ -412,6 +409,8 @@ def bdb_owners(db_path: str, paths: Iterable[str]) -> RpmLookup:
     wanted: dict = {}
     for p in dict.fromkeys(paths):
         wanted.setdefault(p.rpartition("/")[2], []).append(p)
+    # a header that lists a base name holds its bytes and NUL: most are skipped unparsed
+    needles = [b.encode("utf-8", "surrogateescape") + b"\0" for b in wanted]
     owners: dict = {}
     damaged: list = []
     try:
@@ -419,7 +418,8 @@ def bdb_owners(db_path: str, paths: Iterable[str]) -> RpmLookup:
             if damage is not None or blob is None:
                 damaged.append(damage)
                 continue
-            _claim(hnum, blob, wanted, owners, damaged)
+            if any(n in blob for n in needles):
+                _claim(hnum, blob, wanted, owners, damaged)
     except (BdbError, OSError) as e:
         raise RpmDatabaseError(f"{db_path}: cannot read the rpm database: {e}") from None
     return RpmLookup({p: pkg for p, (_h, pkg) in owners.items()}, damaged)
