@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from test_repair import EXT, PY, fx  # noqa: F401
+from test_repair import EXT, PY, check_record, fx  # noqa: F401
+from test_repair_sbom import _validate
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
@@ -203,9 +204,15 @@ def test_repair_names_the_rpm_package(rpmroot, fx, tmp_path):  # noqa: F811
                         name="pkg", python_tag=PY, abi_tag=PY)
     res = repair_wheel(wheel, tmp_path / "out", root=str(rpmroot),
                        ldpaths=str(rpmroot / "usr" / "lib64"))
-    (comp,) = json.loads(zipfile.ZipFile(res.output).read(res.sbom))["components"][1:]
+    raw = zipfile.ZipFile(res.output).read(res.sbom)
+    _validate(raw)                           # CycloneDX 1.4 schema
+    check_record(res.output)                 # the SBOM is in RECORD with its hash
+    (comp,) = json.loads(raw)["components"][1:]
     name, version = _rpm_qf(rpmroot, "/usr/lib64/libbar.so.1")
     assert (comp["type"], comp["name"], comp["version"]) == ("library", name, version)
+    again = repair_wheel(wheel, tmp_path / "again", root=str(rpmroot),
+                         ldpaths=str(rpmroot / "usr" / "lib64"))
+    assert zipfile.ZipFile(again.output).read(again.sbom) == raw      # deterministic
 
 
 # ------------------------------------------------------------------ damaged databases
