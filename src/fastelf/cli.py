@@ -28,7 +28,6 @@ from .errors import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     FastElfError,
-    FastElfWarning,
     exit_code_of,
 )
 from .remote import audit_url, is_url
@@ -198,11 +197,12 @@ def _error(message: str | Exception) -> None:
 
 
 def _one_line_warnings(previous: Callable[..., None]) -> Callable[..., None]:
-    """A ``warnings.showwarning`` that prints fastelf's own warnings as one line on
-    stderr, like its errors, and hands any other to ``previous``."""
+    """A ``warnings.showwarning`` that prints fastelf's own warnings (classes defined in
+    its modules, such as sbom.PackageDatabaseWarning) as one line on stderr, like its
+    errors, and hands any other to ``previous``."""
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: Any = None, line: str | None = None) -> None:
-        if issubclass(category, FastElfWarning):
+        if category.__module__.startswith(f"{__package__}."):
             print(f"fastelf: warning: {printable(str(message))}", file=sys.stderr)
         else:
             previous(message, category, filename, lineno, file, line)

@@ -10,8 +10,8 @@ from ._elf import ElfError, ElfLimitError, ElfNeedMore, FastElfError
 
 __all__ = ["FastElfError", "ElfError", "ElfLimitError", "ElfNeedMore", "WheelError",
            "LimitError", "PolicyError", "ElfPatchError", "ElfStripError", "LddError",
-           "RepairError", "FastElfWarning", "EXIT_OK", "EXIT_MISLABELED", "EXIT_USAGE",
-           "EXIT_UNREADABLE", "EXIT_CODES", "exit_code_of"]
+           "RepairError", "EXIT_OK", "EXIT_MISLABELED", "EXIT_USAGE", "EXIT_UNREADABLE",
+           "EXIT_CODES", "exit_code_of"]
 
 # Exit codes of the command line.
 EXIT_OK = 0             # all good (skipped non-Linux wheels included)
@@ -60,12 +60,6 @@ class LddError(FastElfError):
 
 class RepairError(FastElfError):
     """The wheel cannot be repaired as asked; nothing was written."""
-
-
-class FastElfWarning(UserWarning):
-    """The work was done, but less well than it could be (e.g. a package database that
-    could not be read leaves purls out of an SBOM); the command line prints it as one
-    ``fastelf: warning:`` line."""
 
 
 # The most specific class listed decides (LimitError is a WheelError).

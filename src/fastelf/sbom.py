@@ -38,7 +38,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
-from .errors import FastElfWarning
 from .hostfile import read_regular
 from .rpmdb import RpmDatabaseError, bdb_owners, find_database, sqlite_owners
 
@@ -48,7 +47,7 @@ _DB_LIMIT = 256 << 20                     # a package database file larger than 
 _OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
 
 
-class PackageDatabaseWarning(FastElfWarning):
+class PackageDatabaseWarning(UserWarning):
     """A package database could not be read, wholly or in part: the SBOM lacks the
     purls it would have given (the libraries are still listed, as files)."""
 
