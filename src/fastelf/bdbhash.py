@@ -32,6 +32,7 @@ import struct
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
+from .errors import FastElfError
 from .hostfile import open_regular
 
 __all__ = ["BdbError", "BdbRecord", "hash_records"]
@@ -45,7 +46,7 @@ _KEYDATA, _OFFPAGE = 1, 3
 _BYTEORDER: dict = {"<": "little", ">": "big"}
 
 
-class BdbError(Exception):
+class BdbError(FastElfError):
     """The file is not a Berkeley DB hash file, or a part of it is damaged."""
 
 

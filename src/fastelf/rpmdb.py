@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
 from .bdbhash import BdbError, hash_records
+from .errors import FastElfError
 from .hostfile import open_regular
 
 if TYPE_CHECKING:       # imported when a SQLite database is read: 3 ms off every start-up
@@ -102,7 +103,7 @@ _STRINGS = (RpmType.STRING, RpmType.STRING_ARRAY, RpmType.I18NSTRING)
 _INSTALLED_STATES = (0, 3)      # RPMFILE_STATE_NORMAL, RPMFILE_STATE_NETSHARED
 
 
-class RpmDatabaseError(Exception):
+class RpmDatabaseError(FastElfError):
     """The rpm database or one of its headers is damaged; the message says where and how."""
 
 
