@@ -39,7 +39,6 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from .hostfile import read_regular
-from .rpmdb import RpmDatabaseError, bdb_owners, find_database, sqlite_owners
 
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
@@ -240,13 +239,17 @@ def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
     exists.  A damaged database gives a :class:`PackageDatabaseWarning` and no
     owner for what it could not read: the SBOM then lists those libraries as
     files, without a purl."""
+    # only on an rpm system: the rpm database parsers stay out of every start-up
+    from . import rpmdb
+
     paths = list(paths)
-    db = find_database(root)
-    if db is None or db.format not in _RPM_READERS:
+    db = rpmdb.find_database(root)
+    readers = {"sqlite": rpmdb.sqlite_owners, "bdb": rpmdb.bdb_owners}
+    if db is None or db.format not in readers:
         return _rpm_query(paths, root)
     try:
-        found = _RPM_READERS[db.format](db.path, paths)
-    except RpmDatabaseError as e:
+        found = readers[db.format](db.path, paths)
+    except rpmdb.RpmDatabaseError as e:
         warnings.warn(f"{e}; the SBOM names no rpm package", PackageDatabaseWarning,
                       stacklevel=2)
         return {}
@@ -258,9 +261,6 @@ def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
     # no epoch and no arch qualifier
     return {p: OsPackage("rpm", pkg.name, f"{pkg.version}-{pkg.release}", distro)
             for p, pkg in found.owners.items()}
-
-
-_RPM_READERS: dict = {"sqlite": sqlite_owners, "bdb": bdb_owners}
 
 
 def _rpm_query(paths: list, root: str) -> dict:
