@@ -5,10 +5,10 @@ validator); dpkg's own answer (``dpkg -S`` and ``dpkg-query``) for the
 package that owns each grafted Debian library; hashlib on the host file for
 each hash; RECORD recomputed with zipfile; auditwheel 6.8.2's
 ``auditwheel.cdx.json`` for the same repair (every package it names, fastelf
-names too, with the same purl).  The apk and rpm lookups run on fixture
-systems made here: an apk ``installed`` database under a sysroot, and an
-``rpm`` program stub that answers ``rpm -qf`` as rpm does (the rpm database
-format itself is rpm's; fastelf asks rpm, as auditwheel does).
+names too, with the same purl).  The apk lookup runs on an ``installed``
+database made here under a sysroot; rpm's SQLite and BerkeleyDB databases,
+which fastelf reads itself, are tested against rpm in test_sbom_rpmdb.py;
+for rpm's ndb format fastelf asks ``rpm -qf`` (a stub here).
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from repair_support import EXT, PY, PY_INCLUDE, auditwheel_repair, check_record
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
-from fastelf.sbom import OsPackage, lookup_paths, os_release_id, owning_packages
+from fastelf.sbom import (
+    OsPackage,
+    PackageDatabaseWarning,
+    apk_owners,
+    lookup_paths,
+    owning_packages,
+    rpm_owners,
+)
 
 SYSTEM_LIBS = {"libbz2.so.1.0": "BZ2_bzlibVersion", "libffi.so.8": "ffi_get_struct_offsets"}
 
@@ -189,6 +196,53 @@ def test_apk_database_fixture(fx, tmp_path):
     assert comp["purl"] == "pkg:apk/alpine/py3-bar-libs@3.1-r2"
 
 
+def _apk_root(tmp_path: Path, installed: bytes) -> Path:
+    root = _sysroot_with(tmp_path, "alpine")
+    (root / "lib" / "apk" / "db").mkdir(parents=True)
+    (root / "lib" / "apk" / "db" / "installed").write_bytes(installed)
+    return root
+
+
+def test_apk_database_read_as_apk_tools_reads_it(tmp_path):
+    """apk-tools' reader (src/database.c, apk_db_fdb_read; apk itself is not packaged for
+    Debian, so no apk oracle): a line shorter than two characters ends a package, a file
+    two packages list belongs to the first, the root directory is ``F:`` with no value,
+    a file listed before any package version names no package."""
+    root = _apk_root(tmp_path, (
+        b"P:first\nV:1-r0\nF:usr/lib\nR:libdup.so.1\nR:libone.so.1\n"
+        b"x\n"                                      # a one-character line ends "first"
+        b"P:second\nV:2-r0\nF:usr/lib\nR:libdup.so.1\nR:libtwo.so.1\nF:\nR:rootfile\n\n"
+        b"P:bad\xffname\nV:3-r0\nF:usr/lib\nR:libthree.so.1\n\n"
+        b"P:noversion\nF:usr/lib\nR:libfour.so.1\n"))
+    paths = [f"/usr/lib/{n}" for n in ("libdup.so.1", "libone.so.1", "libtwo.so.1",
+                                       "libthree.so.1", "libfour.so.1")] + ["/rootfile"]
+    found = apk_owners(paths, str(root))
+    assert {p: (o.name, o.version) for p, o in found.items()} == {
+        "/usr/lib/libdup.so.1": ("first", "1-r0"), "/usr/lib/libone.so.1": ("first", "1-r0"),
+        "/usr/lib/libtwo.so.1": ("second", "2-r0"), "/rootfile": ("second", "2-r0"),
+        "/usr/lib/libthree.so.1": ("bad\ufffdname", "3-r0")}
+    assert found["/usr/lib/libthree.so.1"].purl == "pkg:apk/alpine/bad%EF%BF%BDname@3-r0"
+
+
+@pytest.mark.parametrize("bad", [b"P:x\nV:1\nF:usr/lib\nR:libx.so.1\nno field here\n",
+                                 b"F:usr/lib\nR:libx.so.1\n",         # a directory, no package
+                                 b"P:x\nV:1\nR:libx.so.1\n"])          # a file, no directory
+def test_apk_database_apk_would_refuse_warns(tmp_path, bad):
+    root = _apk_root(tmp_path, bad)
+    with pytest.warns(PackageDatabaseWarning, match="installed: line"):
+        assert apk_owners(["/usr/lib/libx.so.1"], str(root)) == {}
+
+
+def test_package_database_that_is_a_fifo_is_not_read(tmp_path):
+    """A FIFO where a database should be (a hostile sysroot) must not block the lookup."""
+    root = _sysroot_with(tmp_path, "alpine")
+    (root / "lib" / "apk" / "db").mkdir(parents=True)
+    os.mkfifo(root / "lib" / "apk" / "db" / "installed")
+    (root / "var" / "lib" / "dpkg" / "info").mkdir(parents=True)
+    os.mkfifo(root / "var" / "lib" / "dpkg" / "info" / "x.list")
+    assert owning_packages([str(root / "usr/lib/libx.so.1")], str(root)) == {}
+
+
 def test_dpkg_database_fixture_multiarch(tmp_path):
     root = _sysroot_with(tmp_path, "ubuntu")
     info = root / "var" / "lib" / "dpkg" / "info"
@@ -210,19 +264,25 @@ def test_dpkg_database_fixture_multiarch(tmp_path):
     assert pkg.purl == "pkg:deb/ubuntu/libfoo1@1%3A2.0-3ubuntu1"
 
 
-def test_rpm_query_through_an_rpm_program(tmp_path, monkeypatch):
-    """A stub ``rpm`` answering ``-qf --queryformat`` as rpm does for one owned file."""
+def test_rpm_ndb_database_is_asked_of_an_rpm_program(tmp_path, monkeypatch):
+    """rpm's ndb format (openSUSE, ``Packages.db``) is not read by fastelf: it asks
+    ``rpm -qf --root`` as auditwheel does, here a stub answering as rpm does."""
+    root = _sysroot_with(tmp_path, "opensuse-tumbleweed")
+    (root / "usr" / "lib" / "sysimage" / "rpm").mkdir(parents=True)
+    (root / "usr" / "lib" / "sysimage" / "rpm" / "Packages.db").write_bytes(b"ndb")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     stub = bindir / "rpm"
     stub.write_text("#!/bin/sh\n"
+                    f'[ "$1 $2" = "--root {root}" ] || exit 9\n'
                     'for a in "$@"; do last="$a"; done\n'
                     'if [ "$last" = /usr/lib64/libfoo.so.1 ]; then\n'
-                    '  printf "libfoo 2.0 3.el9\\n"; exit 0; fi\n'
+                    '  printf "libfoo 2.0 3.1\\n"; exit 0; fi\n'
                     'echo "file $last is not owned by any package"; exit 1\n')
     stub.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    found = owning_packages(["/usr/lib64/libfoo.so.1", "/usr/lib64/other.so"], "/")
-    distro = os_release_id("/")
-    assert found == {"/usr/lib64/libfoo.so.1": OsPackage("rpm", "libfoo", "2.0-3.el9", distro)}
-    assert found["/usr/lib64/libfoo.so.1"].purl == f"pkg:rpm/{distro}/libfoo@2.0-3.el9"
+    found = rpm_owners(["/usr/lib64/libfoo.so.1", "/usr/lib64/other.so"], str(root))
+    assert found == {"/usr/lib64/libfoo.so.1":
+                     OsPackage("rpm", "libfoo", "2.0-3.1", "opensuse-tumbleweed")}
+    assert found["/usr/lib64/libfoo.so.1"].purl == \
+        "pkg:rpm/opensuse-tumbleweed/libfoo@2.0-3.1"

@@ -15,6 +15,9 @@ import os
 import re
 import sys
 import time
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .audit import Status, audit_path
@@ -193,6 +196,19 @@ _EXIT_OF_STATUS = {Status.OK: EXIT_OK, Status.SKIPPED: EXIT_OK,
 def _error(message: str | Exception) -> None:
     """One line on stderr; names from wheels and file systems are escaped (see printable)."""
     print(f"fastelf: error: {printable(str(message))}", file=sys.stderr)
+
+
+def _one_line_warnings(previous: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints fastelf's own warnings (classes defined in
+    its modules, such as sbom.PackageDatabaseWarning) as one line on stderr, like its
+    errors, and hands any other to ``previous``."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if category.__module__.startswith(f"{__package__}."):
+            print(f"fastelf: warning: {printable(str(message))}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+    return show
 
 
 def _fail(error: FastElfError) -> int:
@@ -573,7 +589,9 @@ def main(argv=None, out=None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args, out or sys.stdout)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return COMMANDS[args.command](args, out or sys.stdout)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

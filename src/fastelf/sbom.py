@@ -3,8 +3,12 @@
 ``.dist-info/sboms/fastelf.cdx.json`` lists the wheel and, for each grafted
 library, the OS package that installed it as a package URL (purl), read from
 the package database of the system searched (dpkg's ``info/*.list`` and
-``status``, apk's ``installed`` file, or ``rpm -qf`` when an ``rpm`` program
-exists).  The components for packages have the same name, version, purl and
+``status``, apk's ``installed`` file, rpm's SQLite or BerkeleyDB database;
+``rpm -qf`` for rpm's ndb format, when an ``rpm`` program exists).  A
+database that cannot be read gives a :class:`PackageDatabaseWarning`, and
+the libraries it would have named are listed as files, without a purl.
+
+The components for packages have the same name, version, purl and
 ``bom-ref`` as auditwheel 6.5+ writes in ``auditwheel.cdx.json``; beyond it,
 each carries the SHA-256 of the library file as it was taken from the system
 and the path it was taken from, and a grafted library no package owns still
@@ -23,18 +27,28 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .hostfile import read_regular
+
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
+_DB_LIMIT = 256 << 20                     # a package database file larger than this is refused
 _OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
+
+
+class PackageDatabaseWarning(UserWarning):
+    """A package database could not be read, wholly or in part: the SBOM lacks the
+    purls it would have given (the libraries are still listed, as files)."""
 
 
 class OsPackage(NamedTuple):
@@ -65,14 +79,21 @@ def os_release_id(root: str = "/") -> str | None:
     """``ID`` from os-release under ``root`` (the purl namespace, e.g. ``debian``)."""
     for rel in ("etc/os-release", "usr/lib/os-release"):
         try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            text = _read_text(os.path.join(root, rel), "replace")
         except OSError:
             continue
         for key, quoted, plain in _OS_RELEASE_RE.findall(text):
             if key == "ID":
                 return quoted or plain or None
     return None
+
+
+def _read_text(path: str, errors: str) -> str:
+    """A database file's text, decoded as ``open()`` in text mode decodes it (universal
+    newlines), read only when it is a regular file no larger than ``_DB_LIMIT``: a
+    FIFO or device in a sysroot must not block or flood the repair.  OSError otherwise."""
+    data = read_regular(path, _DB_LIMIT)
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors=errors).read()
 
 
 def lookup_paths(host_path: str, root: str = "/") -> list:
@@ -99,8 +120,7 @@ def dpkg_owners(paths: Iterable[str], root: str = "/") -> dict:
     owners: dict = {}
     for listing in sorted(glob.glob(os.path.join(glob.escape(info), "*.list"))):
         try:
-            with open(listing, encoding="utf-8", errors="surrogateescape") as f:
-                hits = wanted.intersection(line.rstrip("\n") for line in f)
+            hits = wanted.intersection(_read_text(listing, "surrogateescape").split("\n"))
         except OSError:
             continue
         stem = os.path.basename(listing)[:-len(".list")]
@@ -125,8 +145,7 @@ def _dpkg_versions(status_path: str) -> dict:
     """{(package, architecture): version} of the installed packages in dpkg's status file;
     a ``Multi-Arch: same`` package is keyed by its architecture, any other also by ''."""
     try:
-        with open(status_path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        text = _read_text(status_path, "replace")
     except OSError:
         return {}
     out = {}
@@ -142,35 +161,110 @@ def _dpkg_versions(status_path: str) -> dict:
 
 
 def apk_owners(paths: Iterable[str], root: str = "/") -> dict:
-    """{path: OsPackage} from apk's ``lib/apk/db/installed`` under ``root``."""
+    """{path: OsPackage} from apk's ``lib/apk/db/installed`` under ``root``.
+
+    When two packages list one file, the first listed owns it (apk-tools keeps
+    the first).  A database apk-tools would refuse as malformed gives a
+    :class:`PackageDatabaseWarning` and no owner."""
     wanted = set(paths)
+    db = os.path.join(root, "lib/apk/db/installed")
     try:
-        with open(os.path.join(root, "lib/apk/db/installed"), encoding="utf-8",
-                  errors="surrogateescape") as f:
-            text = f.read()
+        text = _read_text(db, "surrogateescape")
     except OSError:
         return {}
     distro = os_release_id(root)
     out: dict = {}
-    for stanza in text.split("\n\n"):
-        name = version = directory = None
-        for line in stanza.splitlines():
-            key, _sep, value = line.partition(":")
-            if key == "P":
-                name = value
-            elif key == "V":
-                version = value
-            elif key == "F":
-                directory = value
-            elif key == "R" and name and version and directory is not None:
-                p = "/" + "/".join(x for x in (directory, value) if x)
-                if p in wanted:
-                    out.setdefault(p, OsPackage("apk", name, version, distro))
+    try:
+        for f in _apk_files(text):
+            if f.path in wanted:
+                out.setdefault(f.path, OsPackage("apk", f.package, f.version, distro))
+    except _ApkFormatError as e:
+        warnings.warn(f"{db}: {e}, apk cannot read it either; the SBOM names no apk package",
+                      PackageDatabaseWarning, stacklevel=2)
+        return {}
     return out
 
 
+class _ApkFile(NamedTuple):
+    """A file apk's installed database lists, and the package that installed it."""
+    path: str
+    package: str
+    version: str
+
+
+class _ApkFormatError(ValueError):
+    """A line of apk's installed database that apk-tools refuses."""
+
+
+def _apk_files(text: str) -> Iterator[_ApkFile]:
+    """The files of apk's installed database, in the order listed, read as apk-tools
+    reads it: a line shorter than two characters ends a package; any other line is
+    a field letter, ``:`` and a value; a file (``R:``) is in the package's last
+    directory (``F:``, relative to the root)."""
+    name = version = directory = None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if len(line) < 2:
+            name = version = directory = None
+            continue
+        if line[1] != ":":
+            raise _ApkFormatError(f"line {lineno} is not a field")
+        key, value = line[0], line[2:]
+        if key == "P":
+            name = _clean(value)
+        elif key == "V":
+            version = _clean(value)
+        elif key == "F":
+            if name is None:
+                raise _ApkFormatError(f"line {lineno}: a directory before the package name")
+            directory = value
+        elif key == "R":
+            if directory is None:
+                raise _ApkFormatError(f"line {lineno}: a file before its directory")
+            if name and version:
+                yield _ApkFile("/" + "/".join(x for x in (directory, value) if x), name, version)
+
+
+def _clean(value: str) -> str:
+    """A package name or version as text: bytes that are not UTF-8 become U+FFFD (they
+    cannot go into a purl or a JSON document as they are)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def rpm_owners(paths: Iterable[str], root: str = "/") -> dict:
-    """{path: OsPackage} from ``rpm -qf`` (the rpm database format is rpm's own business)."""
+    """{path: OsPackage} from the rpm database under ``root``.
+
+    A SQLite database (rpm >= 4.16) or a BerkeleyDB one (RHEL/CentOS 7 and 8)
+    is read directly (:mod:`fastelf.rpmdb`); an ndb one (openSUSE, SLES), or
+    none at rpm's usual paths, is left to ``rpm -qf`` when an ``rpm`` program
+    exists.  A damaged database gives a :class:`PackageDatabaseWarning` and no
+    owner for what it could not read: the SBOM then lists those libraries as
+    files, without a purl."""
+    # only on an rpm system: the rpm database parsers stay out of every start-up
+    from . import rpmdb
+
+    paths = list(paths)
+    db = rpmdb.find_database(root)
+    readers = {"sqlite": rpmdb.sqlite_owners, "bdb": rpmdb.bdb_owners}
+    if db is None or db.format not in readers:
+        return _rpm_query(paths, root)
+    try:
+        found = readers[db.format](db.path, paths)
+    except rpmdb.RpmDatabaseError as e:
+        warnings.warn(f"{e}; the SBOM names no rpm package", PackageDatabaseWarning,
+                      stacklevel=2)
+        return {}
+    if found.damaged:
+        warnings.warn(f"{db.path}: skipped {len(found.damaged)} damaged package header(s), "
+                      f"first {found.damaged[0]}", PackageDatabaseWarning, stacklevel=2)
+    distro = os_release_id(root)
+    # auditwheel's purl for rpm: pkg:rpm/<os-release ID>/<name>@<version>-<release>,
+    # no epoch and no arch qualifier
+    return {p: OsPackage("rpm", pkg.name, f"{pkg.version}-{pkg.release}", distro)
+            for p, pkg in found.owners.items()}
+
+
+def _rpm_query(paths: list, root: str) -> dict:
+    """{path: OsPackage} from ``rpm -qf``, for the databases fastelf does not read."""
     rpm = shutil.which("rpm")
     if rpm is None:
         return {}
