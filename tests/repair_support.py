@@ -375,3 +375,14 @@ def elf_view(wheel, dest):
         elif ".dist-info/" not in rel:
             other[rel] = data
     return elfs, other
+
+
+def validate_cyclonedx(doc: bytes) -> None:
+    """Validate an SBOM against the CycloneDX 1.4 JSON schema (the cyclonedx library's
+    strict validator is the oracle); skip when the library is not installed."""
+    import pytest
+
+    validation = pytest.importorskip("cyclonedx.validation.json")
+    schema = pytest.importorskip("cyclonedx.schema")
+    error = validation.JsonStrictValidator(schema.SchemaVersion.V1_4).validate_str(doc.decode())
+    assert error is None, error

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from test_repair import EXT, PY, check_record, fx  # noqa: F401
-from test_repair_sbom import _validate
+from repair_support import EXT, PY, check_record, validate_cyclonedx
 from wheelbuild import build_wheel
 
 from fastelf.repair import repair_wheel
@@ -205,7 +204,7 @@ def test_repair_names_the_rpm_package(rpmroot, fx, tmp_path):  # noqa: F811
     res = repair_wheel(wheel, tmp_path / "out", root=str(rpmroot),
                        ldpaths=str(rpmroot / "usr" / "lib64"))
     raw = zipfile.ZipFile(res.output).read(res.sbom)
-    _validate(raw)                           # CycloneDX 1.4 schema
+    validate_cyclonedx(raw)                           # CycloneDX 1.4 schema
     check_record(res.output)                 # the SBOM is in RECORD with its hash
     (comp,) = json.loads(raw)["components"][1:]
     name, version = _rpm_qf(rpmroot, "/usr/lib64/libbar.so.1")
