@@ -13,7 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
@@ -33,6 +33,9 @@ from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelname import BAD_WHEEL_NAME
 from .wheelname import platform_tags_of as platform_tags_of
+
+if TYPE_CHECKING:
+    from .cache import CacheStats
 
 SCHEMA_VERSION = 2      # 2: "status", "reason", "unchecked_claims"; "ok" is false when skipped
 _PYFPE = frozenset(("PyFPE_jbuf", "PyFPE_dummy", "PyFPE_counter"))
@@ -143,7 +146,7 @@ class AuditResult:
     record: RecordReport | None = None      # when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
     #   adds (exec stack, abi3, zip layout, WHEEL/dist-info, soname, rpath); not in status
-    cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
+    cache_stats: CacheStats | None = field(default=None, compare=False)   # with --cache
     bytes_fetched: int | None = None    # a remote wheel: bytes that came over the network
 
     @property

@@ -1,10 +1,19 @@
-"""Human-readable text for audit results (``fastelf show``)."""
+"""Human-readable text: audit results (``fastelf show``, the batch summary), the
+progress bar of ``fastelf audit`` and the ``fastelf lddtree`` drawing.
+
+Presentation only: every decision is taken by the module that computed the
+result; this one turns it into lines for a terminal.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import textwrap
 from enum import Enum
+from typing import TYPE_CHECKING, Iterator, List, Set, TextIO, Tuple
+
+if TYPE_CHECKING:
+    from .lddtree import Tree
 
 
 def printable(text: str) -> str:
@@ -177,3 +186,54 @@ def summary_line(counts: dict, seconds: float) -> str:
              f"{counts.get('skipped', 0)} skipped (not Linux wheels)",
              f"{counts.get('error', 0)} unreadable"]
     return ", ".join(parts)
+
+
+class Progress:
+    """A one-line progress bar redrawn in place on ``stream`` (a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+
+    def step(self) -> None:
+        """Count one more item done and redraw the bar."""
+        self.done += 1
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+                          f"{self.done}/{self.total}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Blank the bar's line, so that what is printed next starts clean."""
+        self.stream.write("\r" + " " * 60 + "\r")
+        self.stream.flush()
+
+
+def lddtree_text(tree: Tree) -> str:
+    """The ``fastelf lddtree`` drawing (names escaped, see :func:`printable`).
+
+    A header line, then one line per DT_NEEDED edge, indented by depth; each
+    library's own needs are drawn once, under its first appearance; then the
+    names that were not found, if any.
+    """
+    elf = tree.elf
+    interpreter = f", interpreter {elf.interpreter}" if elf.interpreter else ""
+    out = [printable(f"{tree.path} ({elf.arch}, {tree.libc}{interpreter})") + "\n"]
+    expanded: Set[str] = set()
+    stack: List[Tuple[Iterator[str], int]] = [(iter(tree.needed), 1)]
+    while stack:                    # depth first, in DT_NEEDED order, as ld.so lists them
+        names, depth = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        lib = tree.libraries.get(name)
+        where = lib.path if lib and lib.path else "not found"
+        out.append(f"{'    ' * depth}{printable(name)} => {printable(where)}\n")
+        if lib and lib.path and name not in expanded:
+            expanded.add(name)
+            stack.append((iter(lib.needed), depth + 1))
+    if tree.missing:
+        out.append(printable(f"missing: {', '.join(tree.missing)}") + "\n")
+    return "".join(out)
