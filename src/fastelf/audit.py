@@ -13,7 +13,21 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
@@ -35,8 +49,10 @@ from .wheelname import BAD_WHEEL_NAME
 from .wheelname import platform_tags_of as platform_tags_of
 
 if TYPE_CHECKING:
-    from .cache import CacheStats
+    from .cache import CacheStats, WheelSession
 
+# what a wheel is read from: a path, its bytes, or a binary file object
+WheelSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 SCHEMA_VERSION = 2      # 2: "status", "reason", "unchecked_claims"; "ok" is false when skipped
 _PYFPE = frozenset(("PyFPE_jbuf", "PyFPE_dummy", "PyFPE_counter"))
 
@@ -76,21 +92,21 @@ class PolicyCheck:
         return bool(self.symbol_versions or self.blacklisted_symbols
                     or self.unavailable_symbols or self.isa or self.dt_relr)
 
-    def reasons(self, limit=None):
+    def reasons(self, limit: int | None = None) -> List[str]:
         """One line per reason; ``limit`` caps the members and symbols named in each."""
-        def names(items):
+        def names(items: Iterable[str]) -> str:
             items = list(items)
             if limit is None or len(items) <= limit:
                 return ", ".join(items)
             return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 
-        def by_member(who):
+        def by_member(who: Dict[str, List[str]]) -> str:
             parts = [f"{m}: {names(s) if s else '(no symbol named)'}" for m, s in who.items()]
             if limit is not None and len(parts) > limit:
                 parts = parts[:limit] + [f"{len(parts) - limit} more files"]
             return "; ".join(parts)
 
-        out = []
+        out: List[str] = []
         for lib, who in sorted(self.external_libraries.items()):
             out.append(f"needs external library {lib} (by {names(who)})")
         for ver, who in sorted(self.symbol_versions.items()):
@@ -105,7 +121,7 @@ class PolicyCheck:
             out.append(f"{m} has DT_RELR relocations: {why}")
         return out
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"tag": self.tag, "aliases": list(self.aliases), "satisfied": self.satisfied,
                 "external_libraries": self.external_libraries,
                 "symbol_versions": self.symbol_versions,
@@ -275,7 +291,7 @@ class AuditResult:
 
 # ------------------------------------------------------------------ audit
 
-def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
+def judge(infos: List[ElfInfo], wheel: str, path: str = "", *, exclude: Iterable[str] = (),
           disable_isa_ext_check: bool = False) -> AuditResult:
     """The verdict on a set of ELF members (``wheel`` is the file name, for its tags).
 
@@ -290,7 +306,7 @@ def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
     return result
 
 
-def _display_path(source, filename: str | None = None) -> str:
+def _display_path(source: WheelSource, filename: str | None = None) -> str:
     """A short name for ``source`` in results and errors: its path, the file object's
     name, ``filename``, or ``<bytes>`` -- never the repr of the data itself."""
     if isinstance(source, (str, os.PathLike)):
@@ -301,9 +317,10 @@ def _display_path(source, filename: str | None = None) -> str:
     return filename or "<bytes>"
 
 
-def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
-                exclude=(), disable_isa_ext_check: bool = False,
-                verify_record: bool = False, elf_cache=None) -> AuditResult:
+def audit_wheel(source: WheelSource, *, limits: Limits = DEFAULT_LIMITS,
+                filename: str | None = None, exclude: Iterable[str] = (),
+                disable_isa_ext_check: bool = False, verify_record: bool = False,
+                elf_cache: WheelSession | None = None) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel (including a file object whose
@@ -334,13 +351,14 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     return result
 
 
-def _check_findings(source, reader: WheelReader, infos: list, name: str) -> list:
+def _check_findings(source: WheelSource, reader: WheelReader, infos: List[ElfInfo],
+                    name: str) -> list:
     """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
     from .check import audit_findings
     return audit_findings(source, reader, infos, name)
 
 
-def judge_wheel(infos: list, name: str, path: str, *, exclude=(),
+def judge_wheel(infos: List[ElfInfo], name: str, path: str, *, exclude: Iterable[str] = (),
                 disable_isa_ext_check: bool = False) -> AuditResult:
     """:func:`judge`, for a wheel whose file ``name`` must be a valid wheel name
     (PEP 427, as pip parses it; WheelError otherwise): its tags are checked."""
@@ -349,7 +367,7 @@ def judge_wheel(infos: list, name: str, path: str, *, exclude=(),
     return judge(infos, name, path, exclude=exclude, disable_isa_ext_check=disable_isa_ext_check)
 
 
-def audit_path(path, **kw) -> AuditResult:
+def audit_path(path: WheelSource, **kw: Any) -> AuditResult:
     """Like audit_wheel, but a broken wheel gives a result with ``error`` set."""
     try:
         return audit_wheel(path, **kw)
@@ -731,7 +749,7 @@ def _check_claims(result: AuditResult, claims: list, infos: list) -> None:
                               + "; no Linux ELF file)")
 
 
-def _claim_failure(result: AuditResult, tag: str, claim, linux_elfs: list) -> str:
+def _claim_failure(result: AuditResult, tag: str, claim: Claim, linux_elfs: List[str]) -> str:
     """Why the wheel does not satisfy claimed ``tag`` (``claim`` is its parse, or None)."""
     if claim is None:
         kind = "a pure (any-platform) tag" if tag == "any" else "not a Linux platform tag"
@@ -741,7 +759,7 @@ def _claim_failure(result: AuditResult, tag: str, claim, linux_elfs: list) -> st
     libc, name, arch = claim
     if arch != result.arch:
         return f"the ELF files are {result.arch}, not {arch}"
-    if libc != result.libc:
+    if libc is None or libc != result.libc:     # (a judged wheel always has a libc)
         return f"the ELF files link against {result.libc}"
     family, want = _policy_version(f"{name}_{arch}")
     allowed = [c for c in result.policies
@@ -775,7 +793,8 @@ def _release_key(release: str) -> tuple:
     return tuple(int(x) for x in release.split("."))
 
 
-def _policy_version(tag: str):
+def _policy_version(tag: str) -> Tuple[str, Tuple[int, ...]]:
+    """(family, (major, minor)) of a manylinux_X_Y / musllinux_X_Y tag or a legacy alias."""
     parsed = pol.parse_platform_tag(tag)
     nums = tuple(int(x) for x in parsed[1].split("_")[1:3])
     return parsed[1].split("_")[0], nums

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from ._elf import STT_FUNC, ElfFile
 from .elfscan import MemberElfError, extension_init_names, iter_elf_members
@@ -22,6 +22,9 @@ from .errors import LimitError, WheelError
 from .ldpaths import check_object_limits, split_path
 from .libc import libc_of
 from .wheel import WheelReader
+
+if TYPE_CHECKING:
+    from .cache import WheelSession
 
 # (name, version, library, binding, type): an undefined dynamic symbol, as _elf gives it
 Import = Tuple[str, Optional[str], Optional[str], int, int]
@@ -71,7 +74,7 @@ def elf_info(path: str, elf: ElfFile) -> ElfInfo:
         version_needs={lib: list(v) for lib, v in elf.version_needs.items()}, relr=elf.relr)
 
 
-def read_elf_infos(reader: WheelReader, elf_cache=None) -> List[ElfInfo]:
+def read_elf_infos(reader: WheelReader, elf_cache: WheelSession | None = None) -> List[ElfInfo]:
     """Parse every ELF member of an open wheel once; a broken ELF raises WheelError.
 
     ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of

@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from enum import Enum
-from typing import TYPE_CHECKING, Iterator, List, Set, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Set, TextIO, Tuple
 
 if TYPE_CHECKING:
+    from .audit import AuditResult
     from .lddtree import Tree
+    from .repair import RepairReach
+
 
 
 def printable(text: str) -> str:
@@ -44,7 +47,7 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def escaped(obj):
+def escaped(obj: Any) -> Any:
     """A copy of ``obj`` (a result record, or containers of them) with every string
     passed through :func:`printable`, for text output; enums are kept as they are."""
     if isinstance(obj, Enum):
@@ -64,11 +67,12 @@ def escaped(obj):
     return obj
 
 
-def _para(text, width=78):
+def _para(text: str, width: int = 78) -> str:
+    """``text`` wrapped to ``width`` as one paragraph."""
     return textwrap.fill(text, width) + "\n"
 
 
-def show_text(r, reach=None) -> str:
+def show_text(r: AuditResult, reach: RepairReach | None = None) -> str:
     """The ``fastelf show`` report for one AuditResult (names escaped, see printable).
 
     ``reach`` (a :class:`fastelf.repair.RepairReach`, or None) is what repair would
@@ -135,7 +139,8 @@ def show_text(r, reach=None) -> str:
     return "".join(x if x.endswith("\n") else x + "\n" for x in out)
 
 
-def _reach_lines(reach) -> list:
+def _reach_lines(reach: RepairReach | None) -> List[str]:
+    """What repair would reach, when it was asked."""
     if reach is None:
         return []
     if reach.tag is None:
@@ -145,13 +150,15 @@ def _reach_lines(reach) -> list:
                   "symbol versions count).")]
 
 
-def _ignored(r) -> list:
+def _ignored(r: AuditResult) -> List[str]:
+    """The ELF files left out of the verdict, with why."""
     if not r.ignored:
         return []
     return ["Ignored ELF files:\n"] + [f"  {m}: {why}\n" for m, why in r.ignored.items()]
 
 
-def _claims(r) -> list:
+def _claims(r: AuditResult) -> List[str]:
+    """The file name's claims, each satisfied or not, and the RECORD verdict."""
     out = []
     for tag in r.claimed_tags:
         if tag in r.unsatisfied_claims:
