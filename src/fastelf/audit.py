@@ -17,8 +17,8 @@ from typing import (
     IO,
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
+    FrozenSet,
     Iterable,
     List,
     NamedTuple,
@@ -475,10 +475,18 @@ class _SymbolUse(NamedTuple):
     users: List[Tuple[str, Dict[str, List[str]]]]     # (version, {member: [symbols]}), sorted
 
 
+class _ElfSymbols(NamedTuple):
+    """One ELF file's needs as sets, built once and intersected with every policy's lists."""
+
+    info: ElfInfo
+    needed: FrozenSet[str]          # its DT_NEEDED names
+    strong: FrozenSet[str]          # the symbols it imports, weak ones aside
+
+
 class _WheelFacts(NamedTuple):
     """What every policy is judged against: the same for all of them."""
 
-    elfs: List[ElfInfo]
+    elfs: List[_ElfSymbols]
     unresolved: Dict[str, Set[str]]     # soname no member provides -> members needing it
     blocking: List[str]                 # violations that no policy allows
     symbols: _SymbolUse
@@ -561,9 +569,14 @@ def _unresolved_libraries(elfs: List[ElfInfo], wheel: str,
     return unresolved
 
 
-def _imports_any(info: ElfInfo, wanted: Callable[[str, int], bool]) -> bool:
-    """Does ``info`` import a symbol for which ``wanted(name, type)`` holds?"""
-    return any(wanted(n, t) for n, _v, _l, _b, t in info.imports)
+def _uses_fpectl(info: ElfInfo) -> bool:
+    """Does ``info`` import the fpectl symbols (PyFPE_jbuf, ...) that stock Pythons lack?"""
+    return any(n in _PYFPE and t in (STT_FUNC, STT_NOTYPE) for n, _v, _l, _b, t in info.imports)
+
+
+def _uses_ucs2(info: ElfInfo) -> bool:
+    """Does ``info`` call the narrow-unicode API (PyUnicodeUCS2_*) of old 2-byte Pythons?"""
+    return any("PyUnicodeUCS2_" in n and t == STT_FUNC for n, _v, _l, _b, t in info.imports)
 
 
 def _blocking_problems(elfs: List[ElfInfo]) -> List[str]:
@@ -572,12 +585,10 @@ def _blocking_problems(elfs: List[ElfInfo]) -> List[str]:
     purelib = [i.path for i in elfs if re.search(r"\.data/purelib/", i.path)]
     if purelib:
         blocking.append("ELF files in purelib: " + ", ".join(purelib))
-    fpe = [i.path for i in elfs if i.extension and _imports_any(
-        i, lambda n, t: n in _PYFPE and t in (STT_FUNC, STT_NOTYPE))]
+    fpe = [i.path for i in elfs if i.extension and _uses_fpectl(i)]
     if fpe:
         blocking.append("uses PyFPE_jbuf (fpectl builds): " + ", ".join(fpe))
-    ucs2 = [i.path for i in elfs if i.extension and _imports_any(
-        i, lambda n, t: "PyUnicodeUCS2_" in n and t == STT_FUNC)]
+    ucs2 = [i.path for i in elfs if i.extension and _uses_ucs2(i)]
     if ucs2:
         blocking.append("compiled against a narrow-unicode (UCS2) Python: " + ", ".join(ucs2))
     return blocking
@@ -609,26 +620,28 @@ def _wheel_facts(elfs: List[ElfInfo], wheel: str, exclude: Tuple[str, ...],
     unresolved = _unresolved_libraries(elfs, wheel, exclude)
     isa: Dict[str, int] = {} if disable_isa else {
         i.path: i.isa_level for i in elfs if i.isa_level is not None and i.isa_level >= 2}
-    return _WheelFacts(elfs, unresolved, _blocking_problems(elfs), _symbol_use(elfs), isa)
+    symbols = [_ElfSymbols(i, frozenset(i.needed),
+                           frozenset(n for n, _v, _l, b, _t in i.imports if b != STB_WEAK))
+               for i in elfs]
+    return _WheelFacts(symbols, unresolved, _blocking_problems(elfs), _symbol_use(elfs), isa)
 
 
-def _blacklisted(p: pol.Policy, info: ElfInfo) -> Dict[str, List[str]]:
-    """library -> the strong symbols ``info`` imports that ``p`` blacklists in it."""
+def _blacklisted(p: pol.Policy, elf: _ElfSymbols) -> Dict[str, List[str]]:
+    """library -> the strong symbols ``elf`` imports that ``p`` blacklists in it."""
     out = {}
-    for lib in p.blacklist.keys() & set(info.needed):
-        bad = sorted({n for n, _v, _l, b, _t in info.imports
-                      if b != STB_WEAK and n in p.blacklist[lib]})
+    for lib in p.blacklist.keys() & elf.needed:
+        bad = sorted(elf.strong & p.blacklist[lib])
         if bad:
             out[lib] = bad
     return out
 
 
-def _lacking(p: pol.Policy, info: ElfInfo) -> List[str]:
-    """The strong symbols ``info`` imports that ``p``'s oldest libc does not export."""
-    if not p.unavailable_symbols:
+def _lacking(p: pol.Policy, elf: _ElfSymbols) -> List[str]:
+    """The strong symbols ``elf`` imports that ``p``'s oldest libc does not export."""
+    unavailable = p.unavailable_symbols
+    if not unavailable:
         return []
-    return sorted({n for n, _v, _l, b, _t in info.imports
-                   if b != STB_WEAK and p.lacks_symbol(n)})
+    return sorted(n for n in elf.strong if n in unavailable)
 
 
 def _check_policy(p: pol.Policy, facts: _WheelFacts) -> PolicyCheck:
@@ -639,15 +652,16 @@ def _check_policy(p: pol.Policy, facts: _WheelFacts) -> PolicyCheck:
     for v, who in facts.symbols.users:
         if p.version_allowed(v) is False:
             check.symbol_versions[v] = who     # shared between policies, not copied
-    for i in facts.elfs:
-        for lib, bad in _blacklisted(p, i).items():
-            check.blacklisted_symbols.setdefault(lib, {})[i.path] = bad
-        lacking = _lacking(p, i)
+    for elf in facts.elfs:
+        path = elf.info.path
+        for lib, bad in _blacklisted(p, elf).items():
+            check.blacklisted_symbols.setdefault(lib, {})[path] = bad
+        lacking = _lacking(p, elf)
         if lacking:
-            check.unavailable_symbols[i.path] = lacking
-        why = _relr_failure(i, p)
+            check.unavailable_symbols[path] = lacking
+        why = _relr_failure(elf.info, p)
         if why:
-            check.dt_relr[i.path] = why
+            check.dt_relr[path] = why
     check.isa = dict(facts.isa)
     check.satisfied = not (facts.blocking or check.external_libraries
                            or check.fails_beyond_libraries())
