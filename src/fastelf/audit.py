@@ -78,14 +78,16 @@ class PolicyCheck:
     """One policy's verdict and, when it fails, every reason."""
 
     tag: str
-    aliases: tuple
+    aliases: Tuple[str, ...]
     satisfied: bool
-    external_libraries: dict = field(default_factory=dict)   # soname -> [members]
-    symbol_versions: dict = field(default_factory=dict)      # version -> {member: [symbols]}
-    blacklisted_symbols: dict = field(default_factory=dict)  # soname -> {member: [symbols]}
-    unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
-    isa: dict = field(default_factory=dict)                  # member -> level
-    dt_relr: dict = field(default_factory=dict)              # member -> why its DT_RELR fails
+    external_libraries: Dict[str, List[str]] = field(default_factory=dict)   # soname -> members
+    # version -> {member: [symbols]}
+    symbol_versions: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    # soname -> {member: [symbols]}
+    blacklisted_symbols: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    unavailable_symbols: Dict[str, List[str]] = field(default_factory=dict)  # member -> symbols
+    isa: Dict[str, int] = field(default_factory=dict)                 # member -> level
+    dt_relr: Dict[str, str] = field(default_factory=dict)   # member -> why its DT_RELR fails
 
     def fails_beyond_libraries(self) -> bool:
         """Fails for a reason that grafting libraries cannot remove."""
@@ -107,8 +109,8 @@ class PolicyCheck:
             return "; ".join(parts)
 
         out: List[str] = []
-        for lib, who in sorted(self.external_libraries.items()):
-            out.append(f"needs external library {lib} (by {names(who)})")
+        for lib, members in sorted(self.external_libraries.items()):
+            out.append(f"needs external library {lib} (by {names(members)})")
         for ver, who in sorted(self.symbol_versions.items()):
             out.append(f"symbol version {ver} is too recent ({by_member(who)})")
         for lib, who in sorted(self.blacklisted_symbols.items()):
@@ -146,18 +148,18 @@ class AuditResult:
     arch: str | None = None
     libc: str | None = None
     best_tag: str | None = None
-    tags: list = field(default_factory=list)          # satisfied policies' tags, best first
-    claimed_tags: list = field(default_factory=list)
-    unsatisfied_claims: dict = field(default_factory=dict)   # tag -> reason
-    unchecked_claims: dict = field(default_factory=dict)     # non-Linux tag -> why not judged
+    tags: List[str] = field(default_factory=list)     # satisfied policies' tags, best first
+    claimed_tags: List[str] = field(default_factory=list)
+    unsatisfied_claims: Dict[str, str] = field(default_factory=dict)   # tag -> reason
+    unchecked_claims: Dict[str, str] = field(default_factory=dict)  # non-Linux tag -> why
     skip_reason: str | None = None     # set when the wheel is not a Linux wheel at all
-    elfs: list = field(default_factory=list)
-    ignored: dict = field(default_factory=dict)       # member -> reason
-    policies: list = field(default_factory=list)
-    versioned_symbols: dict = field(default_factory=dict)
-    external_libraries: dict = field(default_factory=dict)
-    problems: list = field(default_factory=list)      # wheel-wide remarks and violations
-    blocking: list = field(default_factory=list)      # the violations that no tag allows
+    elfs: List[ElfInfo] = field(default_factory=list)
+    ignored: Dict[str, str] = field(default_factory=dict)     # member -> reason
+    policies: List[PolicyCheck] = field(default_factory=list)
+    versioned_symbols: Dict[str, List[str]] = field(default_factory=dict)  # library -> versions
+    external_libraries: Dict[str, List[str]] = field(default_factory=dict)  # soname -> members
+    problems: List[str] = field(default_factory=list)   # wheel-wide remarks and violations
+    blocking: List[str] = field(default_factory=list)   # the violations that no tag allows
     error: str | None = None
     record: RecordReport | None = None      # when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
