@@ -27,8 +27,7 @@ import hostile_support as hs
 import pytest
 from elfbuild import compile_c, have_compiler
 
-from fastelf import audit as audit_mod
-from fastelf import batch, cli, lddtree, ldpaths
+from fastelf import batch, cli, inwheel, lddtree, ldpaths
 from fastelf.audit import audit_path
 from fastelf.errors import LimitError
 from fastelf.lddtree import ElfCache, resolve_tree
@@ -98,8 +97,8 @@ def test_needed_times_rpath_is_linear_in_audit(bomb, tmp_path, monkeypatch):
     files = {f"demo/m{i}.cpython-311-x86_64-linux-gnu.so": bomb for i in range(members)}
     wheel = tmp_path / hs.WHEEL_NAME
     wheel.write_bytes(hs.make_wheel(files))
-    dir_calls = _counting(monkeypatch, audit_mod, "wheel_dir_of")
-    find_calls = _counting(monkeypatch, audit_mod._Resolver, "find")
+    dir_calls = _counting(monkeypatch, inwheel, "wheel_dir_of")
+    find_calls = _counting(monkeypatch, inwheel.Resolver, "find")
     r = audit_path(wheel)
     assert r.error is None
     needed = readelf_needed(bomb, tmp_path)
@@ -140,7 +139,7 @@ def test_chained_members_resolve_once_per_inherited_path(tmp_path, monkeypatch):
         files[f"demo/e{i}.cpython-311-x86_64-linux-gnu.so"] = ext.read_bytes()
     wheel = tmp_path / hs.WHEEL_NAME
     wheel.write_bytes(hs.make_wheel(files))
-    find_calls = _counting(monkeypatch, audit_mod._Resolver, "find")
+    find_calls = _counting(monkeypatch, inwheel.Resolver, "find")
     r = audit_path(wheel)
     assert r.error is None and not r.policies[0].external_libraries
     # each extension's own edges (2: libc39.so, libc.so.6) plus each library's once

@@ -14,19 +14,46 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from . import policy as pol
 from ._elf import STB_WEAK, STT_FUNC, STT_NOTYPE
-from .elfscan import MemberElfError, extension_init_names, iter_elf_members
-from .errors import FastElfError, LimitError, WheelError
-from .ldpaths import check_object_limits, split_path
-from .libc import libc_of
+from .errors import FastElfError, WheelError
+
+# ElfInfo, elf_info, install_path, read_elf_infos, wheel_dir_of (inwheel) and
+# platform_tags_of (wheelname) are re-exported ("X as X"): cache, check, repair
+# and callers import them from here
+from .inwheel import ElfInfo as ElfInfo
+from .inwheel import Resolver
+from .inwheel import elf_info as elf_info
+from .inwheel import install_path as install_path
+from .inwheel import read_elf_infos as read_elf_infos
+from .inwheel import wheel_dir_of as wheel_dir_of
 from .record import RecordReport
 from .record import verify_record as verify_record_of
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
+from .wheelname import BAD_WHEEL_NAME
+from .wheelname import platform_tags_of as platform_tags_of
 
+if TYPE_CHECKING:
+    from .cache import CacheStats, WheelSession
+
+# what a wheel is read from: a path, its bytes, or a binary file object
+WheelSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 SCHEMA_VERSION = 2      # 2: "status", "reason", "unchecked_claims"; "ok" is false when skipped
 _PYFPE = frozenset(("PyFPE_jbuf", "PyFPE_dummy", "PyFPE_counter"))
 
@@ -47,87 +74,44 @@ class Status(str, Enum):
     ERROR = "error"
 
 
-def platform_tags_of(filename: str) -> list[str]:
-    """The platform tags of a wheel file name, in the name's order; [] if not a wheel name.
-
-    packaging's parser (what pip uses) decides whether the name is a wheel
-    name; it lowercases tags as installers compare them, but returns a set,
-    so the order is taken from the name itself.
-    """
-    base = os.path.basename(filename)
-    try:
-        _name, _ver, _build, tags = parse_wheel_filename(base)
-    except InvalidWheelFilename:
-        return []
-    accepted = {t.platform for t in tags}
-    ordered = [t.lower() for t in base[:-len(".whl")].rsplit("-", 1)[1].split(".")]
-    return [t for i, t in enumerate(ordered) if t in accepted and t not in ordered[:i]]
-
-
-@dataclass
-class ElfInfo:
-    """What the audit retained of one ELF member."""
-
-    path: str
-    arch: str | None
-    libc: str | None
-    interpreter: str | None
-    needed: list
-    soname: str | None
-    rpath: str | None
-    runpath: str | None
-    extension: bool
-    isa_level: int | None
-    exec_stack: bool | None
-    imports: list = field(repr=False, default_factory=list)
-    version_needs: dict = field(default_factory=dict)
-    relr: bool = False      # DT_RELR: only glibc >= 2.36 and musl >= 1.2.4 apply it
-
-    def to_dict(self):
-        return {"path": self.path, "arch": self.arch, "libc": self.libc,
-                "interpreter": self.interpreter, "needed": self.needed, "soname": self.soname,
-                "rpath": self.rpath, "runpath": self.runpath, "extension": self.extension,
-                "x86_isa_level": self.isa_level, "exec_stack": self.exec_stack,
-                "dt_relr": self.relr,
-                "version_needs": {k: sorted(v) for k, v in sorted(self.version_needs.items())}}
-
-
 @dataclass
 class PolicyCheck:
     """One policy's verdict and, when it fails, every reason."""
 
     tag: str
-    aliases: tuple
+    aliases: Tuple[str, ...]
     satisfied: bool
-    external_libraries: dict = field(default_factory=dict)   # soname -> [members]
-    symbol_versions: dict = field(default_factory=dict)      # version -> {member: [symbols]}
-    blacklisted_symbols: dict = field(default_factory=dict)  # soname -> {member: [symbols]}
-    unavailable_symbols: dict = field(default_factory=dict)  # member -> [symbols]
-    isa: dict = field(default_factory=dict)                  # member -> level
-    dt_relr: dict = field(default_factory=dict)              # member -> why its DT_RELR fails
+    external_libraries: Dict[str, List[str]] = field(default_factory=dict)   # soname -> members
+    # version -> {member: [symbols]}
+    symbol_versions: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    # soname -> {member: [symbols]}
+    blacklisted_symbols: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    unavailable_symbols: Dict[str, List[str]] = field(default_factory=dict)  # member -> symbols
+    isa: Dict[str, int] = field(default_factory=dict)                 # member -> level
+    dt_relr: Dict[str, str] = field(default_factory=dict)   # member -> why its DT_RELR fails
 
     def fails_beyond_libraries(self) -> bool:
         """Fails for a reason that grafting libraries cannot remove."""
         return bool(self.symbol_versions or self.blacklisted_symbols
                     or self.unavailable_symbols or self.isa or self.dt_relr)
 
-    def reasons(self, limit=None):
+    def reasons(self, limit: int | None = None) -> List[str]:
         """One line per reason; ``limit`` caps the members and symbols named in each."""
-        def names(items):
+        def names(items: Iterable[str]) -> str:
             items = list(items)
             if limit is None or len(items) <= limit:
                 return ", ".join(items)
             return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 
-        def by_member(who):
+        def by_member(who: Dict[str, List[str]]) -> str:
             parts = [f"{m}: {names(s) if s else '(no symbol named)'}" for m, s in who.items()]
             if limit is not None and len(parts) > limit:
                 parts = parts[:limit] + [f"{len(parts) - limit} more files"]
             return "; ".join(parts)
 
-        out = []
-        for lib, who in sorted(self.external_libraries.items()):
-            out.append(f"needs external library {lib} (by {names(who)})")
+        out: List[str] = []
+        for lib, members in sorted(self.external_libraries.items()):
+            out.append(f"needs external library {lib} (by {names(members)})")
         for ver, who in sorted(self.symbol_versions.items()):
             out.append(f"symbol version {ver} is too recent ({by_member(who)})")
         for lib, who in sorted(self.blacklisted_symbols.items()):
@@ -140,7 +124,7 @@ class PolicyCheck:
             out.append(f"{m} has DT_RELR relocations: {why}")
         return out
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"tag": self.tag, "aliases": list(self.aliases), "satisfied": self.satisfied,
                 "external_libraries": self.external_libraries,
                 "symbol_versions": self.symbol_versions,
@@ -165,23 +149,23 @@ class AuditResult:
     arch: str | None = None
     libc: str | None = None
     best_tag: str | None = None
-    tags: list = field(default_factory=list)          # satisfied policies' tags, best first
-    claimed_tags: list = field(default_factory=list)
-    unsatisfied_claims: dict = field(default_factory=dict)   # tag -> reason
-    unchecked_claims: dict = field(default_factory=dict)     # non-Linux tag -> why not judged
+    tags: List[str] = field(default_factory=list)     # satisfied policies' tags, best first
+    claimed_tags: List[str] = field(default_factory=list)
+    unsatisfied_claims: Dict[str, str] = field(default_factory=dict)   # tag -> reason
+    unchecked_claims: Dict[str, str] = field(default_factory=dict)  # non-Linux tag -> why
     skip_reason: str | None = None     # set when the wheel is not a Linux wheel at all
-    elfs: list = field(default_factory=list)
-    ignored: dict = field(default_factory=dict)       # member -> reason
-    policies: list = field(default_factory=list)
-    versioned_symbols: dict = field(default_factory=dict)
-    external_libraries: dict = field(default_factory=dict)
-    problems: list = field(default_factory=list)      # wheel-wide remarks and violations
-    blocking: list = field(default_factory=list)      # the violations that no tag allows
+    elfs: List[ElfInfo] = field(default_factory=list)
+    ignored: Dict[str, str] = field(default_factory=dict)     # member -> reason
+    policies: List[PolicyCheck] = field(default_factory=list)
+    versioned_symbols: Dict[str, List[str]] = field(default_factory=dict)  # library -> versions
+    external_libraries: Dict[str, List[str]] = field(default_factory=dict)  # soname -> members
+    problems: List[str] = field(default_factory=list)   # wheel-wide remarks and violations
+    blocking: List[str] = field(default_factory=list)   # the violations that no tag allows
     error: str | None = None
     record: RecordReport | None = None      # when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
     #   adds (exec stack, abi3, zip layout, WHEEL/dist-info, soname, rpath); not in status
-    cache_stats: object = field(default=None, compare=False)   # a cache.CacheStats, with --cache
+    cache_stats: CacheStats | None = field(default=None, compare=False)   # with --cache
     bytes_fetched: int | None = None    # a remote wheel: bytes that came over the network
 
     @property
@@ -313,165 +297,9 @@ class AuditResult:
         return json.dumps(self.to_dict(detail=detail))
 
 
-# ------------------------------------------------------------------ facts
-
-def elf_info(path: str, elf) -> ElfInfo:
-    """The audit's view of a parsed ELF file stored at ``path`` in the wheel."""
-    init = extension_init_names(path)
-    extension = any(name in init and typ == STT_FUNC for name, _v, _b, typ in elf.exports)
-    return ElfInfo(
-        path=path, arch=elf.arch, libc=libc_of(elf), interpreter=elf.interpreter,
-        needed=list(elf.needed), soname=elf.soname, rpath=elf.rpath, runpath=elf.runpath,
-        extension=extension, isa_level=elf.x86_isa_level if elf.arch == "x86_64" else None,
-        exec_stack=elf.exec_stack, imports=elf.imports,
-        version_needs={lib: list(v) for lib, v in elf.version_needs.items()}, relr=elf.relr)
-
-
-_DATA_LIB_RE = re.compile(r"^[^/]+\.data/(?:platlib|purelib)/")
-
-
-def install_path(member: str) -> str:
-    """Where a member lands relative to site-packages: ``X.data/platlib/a/b`` -> ``a/b``.
-
-    ``$ORIGIN`` means the installed file's directory, so RPATHs are resolved
-    against this path, not the member's path in the zip.
-    """
-    return _DATA_LIB_RE.sub("", member)
-
-
-_ORIGIN_RE = re.compile(r"^\$(ORIGIN|\{ORIGIN\})(?=/|$)")
-
-
-def wheel_dir_of(entry: str, origin: str) -> str | None:
-    """The in-wheel directory ('' = the root) that one RPATH/RUNPATH element names.
-
-    ``origin`` is the installed directory of the file holding the element.
-    None when the element is not ``$ORIGIN``-relative or leaves the wheel.
-    """
-    m = _ORIGIN_RE.match(entry)
-    rest = entry[m.end():] if m else None
-    if rest is None or "$" in rest:
-        return None
-    rel = posixpath.normpath(posixpath.join(origin or ".", "." + rest))
-    if rel == ".." or rel.startswith("../"):
-        return None
-    return "" if rel == "." else rel
-
-
-def _search_dirs(value: str | None, origin: str) -> list:
-    """In-wheel directories named by an RPATH/RUNPATH string."""
-    dirs = (wheel_dir_of(e, origin) for e in split_path(value))
-    return [d for d in dirs if d is not None]
-
-
-class _Resolver:
-    """Resolve DT_NEEDED names to other ELF members, following ld.so's order.
-
-    The work is linear in the input, however many DT_NEEDED and RPATH entries
-    a hostile member has: each member's own search directories are computed
-    once (deduplicated, and only those holding some ELF member kept, the
-    others cannot resolve anything in the wheel); a name is looked up in an
-    index of the members by file name, and the first of its directories in
-    search order wins; a member reached again with the same inherited
-    directories is not walked again, from any root.
-
-    A name holding a ``/`` is never searched by ld.so: it is opened as given,
-    relative to the process's current directory, so it never resolves to a
-    member of the wheel (whatever the current directory is when it loads).
-    """
-
-    def __init__(self, elfs: dict, wheel: str = "wheel"):
-        self.elfs = elfs      # install path -> ElfInfo
-        self.wheel = wheel
-        self._homes: dict = {}        # file name -> {in-wheel dir: ElfInfo}
-        for path, info in elfs.items():
-            d, base = posixpath.split(path)
-            self._homes.setdefault(base, {})[d] = info
-        self._member_dirs = {posixpath.dirname(p) for p in elfs}
-        self._own: dict = {}          # member -> (rpath dirs, runpath dirs)
-        self._walked: set = set()     # (member, inherited dirs) already walked
-        self.lookups = 0              # index probes, for tests
-
-    def _dirs(self, info: ElfInfo) -> tuple:
-        """(RPATH dirs, RUNPATH dirs) of a member inside the wheel, each once."""
-        hit = self._own.get(info.path)
-        if hit is None:
-            what = f"{self.wheel}: member {info.path!r}"
-            rpath, runpath = split_path(info.rpath), split_path(info.runpath)
-            check_object_limits(what, rpath)
-            check_object_limits(what, runpath)
-            origin = posixpath.dirname(install_path(info.path))
-            hit = self._own[info.path] = tuple(
-                tuple(d for d in dict.fromkeys(_search_dirs(v, origin)) if d in self._member_dirs)
-                for v in (info.rpath, info.runpath))
-        return hit
-
-    def search_order(self, info: ElfInfo, chain_rpaths: tuple) -> dict:
-        """{dir: position} in ld.so's order for the needs of ``info``, whose loaders'
-        RPATH directories are ``chain_rpaths``."""
-        rpath, runpath = self._dirs(info)
-        dirs = (rpath + chain_rpaths if info.runpath is None else ()) + runpath
-        order: dict = {}
-        for d in dirs:
-            order.setdefault(d, len(order))
-        return order
-
-    def find(self, info: ElfInfo, lib: str, order: dict):
-        """The member ``lib`` resolves to from ``info`` with search ``order``, or None."""
-        self.lookups += 1
-        homes = self._homes.get(lib) if "/" not in lib else None
-        if not homes:
-            return None
-        best = None
-        for d, found in homes.items():
-            pos = order.get(d)
-            if pos is not None and found.arch == info.arch and (best is None or pos < best[0]):
-                best = (pos, found)
-        return best[1] if best else None
-
-    def walk(self, root: ElfInfo, visit):
-        """Call visit(requester, lib, resolved_or_None) for each edge of root's tree."""
-        seen = set()
-        stack = [(root, ())]
-        while stack:
-            info, chain = stack.pop()
-            if info.path in seen or (info.path, chain) in self._walked:
-                continue
-            seen.add(info.path)
-            self._walked.add((info.path, chain))
-            order = self.search_order(info, chain)
-            own = self._dirs(info)[0] if info.runpath is None else ()
-            inherited = tuple(dict.fromkeys(own + chain))
-            check_object_limits(f"{self.wheel}: member {info.path!r}", inherited)
-            for lib in info.needed:
-                found = self.find(info, lib, order)
-                visit(info, lib, found)
-                if found is not None:
-                    stack.append((found, inherited))
-
-
 # ------------------------------------------------------------------ audit
 
-def read_elf_infos(reader: WheelReader, elf_cache=None) -> list:
-    """Parse every ELF member of an open wheel once; a broken ELF raises WheelError.
-
-    ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of
-    members it has seen, byte for byte, and parses the others."""
-    try:
-        if elf_cache is not None:
-            infos = elf_cache.elf_infos(reader)
-        else:
-            infos = [elf_info(member.name, elf) for member, elf in iter_elf_members(reader)]
-    except MemberElfError as e:
-        if e.limit:
-            raise LimitError(reader.path, f"member {e.member!r} breaks a limit: "
-                                          f"{e.reason}") from None
-        raise WheelError(reader.path, f"member {e.member!r} is not a valid ELF file: "
-                                      f"{e.reason}") from None
-    return infos
-
-
-def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
+def judge(infos: List[ElfInfo], wheel: str, path: str = "", *, exclude: Iterable[str] = (),
           disable_isa_ext_check: bool = False) -> AuditResult:
     """The verdict on a set of ELF members (``wheel`` is the file name, for its tags).
 
@@ -486,7 +314,7 @@ def judge(infos: list, wheel: str, path: str = "", *, exclude=(),
     return result
 
 
-def _display_path(source, filename: str | None = None) -> str:
+def _display_path(source: WheelSource, filename: str | None = None) -> str:
     """A short name for ``source`` in results and errors: its path, the file object's
     name, ``filename``, or ``<bytes>`` -- never the repr of the data itself."""
     if isinstance(source, (str, os.PathLike)):
@@ -497,9 +325,10 @@ def _display_path(source, filename: str | None = None) -> str:
     return filename or "<bytes>"
 
 
-def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None = None,
-                exclude=(), disable_isa_ext_check: bool = False,
-                verify_record: bool = False, elf_cache=None) -> AuditResult:
+def audit_wheel(source: WheelSource, *, limits: Limits = DEFAULT_LIMITS,
+                filename: str | None = None, exclude: Iterable[str] = (),
+                disable_isa_ext_check: bool = False, verify_record: bool = False,
+                elf_cache: WheelSession | None = None) -> AuditResult:
     """Audit a wheel given as a path, bytes, or binary file object.
 
     Raises WheelError for an unreadable wheel (including a file object whose
@@ -530,23 +359,23 @@ def audit_wheel(source, *, limits: Limits = DEFAULT_LIMITS, filename: str | None
     return result
 
 
-def _check_findings(source, reader: WheelReader, infos: list, name: str) -> list:
+def _check_findings(source: WheelSource, reader: WheelReader, infos: List[ElfInfo],
+                    name: str) -> list:
     """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
     from .check import audit_findings
     return audit_findings(source, reader, infos, name)
 
 
-def judge_wheel(infos: list, name: str, path: str, *, exclude=(),
+def judge_wheel(infos: List[ElfInfo], name: str, path: str, *, exclude: Iterable[str] = (),
                 disable_isa_ext_check: bool = False) -> AuditResult:
     """:func:`judge`, for a wheel whose file ``name`` must be a valid wheel name
     (PEP 427, as pip parses it; WheelError otherwise): its tags are checked."""
     if name != "<bytes>" and not platform_tags_of(name):
-        raise WheelError(path, "not a valid wheel file name (PEP 427: "
-                               "name-version[-build]-python-abi-platform.whl)")
+        raise WheelError(path, BAD_WHEEL_NAME)
     return judge(infos, name, path, exclude=exclude, disable_isa_ext_check=disable_isa_ext_check)
 
 
-def audit_path(path, **kw) -> AuditResult:
+def audit_path(path: WheelSource, **kw: Any) -> AuditResult:
     """Like audit_wheel, but a broken wheel gives a result with ``error`` set."""
     try:
         return audit_wheel(path, **kw)
@@ -620,47 +449,124 @@ def _release_notes(best: pol.Policy, elfs: list, symbol_since: dict) -> list:
             for n in notes]
 
 
-def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple = ()):
-    claims = [pol.parse_platform_tag(t) for t in result.claimed_tags]
-    claimed_arch = next((c[2] for c in claims if c), None)
-    claimed_libc = next((c[0] for c in claims if c and c[0]), None)
+# ------------------------------------------------------------------ judging, in stages
+#
+# _judge runs the stages in order and is the only one that writes the result:
+# claims -> the ELF files of the wheel's arch (_classify) -> their libc
+# (_choose_libc) -> wheel-wide facts (_wheel_facts: unresolved libraries,
+# blocking problems, symbol versions) -> one PolicyCheck per policy
+# (_evaluate) -> the best tag, the satisfied tags and the release notes (_pick).
 
-    # architecture: the claimed one if some ELF has it, else the first ELF's
+Claim = Optional[Tuple[Optional[str], str, str]]     # pol.parse_platform_tag of a claimed tag
+
+
+class _Classified(NamedTuple):
+    """The wheel's architecture, its ELF files of that arch, and the others with why."""
+
+    arch: str | None
+    elfs: List[ElfInfo]
+    ignored: Dict[str, str]
+
+
+class _LibcChoice(NamedTuple):
+    """The libc the ELF files link against, or why there is none to choose."""
+
+    libc: str
+    error: str | None           # the ELF files mix glibc and musl: no verdict
+    note: str | None            # a remark for result.problems
+
+
+class _SymbolUse(NamedTuple):
+    """Symbol versions the ELF files need from system libraries (loaders aside)."""
+
+    versioned: Dict[str, List[str]]                   # library -> versions, sorted
+    users: List[Tuple[str, Dict[str, List[str]]]]     # (version, {member: [symbols]}), sorted
+
+
+class _ElfSymbols(NamedTuple):
+    """One ELF file's needs as sets, built once and intersected with every policy's lists."""
+
+    info: ElfInfo
+    needed: FrozenSet[str]          # its DT_NEEDED names
+    strong: FrozenSet[str]          # the symbols it imports, weak ones aside
+
+
+class _WheelFacts(NamedTuple):
+    """What every policy is judged against: the same for all of them."""
+
+    elfs: List[_ElfSymbols]
+    unresolved: Dict[str, Set[str]]     # soname no member provides -> members needing it
+    blocking: List[str]                 # violations that no policy allows
+    symbols: _SymbolUse
+    isa: Dict[str, int]                 # member -> x86-64 ISA level >= 2 (empty if not checked)
+
+
+class _Evaluation(NamedTuple):
+    """Every policy's check, and the first release of each symbol some policy lacks."""
+
+    checks: List[PolicyCheck]
+    symbol_since: Dict[str, str]
+
+
+def _claimed_arch(claims: List[Claim]) -> str | None:
+    """The arch of the first Linux tag the file name claims."""
+    return next((c[2] for c in claims if c), None)
+
+
+def _claimed_libc(claims: List[Claim]) -> str | None:
+    """The libc of the first manylinux/musllinux tag the file name claims."""
+    return next((c[0] for c in claims if c and c[0]), None)
+
+
+def _classify(infos: List[ElfInfo], claimed_arch: str | None) -> _Classified:
+    """The wheel's arch: the claimed one if some ELF has it, else the first ELF's.
+
+    ELF files of another (or an unknown) arch are ignored, with the reason:
+    a wheel is installed for one arch, so they are never loaded.
+    """
     arches = [i.arch for i in infos if i.arch]
     arch = claimed_arch if claimed_arch in arches else (arches[0] if arches else None)
+    ignored: Dict[str, str] = {}
     for i in infos:
         if i.arch is None:
-            result.ignored[i.path] = "unknown or unsupported architecture"
+            ignored[i.path] = "unknown or unsupported architecture"
         elif i.arch != arch:
-            result.ignored[i.path] = f"{i.arch} ELF in a {arch} wheel"
+            ignored[i.path] = f"{i.arch} ELF in a {arch} wheel"
     elfs = [i for i in infos if i.arch == arch and arch is not None]
+    return _Classified(arch, elfs, ignored)
 
+
+def _choose_libc(elfs: List[ElfInfo], claimed_libc: str | None) -> _LibcChoice:
+    """The libc the ELF files name; else the claimed one; else glibc, with a note.
+
+    Mixing glibc and musl is an error: no system loads both.
+    """
     libcs = {i.libc for i in elfs if i.libc}
     if len(libcs) > 1:
-        result.error = "wheel mixes glibc and musl ELF files: " + ", ".join(
-            f"{i.path} ({i.libc})" for i in elfs if i.libc)
-        return
+        return _LibcChoice(pol.GLIBC, "wheel mixes glibc and musl ELF files: " + ", ".join(
+            f"{i.path} ({i.libc})" for i in elfs if i.libc), None)
     libc = next(iter(libcs)) if libcs else (claimed_libc or pol.GLIBC)
+    note = None
     if not libcs and claimed_libc is None and elfs:
-        result.problems.append("no ELF file names a libc; assuming glibc")
+        note = "no ELF file names a libc; assuming glibc"
+    return _LibcChoice(libc, None, note)
 
-    if not elfs:
-        result.pure = True
-        result.arch, result.libc = arch, None
-        _check_claims(result, claims, infos)
-        return
 
-    result.arch, result.libc, result.elfs = arch, libc, elfs
-    by_path = {install_path(i.path): i for i in elfs}
-    resolver = _Resolver(by_path, result.path or result.wheel)
+def _unresolved_libraries(elfs: List[ElfInfo], wheel: str,
+                          exclude: Tuple[str, ...]) -> Dict[str, Set[str]]:
+    """The DT_NEEDED names no member of the wheel provides, as ld.so would search:
+    soname -> the members needing it.  Loaders and ``exclude`` globs are left out.
 
-    # roots: extensions, and ELFs no other ELF needs
+    The walk starts at the roots (extensions, and ELFs no other ELF needs), so a
+    library reached only through an RPATH is resolved as its loader sees it.
+    """
+    resolver = Resolver({install_path(i.path): i for i in elfs}, wheel)
     needed_names = {lib for i in elfs for lib in i.needed}
     roots = [i for i in elfs if i.extension or posixpath.basename(i.path) not in needed_names]
-    unresolved: dict[str, set[str]] = {}   # soname -> set of members needing it
-    seen_edges = set()
+    unresolved: Dict[str, Set[str]] = {}
+    seen_edges: Set[Tuple[str, str]] = set()
 
-    def visit(info, lib, found):
+    def visit(info: ElfInfo, lib: str, found: ElfInfo | None) -> None:
         if found is None and not pol.is_loader(lib) and (info.path, lib) not in seen_edges \
                 and not any(fnmatch.fnmatchcase(lib, pat) for pat in exclude):
             seen_edges.add((info.path, lib))
@@ -668,26 +574,38 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
 
     for r in roots or elfs:
         resolver.walk(r, visit)
+    return unresolved
 
-    # wheel-wide problems that rule out every policy
+
+def _uses_fpectl(info: ElfInfo) -> bool:
+    """Does ``info`` import the fpectl symbols (PyFPE_jbuf, ...) that stock Pythons lack?"""
+    return any(n in _PYFPE and t in (STT_FUNC, STT_NOTYPE) for n, _v, _l, _b, t in info.imports)
+
+
+def _uses_ucs2(info: ElfInfo) -> bool:
+    """Does ``info`` call the narrow-unicode API (PyUnicodeUCS2_*) of old 2-byte Pythons?"""
+    return any("PyUnicodeUCS2_" in n and t == STT_FUNC for n, _v, _l, _b, t in info.imports)
+
+
+def _blocking_problems(elfs: List[ElfInfo]) -> List[str]:
+    """Wheel-wide problems that rule out every policy (auditwheel's checks too)."""
     blocking = []
     purelib = [i.path for i in elfs if re.search(r"\.data/purelib/", i.path)]
     if purelib:
         blocking.append("ELF files in purelib: " + ", ".join(purelib))
-    fpe = [i.path for i in elfs if i.extension and any(
-        n in _PYFPE and t in (STT_FUNC, STT_NOTYPE) for n, _v, _l, _b, t in i.imports)]
+    fpe = [i.path for i in elfs if i.extension and _uses_fpectl(i)]
     if fpe:
         blocking.append("uses PyFPE_jbuf (fpectl builds): " + ", ".join(fpe))
-    ucs2 = [i.path for i in elfs if i.extension and any(
-        "PyUnicodeUCS2_" in n and t == STT_FUNC for n, _v, _l, _b, t in i.imports)]
+    ucs2 = [i.path for i in elfs if i.extension and _uses_ucs2(i)]
     if ucs2:
         blocking.append("compiled against a narrow-unicode (UCS2) Python: " + ", ".join(ucs2))
-    result.problems.extend(blocking)
-    result.blocking = blocking
+    return blocking
 
-    # versioned symbols from system libraries, and who uses each version
-    versioned: dict[str, set[str]] = {}             # library -> versions needed
-    users: dict[str, dict[str, list[str]]] = {}     # version -> {member: [symbols]}
+
+def _symbol_use(elfs: List[ElfInfo]) -> _SymbolUse:
+    """Versioned symbols from system libraries, and who uses each version."""
+    versioned: Dict[str, Set[str]] = {}             # library -> versions needed
+    users: Dict[str, Dict[str, List[str]]] = {}     # version -> {member: [symbols]}
     for i in elfs:
         for lib, vers in i.version_needs.items():
             if pol.is_loader(lib):
@@ -695,53 +613,136 @@ def _judge(result: AuditResult, infos: list, disable_isa: bool, exclude: tuple =
             versioned.setdefault(lib, set()).update(vers)
             for v in vers:
                 users.setdefault(v, {}).setdefault(i.path, [])
-        for n, v, lib, _b, _t in i.imports:
-            if v is not None and lib is not None and not pol.is_loader(lib):
-                users[v].setdefault(i.path, []).append(n)
-    result.versioned_symbols = {k: sorted(v) for k, v in sorted(versioned.items())}
+        for n, version, source, _b, _t in i.imports:
+            if version is not None and source is not None and not pol.is_loader(source):
+                users[version].setdefault(i.path, []).append(n)
+    return _SymbolUse(
+        {k: sorted(v) for k, v in sorted(versioned.items())},
+        [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
+         for v, who in sorted(users.items())])
 
-    isa = {} if disable_isa else {i.path: i.isa_level for i in elfs if (i.isa_level or 0) >= 2}
 
-    users_sorted = [(v, {m: sorted(set(s)) for m, s in sorted(who.items())})
-                    for v, who in sorted(users.items())]
-    symbol_since: dict = {}     # imported symbol some policy's libc lacks -> first release
-    policies = pol.policies_for(libc, arch)
+def _wheel_facts(elfs: List[ElfInfo], wheel: str, exclude: Tuple[str, ...],
+                 disable_isa: bool) -> _WheelFacts:
+    """Everything about the ELF files that does not depend on the policy."""
+    unresolved = _unresolved_libraries(elfs, wheel, exclude)
+    isa: Dict[str, int] = {} if disable_isa else {
+        i.path: i.isa_level for i in elfs if i.isa_level is not None and i.isa_level >= 2}
+    symbols = [_ElfSymbols(i, frozenset(i.needed),
+                           frozenset(n for n, _v, _l, b, _t in i.imports if b != STB_WEAK))
+               for i in elfs]
+    return _WheelFacts(symbols, unresolved, _blocking_problems(elfs), _symbol_use(elfs), isa)
+
+
+def _blacklisted(p: pol.Policy, elf: _ElfSymbols) -> Dict[str, List[str]]:
+    """library -> the strong symbols ``elf`` imports that ``p`` blacklists in it."""
+    out = {}
+    for lib in p.blacklist.keys() & elf.needed:
+        bad = sorted(elf.strong & p.blacklist[lib])
+        if bad:
+            out[lib] = bad
+    return out
+
+
+def _lacking(p: pol.Policy, elf: _ElfSymbols) -> List[str]:
+    """The strong symbols ``elf`` imports that ``p``'s oldest libc does not export."""
+    unavailable = p.unavailable_symbols
+    if not unavailable:
+        return []
+    return sorted(n for n in elf.strong if n in unavailable)
+
+
+def _check_policy(p: pol.Policy, facts: _WheelFacts) -> PolicyCheck:
+    """One policy's verdict on the wheel, with every reason it fails."""
+    check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
+    check.external_libraries = {lib: sorted(who) for lib, who in sorted(facts.unresolved.items())
+                                if lib not in p.libraries}
+    for v, who in facts.symbols.users:
+        if p.version_allowed(v) is False:
+            check.symbol_versions[v] = who     # shared between policies, not copied
+    for elf in facts.elfs:
+        path = elf.info.path
+        for lib, bad in _blacklisted(p, elf).items():
+            check.blacklisted_symbols.setdefault(lib, {})[path] = bad
+        lacking = _lacking(p, elf)
+        if lacking:
+            check.unavailable_symbols[path] = lacking
+        why = _relr_failure(elf.info, p)
+        if why:
+            check.dt_relr[path] = why
+    check.isa = dict(facts.isa)
+    check.satisfied = not (facts.blocking or check.external_libraries
+                           or check.fails_beyond_libraries())
+    return check
+
+
+def _evaluate(policies: Sequence[pol.Policy], facts: _WheelFacts) -> _Evaluation:
+    """Every policy's check, most compatible first, and the release that first
+    exported each imported symbol some policy lacks (for the release notes)."""
+    checks = []
+    symbol_since: Dict[str, str] = {}
     for p in policies:
-        check = PolicyCheck(tag=p.tag, aliases=p.alias_tags, satisfied=False)
-        check.external_libraries = {lib: sorted(who) for lib, who in sorted(unresolved.items())
-                                    if lib not in p.libraries}
-        for v, who in users_sorted:
-            if p.version_allowed(v) is False:
-                check.symbol_versions[v] = who     # shared between policies, not copied
-        for i in elfs:
-            for lib in p.blacklist.keys() & set(i.needed):
-                bad = sorted({n for n, _v, _l, b, _t in i.imports
-                              if b != STB_WEAK and n in p.blacklist[lib]})
-                if bad:
-                    check.blacklisted_symbols.setdefault(lib, {})[i.path] = bad
-            if p.unavailable_symbols:
-                lacking = sorted({n for n, _v, _l, b, _t in i.imports
-                                  if b != STB_WEAK and p.lacks_symbol(n)})
-                if lacking:
-                    check.unavailable_symbols[i.path] = lacking
-                    symbol_since.update((n, p.unavailable_symbols[n]) for n in lacking)
-            why = _relr_failure(i, p)
-            if why:
-                check.dt_relr[i.path] = why
-        check.isa = dict(isa)
-        check.satisfied = not (blocking or check.external_libraries
-                               or check.fails_beyond_libraries())
-        result.policies.append(check)
+        check = _check_policy(p, facts)
+        for syms in check.unavailable_symbols.values():
+            symbol_since.update((n, p.unavailable_symbols[n]) for n in syms)
+        checks.append(check)
+    return _Evaluation(checks, symbol_since)
 
-    satisfied = [c for c in result.policies if c.satisfied]
+
+class _Pick(NamedTuple):
+    """The verdict drawn from the checks: the best tag, every satisfied tag, the notes."""
+
+    best_tag: str
+    tags: List[str]             # satisfied policies' tags with their aliases, best first
+    notes: List[str]            # what needs a newer libc release than the best tag names
+
+
+def _pick(policies: Sequence[pol.Policy], evaluation: _Evaluation, elfs: List[ElfInfo],
+          arch: str) -> _Pick:
+    """The most compatible satisfied policy (``linux_<arch>`` if none), and the
+    release notes judged against it (against the newest policy if none)."""
+    checks = evaluation.checks
+    notes: List[str] = []
     if policies:
-        best = next((p for p, c in zip(policies, result.policies) if c.satisfied), policies[-1])
-        result.problems.extend(_release_notes(best, elfs, symbol_since))
-    for c in satisfied:
-        result.tags.extend((c.tag,) + tuple(c.aliases))
-    result.best_tag = satisfied[0].tag if satisfied else f"linux_{arch}"
-    if result.policies:
-        result.external_libraries = result.policies[0].external_libraries
+        best = next((p for p, c in zip(policies, checks) if c.satisfied), policies[-1])
+        notes = _release_notes(best, elfs, evaluation.symbol_since)
+    satisfied = [c for c in checks if c.satisfied]
+    return _Pick(satisfied[0].tag if satisfied else f"linux_{arch}",
+                 [t for c in satisfied for t in (c.tag, *c.aliases)], notes)
+
+
+def _judge(result: AuditResult, infos: List[ElfInfo], disable_isa: bool,
+           exclude: Tuple[str, ...] = ()) -> None:
+    """Fill ``result`` (whose claimed tags are set) from the ELF members ``infos``."""
+    claims: List[Claim] = [pol.parse_platform_tag(t) for t in result.claimed_tags]
+    classified = _classify(infos, _claimed_arch(claims))
+    arch, elfs = classified.arch, classified.elfs
+    result.ignored.update(classified.ignored)
+    choice = _choose_libc(elfs, _claimed_libc(claims))
+    if choice.error is not None:
+        result.error = choice.error
+        return
+    if choice.note is not None:
+        result.problems.append(choice.note)
+    if not elfs or arch is None:        # (elfs are of arch: one implies the other)
+        result.pure = True
+        result.arch, result.libc = arch, None
+        _check_claims(result, claims, infos)
+        return
+    result.arch, result.libc, result.elfs = arch, choice.libc, elfs
+    facts = _wheel_facts(elfs, result.path or result.wheel, exclude, disable_isa)
+    result.problems.extend(facts.blocking)
+    result.blocking = facts.blocking
+    result.versioned_symbols = facts.symbols.versioned
+    policies = pol.policies_for(choice.libc, arch)
+    evaluation = _evaluate(policies, facts)
+    result.policies.extend(evaluation.checks)
+    pick = _pick(policies, evaluation, elfs, arch)
+    result.problems.extend(pick.notes)
+    result.tags.extend(pick.tags)
+    result.best_tag = pick.best_tag
+    if evaluation.checks:
+        result.external_libraries = evaluation.checks[0].external_libraries
     _check_claims(result, claims, infos)
 
 
@@ -770,7 +771,7 @@ def _check_claims(result: AuditResult, claims: list, infos: list) -> None:
                               + "; no Linux ELF file)")
 
 
-def _claim_failure(result: AuditResult, tag: str, claim, linux_elfs: list) -> str:
+def _claim_failure(result: AuditResult, tag: str, claim: Claim, linux_elfs: List[str]) -> str:
     """Why the wheel does not satisfy claimed ``tag`` (``claim`` is its parse, or None)."""
     if claim is None:
         kind = "a pure (any-platform) tag" if tag == "any" else "not a Linux platform tag"
@@ -780,7 +781,7 @@ def _claim_failure(result: AuditResult, tag: str, claim, linux_elfs: list) -> st
     libc, name, arch = claim
     if arch != result.arch:
         return f"the ELF files are {result.arch}, not {arch}"
-    if libc != result.libc:
+    if libc is None or libc != result.libc:     # (a judged wheel always has a libc)
         return f"the ELF files link against {result.libc}"
     family, want = _policy_version(f"{name}_{arch}")
     allowed = [c for c in result.policies
@@ -814,7 +815,8 @@ def _release_key(release: str) -> tuple:
     return tuple(int(x) for x in release.split("."))
 
 
-def _policy_version(tag: str):
+def _policy_version(tag: str) -> Tuple[str, Tuple[int, ...]]:
+    """(family, (major, minor)) of a manylinux_X_Y / musllinux_X_Y tag or a legacy alias."""
     parsed = pol.parse_platform_tag(tag)
     nums = tuple(int(x) for x in parsed[1].split("_")[1:3])
     return parsed[1].split("_")[0], nums

@@ -58,6 +58,7 @@ from ._elf import STB_WEAK
 from .errors import FastElfError, WheelError
 from .ldpaths import split_path
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
+from .wheelname import parse_wheel_name
 
 if TYPE_CHECKING:
     from .audit import ElfInfo
@@ -487,7 +488,8 @@ def name_findings(wheel_name: str) -> list[Finding]:
         parse_wheel_filename(base)
     except InvalidWheelFilename as e:
         return [Finding(Kind.WHEEL_NAME, base, f"not a valid wheel file name: {e}")]
-    name, version = base.split("-")[:2]
+    written = parse_wheel_name(base)    # packaging accepted it; the parts as written
+    name, version = written.distribution, written.version
     out = []
     escaped = re.sub(r"[-_.]+", "_", name)
     if name != escaped:         # case is left alone: pip and PyPI compare names folded

@@ -17,10 +17,10 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, TextIO
 
 from . import __version__
-from .audit import Status, audit_path
+from .audit import AuditResult, Status, audit_path
 from .batch import audit_many, find_wheels
 from .errors import (
     EXIT_MISLABELED,
@@ -30,22 +30,26 @@ from .errors import (
     FastElfError,
     exit_code_of,
 )
-from .report import printable, show_text, summary_line
+from .report import Progress, lddtree_text, printable, show_text, summary_line
+
+if TYPE_CHECKING:
+    from .cache import CacheStats
+    from .repair import RepairOptions, RepairReach
 
 
-def _add_audit_options(p):
+def _add_audit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (one object per wheel)")
     p.add_argument("--disable-isa-ext-check", action="store_true",
                    help="do not check the x86-64 ISA level (v2/v3/v4) of ELF files")
 
 
-def _add_record_option(p):
+def _add_record_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-record", action="store_true",
                    help="also hash every member and check it against RECORD; a mismatch, "
                         "an unlisted member or a missing one makes the wheel not ok (exit 1)")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastelf", description="Audit and repair Linux Python wheels (manylinux/musllinux).")
     parser.add_argument("-V", "--version", action="version", version=f"fastelf {__version__}")
@@ -182,8 +186,9 @@ def build_parser():
     return parser
 
 
-def _options(args):
-    opts = {"disable_isa_ext_check": args.disable_isa_ext_check}
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The audit keyword arguments the shared audit options ask for."""
+    opts: dict[str, Any] = {"disable_isa_ext_check": args.disable_isa_ext_check}
     if getattr(args, "verify_record", False):
         opts["verify_record"] = True
     return opts
@@ -221,13 +226,15 @@ def _not_a_file(path: str) -> str:
     return "not a regular file" if os.path.exists(path) else "no such file"
 
 
-def _exit_code(results) -> int:
+def _exit_code(results: Iterable[AuditResult]) -> int:
     """The worst status decides: unreadable (3) over mislabeled (1) over ok/skipped (0)."""
     return max((_EXIT_OF_STATUS[r.status] for r in results), default=EXIT_OK)
 
 
-def cmd_show(args, out):
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    """Audit one wheel (a path or URL) and explain the verdict, with repair's reach."""
     from .remote import audit_url, is_url
+
     if is_url(args.wheel):
         r = audit_url(args.wheel, **_options(args))
     elif not os.path.isfile(args.wheel):
@@ -248,7 +255,7 @@ def cmd_show(args, out):
     return _exit_code([r])
 
 
-def _repair_reach(args, r):
+def _repair_reach(args: argparse.Namespace, r: AuditResult) -> RepairReach | None:
     """Where ``repair`` would land, when the wheel needs external libraries: the
     libraries are searched on this system as repair searches them, so the advice
     counts their own symbol versions.  None when there is nothing to graft."""
@@ -261,12 +268,13 @@ def _repair_reach(args, r):
                         disable_isa_ext_check=args.disable_isa_ext_check)
 
 
-def _one_line(r) -> str:
+def _one_line(r: AuditResult) -> str:
     """One line per wheel; every name in it is escaped, so no wheel can forge a line."""
     return printable(_line_of(r))
 
 
-def _line_of(r) -> str:
+def _line_of(r: AuditResult) -> str:
+    """The batch's line for one wheel: its status, path and best tag or reason."""
     status = r.status
     if status is Status.ERROR:
         return f"ERROR  {r.path}: {r.reason}"
@@ -278,23 +286,7 @@ def _line_of(r) -> str:
     return f"OK     {r.path}: {r.best_tag or 'pure'}"
 
 
-class _Progress:
-    def __init__(self, total, stream):
-        self.total, self.stream, self.done = total, stream, 0
-
-    def step(self):
-        self.done += 1
-        width = 30
-        filled = width * self.done // max(self.total, 1)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-        self.stream.flush()
-
-    def close(self):
-        self.stream.write("\r" + " " * 60 + "\r")
-        self.stream.flush()
-
-
-def _listed_paths(list_file: str):
+def _listed_paths(list_file: str) -> Iterator[str]:
     """The entries of a --from-file list, lazily (a list may hold millions)."""
     stream = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8",
                                                         errors="surrogateescape")
@@ -308,14 +300,14 @@ def _listed_paths(list_file: str):
             stream.close()
 
 
-def _audit_sources(args):
+def _audit_sources(args: argparse.Namespace) -> Iterator[str]:
     """Everything to audit: the PATH arguments, then the --from-file entries."""
     yield from args.paths
     if args.from_file:
         yield from _listed_paths(args.from_file)
 
 
-def _check_audit_args(args):
+def _check_audit_args(args: argparse.Namespace) -> str | None:
     """A usage error message, or None."""
     if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
         return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
@@ -342,7 +334,8 @@ def _check_audit_args(args):
     return None
 
 
-def cmd_audit(args, out):
+def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    """Audit a batch of wheels; one line (or JSON object) each, the summary, the exit code."""
     problem = _check_audit_args(args)
     if problem:
         _error(problem)
@@ -354,7 +347,7 @@ def cmd_audit(args, out):
             print(printable(f"fastelf: no wheels (*.whl) found in {', '.join(args.paths)}"),
                   file=sys.stderr)
         if not args.no_progress and sys.stderr.isatty() and total > 1:
-            progress = _Progress(total, sys.stderr)
+            progress = Progress(total, sys.stderr)
     options = _options(args)
     cache_stats = None
     if args.cache is not None:
@@ -376,7 +369,8 @@ def cmd_audit(args, out):
         return _report_batch(args, results, progress, cache_stats, out)
 
 
-def _engine(args, options, stack):
+def _engine(args: argparse.Namespace, options: dict[str, Any],
+            stack: contextlib.ExitStack) -> Iterable[AuditResult]:
     """The results of the batch: worker processes here, or a Dask cluster."""
     if args.dask is None:
         return audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
@@ -386,7 +380,9 @@ def _engine(args, options, stack):
     return audit_on(client, _audit_sources(args), ordered=not args.unordered, **options)
 
 
-def _report_batch(args, results, progress, cache_stats, out):
+def _report_batch(args: argparse.Namespace, results: Iterable[AuditResult],
+                  progress: Progress | None, cache_stats: CacheStats | None,
+                  out: TextIO) -> int:
     """Print each result as it comes (flushed), the summary; the exit code."""
     start = time.perf_counter()
     counts = {"wheels": 0}
@@ -416,8 +412,9 @@ def _report_batch(args, results, progress, cache_stats, out):
     return code
 
 
-def cmd_retag(args, out):
-    from .retag import expand_tag, retag_wheel
+def cmd_retag(args: argparse.Namespace, out: TextIO) -> int:
+    """Audit each wheel, let retag choose its tags, write the copy; the worst exit code."""
+    from .retag import choose_tags, retag_wheel
 
     code = EXIT_OK
     for path in args.wheels:
@@ -427,21 +424,7 @@ def cmd_retag(args, out):
             code = EXIT_UNREADABLE
             continue
         try:
-            if args.plat:
-                plats = [t for tag in args.plat for t in expand_tag(tag, r.arch)]
-            elif r.skip_reason is not None:
-                raise FastElfError(f"{path}: {r.skip_reason}")
-            elif r.pure:
-                raise FastElfError(f"{path}: no ELF files; give the tags with --plat")
-            else:
-                plats = [t for t in r.tags if t == r.best_tag or t in _aliases_of(r, r.best_tag)]
-                plats = plats or [r.best_tag]
-            if args.add:
-                plats = [t for t in r.claimed_tags if r.satisfies(t)] + plats
-            unsatisfied = [t for t in plats if not r.satisfies(t)]
-            if unsatisfied and not args.force:
-                raise FastElfError(f"{path}: the wheel does not satisfy {', '.join(unsatisfied)} "
-                                   f"(best tag: {r.best_tag}); use --force to set it anyway")
+            plats = choose_tags(r, path, args.plat, add=args.add, force=args.force)
             out.write(printable(retag_wheel(path, args.wheel_dir, plats,
                                             compresslevel=args.zip_compression_level)) + "\n")
         except FastElfError as e:
@@ -473,7 +456,7 @@ def cmd_repair(args, out):
     return code
 
 
-def _repair_options(args):
+def _repair_options(args: argparse.Namespace) -> RepairOptions:
     """The repair options of the command line; LD_LIBRARY_PATH comes from the
     environment, as ld.so takes it."""
     from .repair import RepairOptions
@@ -485,7 +468,8 @@ def _repair_options(args):
         compresslevel=args.zip_compression_level, strip=args.strip)
 
 
-def cmd_check(args, out):
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Check each wheel as an upload would be; one line per problem, the exit code."""
     from .check import Kind, check_wheel
 
     code = EXIT_OK
@@ -508,7 +492,8 @@ def cmd_check(args, out):
     return code
 
 
-def cmd_lddtree(args, out):
+def cmd_lddtree(args: argparse.Namespace, out: TextIO) -> int:
+    """Resolve an ELF file's tree as ld.so would; exit 1 when a library is missing."""
     from .lddtree import resolve_tree
 
     try:
@@ -519,32 +504,12 @@ def cmd_lddtree(args, out):
         return _fail(e)
     if args.json:
         out.write(json.dumps(tree.to_dict(), indent=2) + "\n")
-        return EXIT_OK if not tree.missing else EXIT_MISLABELED
-    d = tree.to_dict()
-    out.write(printable(f"{d['path']} ({d['arch']}, {d['libc']}"
-                        f"{', interpreter ' + d['interpreter'] if d['interpreter'] else ''})")
-              + "\n")
-    libs = tree.libraries
-
-    expanded = set()
-
-    def draw(names, depth):          # each library's own needs are shown once
-        for n in names:
-            lib = libs.get(n)
-            where = lib.path if lib and lib.path else "not found"
-            out.write(f"{'    ' * depth}{printable(n)} => {printable(where)}\n")
-            if lib and lib.path and n not in expanded:
-                expanded.add(n)
-                draw(lib.needed, depth + 1)
-
-    draw(tree.needed, 1)
-    if tree.missing:
-        out.write(printable(f"missing: {', '.join(tree.missing)}") + "\n")
-        return EXIT_MISLABELED
-    return EXIT_OK
+    else:
+        out.write(lddtree_text(tree))
+    return EXIT_MISLABELED if tree.missing else EXIT_OK
 
 
-def cmd_report(args, out):
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     """Aggregation and rendering live in census*.py; this only wires files and errors."""
     from pathlib import Path
 
@@ -574,15 +539,12 @@ def cmd_report(args, out):
     return EXIT_OK
 
 
-def _aliases_of(r, tag):
-    return next((c.aliases for c in r.policies if c.tag == tag), ())
-
-
 COMMANDS = {"show": cmd_show, "audit": cmd_audit, "repair": cmd_repair, "retag": cmd_retag,
             "lddtree": cmd_lddtree, "check": cmd_check, "report": cmd_report}
 
 
-def main(argv=None, out=None):
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one command; its exit code (130 on ^C, 0 when the reader closed the pipe)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

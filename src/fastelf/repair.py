@@ -374,7 +374,8 @@ def _patch_members(wheel: _WheelView, renames: Mapping[str, str],
     added: dict[str, NewMember] = {}
     infos = list(wheel.infos)
     for i, info in enumerate(wheel.infos):
-        deps = {d: renames[d] for d in info.needed if d in renames}
+        deps: dict[str | bytes, str | bytes] = {d: renames[d] for d in info.needed
+                                                if d in renames}
         drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
         if strip:
             replaced[info.path] = strip_elf(wheel.data_of(info.path))

@@ -1,10 +1,22 @@
-"""Human-readable text for audit results (``fastelf show``)."""
+"""Human-readable text: audit results (``fastelf show``, the batch summary), the
+progress bar of ``fastelf audit`` and the ``fastelf lddtree`` drawing.
+
+Presentation only: every decision is taken by the module that computed the
+result; this one turns it into lines for a terminal.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import textwrap
 from enum import Enum
+from typing import TYPE_CHECKING, Any, Iterator, List, Set, TextIO, Tuple
+
+if TYPE_CHECKING:
+    from .audit import AuditResult
+    from .lddtree import Tree
+    from .repair import RepairReach
+
 
 
 def printable(text: str) -> str:
@@ -35,7 +47,7 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def escaped(obj):
+def escaped(obj: Any) -> Any:
     """A copy of ``obj`` (a result record, or containers of them) with every string
     passed through :func:`printable`, for text output; enums are kept as they are."""
     if isinstance(obj, Enum):
@@ -55,11 +67,12 @@ def escaped(obj):
     return obj
 
 
-def _para(text, width=78):
+def _para(text: str, width: int = 78) -> str:
+    """``text`` wrapped to ``width`` as one paragraph."""
     return textwrap.fill(text, width) + "\n"
 
 
-def show_text(r, reach=None) -> str:
+def show_text(r: AuditResult, reach: RepairReach | None = None) -> str:
     """The ``fastelf show`` report for one AuditResult (names escaped, see printable).
 
     ``reach`` (a :class:`fastelf.repair.RepairReach`, or None) is what repair would
@@ -126,7 +139,8 @@ def show_text(r, reach=None) -> str:
     return "".join(x if x.endswith("\n") else x + "\n" for x in out)
 
 
-def _reach_lines(reach) -> list:
+def _reach_lines(reach: RepairReach | None) -> List[str]:
+    """What repair would reach, when it was asked."""
     if reach is None:
         return []
     if reach.tag is None:
@@ -136,13 +150,15 @@ def _reach_lines(reach) -> list:
                   "symbol versions count).")]
 
 
-def _ignored(r) -> list:
+def _ignored(r: AuditResult) -> List[str]:
+    """The ELF files left out of the verdict, with why."""
     if not r.ignored:
         return []
     return ["Ignored ELF files:\n"] + [f"  {m}: {why}\n" for m, why in r.ignored.items()]
 
 
-def _claims(r) -> list:
+def _claims(r: AuditResult) -> List[str]:
+    """The file name's claims, each satisfied or not, and the RECORD verdict."""
     out = []
     for tag in r.claimed_tags:
         if tag in r.unsatisfied_claims:
@@ -177,3 +193,54 @@ def summary_line(counts: dict, seconds: float) -> str:
              f"{counts.get('skipped', 0)} skipped (not Linux wheels)",
              f"{counts.get('error', 0)} unreadable"]
     return ", ".join(parts)
+
+
+class Progress:
+    """A one-line progress bar redrawn in place on ``stream`` (a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+
+    def step(self) -> None:
+        """Count one more item done and redraw the bar."""
+        self.done += 1
+        filled = self.WIDTH * self.done // max(self.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+                          f"{self.done}/{self.total}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Blank the bar's line, so that what is printed next starts clean."""
+        self.stream.write("\r" + " " * 60 + "\r")
+        self.stream.flush()
+
+
+def lddtree_text(tree: Tree) -> str:
+    """The ``fastelf lddtree`` drawing (names escaped, see :func:`printable`).
+
+    A header line, then one line per DT_NEEDED edge, indented by depth; each
+    library's own needs are drawn once, under its first appearance; then the
+    names that were not found, if any.
+    """
+    elf = tree.elf
+    interpreter = f", interpreter {elf.interpreter}" if elf.interpreter else ""
+    out = [printable(f"{tree.path} ({elf.arch}, {tree.libc}{interpreter})") + "\n"]
+    expanded: Set[str] = set()
+    stack: List[Tuple[Iterator[str], int]] = [(iter(tree.needed), 1)]
+    while stack:                    # depth first, in DT_NEEDED order, as ld.so lists them
+        names, depth = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
+        lib = tree.libraries.get(name)
+        where = lib.path if lib and lib.path else "not found"
+        out.append(f"{'    ' * depth}{printable(name)} => {printable(where)}\n")
+        if lib and lib.path and name not in expanded:
+            expanded.add(name)
+            stack.append((iter(lib.needed), depth + 1))
+    if tree.missing:
+        out.append(printable(f"missing: {', '.join(tree.missing)}") + "\n")
+    return "".join(out)
