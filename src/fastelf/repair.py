@@ -53,10 +53,11 @@ from .lddtree import Node
 from .ldpaths import split_path
 from .libfinder import LibraryFinder
 from .patch import patch_elf
-from .retag import expand_tag, split_wheel_name
+from .retag import expand_tag
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
+from .wheelname import parse_wheel_name
 from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
 
 # ------------------------------------------------------------------ options and results
@@ -185,7 +186,7 @@ class _WheelNames(NamedTuple):
     def of(cls, path: str) -> _WheelNames:
         """Raises WheelError for a file name that is not a wheel's."""
         filename = os.path.basename(path)
-        project = split_wheel_name(filename)[0].split("-", 1)[0]
+        project = parse_wheel_name(filename).distribution
         return cls(path, filename, f"{project}.libs", f"{project}.scripts")
 
 
@@ -425,7 +426,7 @@ def _name_output(names: _WheelNames, wheel_dir: str | os.PathLike[str], after: A
                  target: pol.Policy, request: PlatRequest, update_tags: bool) -> _Output:
     """The repaired wheel's tags, file name, path and WHEEL Tag lines; refuses a path
     that is the input itself."""
-    _stem, _py, _abi, input_plats = split_wheel_name(names.filename)
+    input_plats = parse_wheel_name(names.filename).platform
     if update_tags:
         tags = _output_tags(after, target, request)
         out_name = _output_name(names.filename, tags, after)
@@ -435,7 +436,8 @@ def _name_output(names: _WheelNames, wheel_dir: str | os.PathLike[str], after: A
     if os.path.exists(out) and os.path.samefile(out, names.path):
         raise RepairError(f"{names.path}: the repaired wheel would overwrite its input; choose "
                           "another output directory (-w)")
-    _s, py, abi, out_plats = split_wheel_name(out_name)
+    written = parse_wheel_name(out_name)
+    py, abi, out_plats = written.python, written.abi, written.platform
     # WHEEL lists the input's kept tags first, then the new ones, as auditwheel does
     line_order = [t for t in input_plats + list(tags) if t in out_plats]
     wheel_tags = [f"{p}-{a}-{t}" for p in py for a in abi
@@ -624,10 +626,9 @@ def _output_name(filename: str, tags: list[str], after: AuditResult) -> str:
     tags without ``linux_<arch>``, then the new tags, duplicates dropped, sorted
     alphabetically.  Unlike auditwheel, an input tag the repaired wheel does not
     satisfy (a false claim) is dropped rather than carried over."""
-    stem, py, abi, old = split_wheel_name(filename)
-    kept = [t for t in old if not t.startswith("linux_") and after.satisfies(t)]
-    plats = sorted(dict.fromkeys(kept + list(tags)))
-    return f"{stem}-{'.'.join(py)}-{'.'.join(abi)}-{'.'.join(plats)}.whl"
+    name = parse_wheel_name(filename)
+    kept = [t for t in name.platform if not t.startswith("linux_") and after.satisfies(t)]
+    return name.with_platform(sorted(dict.fromkeys(kept + list(tags))))
 
 
 # ------------------------------------------------------------------ show's advice

@@ -39,6 +39,7 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from .hostfile import read_regular
+from .wheelname import parse_wheel_name
 
 SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
@@ -303,9 +304,11 @@ def owning_packages(host_paths: Iterable[str], root: str = "/") -> dict:
 
 # ------------------------------------------------------------------ the document
 
-def wheel_purl(filename: str) -> tuple:
-    """(name, version, purl) of the wheel, as auditwheel forms them from the file name."""
-    name, version = os.path.basename(filename).split("-")[:2]
+def wheel_purl(filename: str) -> tuple[str, str, str]:
+    """(name, version, purl) of the wheel, as auditwheel forms them from the file name
+    (the name and version as written, not normalized)."""
+    written = parse_wheel_name(os.path.basename(filename))
+    name, version = written.distribution, written.version
     purl = (f"pkg:pypi/{quote(name, safe='')}@{quote(version, safe='')}"
             f"?file_name={quote(os.path.basename(filename), safe='')}")
     return name, version, purl
