@@ -30,7 +30,15 @@ from .errors import (
     FastElfError,
     exit_code_of,
 )
-from .report import Progress, lddtree_text, printable, show_text, summary_line
+from .report import (
+    Progress,
+    batch_line,
+    lddtree_text,
+    printable,
+    repair_text,
+    show_text,
+    summary_line,
+)
 
 if TYPE_CHECKING:
     from .cache import CacheStats
@@ -268,24 +276,6 @@ def _repair_reach(args: argparse.Namespace, r: AuditResult) -> RepairReach | Non
                         disable_isa_ext_check=args.disable_isa_ext_check)
 
 
-def _one_line(r: AuditResult) -> str:
-    """One line per wheel; every name in it is escaped, so no wheel can forge a line."""
-    return printable(_line_of(r))
-
-
-def _line_of(r: AuditResult) -> str:
-    """The batch's line for one wheel: its status, path and best tag or reason."""
-    status = r.status
-    if status is Status.ERROR:
-        return f"ERROR  {r.path}: {r.reason}"
-    if status is Status.SKIPPED:
-        return f"SKIP   {r.path}: {r.reason}"
-    if status is Status.MISLABELED:
-        best = f"best tag {r.best_tag}; " if r.unsatisfied_claims and r.best_tag else ""
-        return f"BAD    {r.path}: {best}{r.reason}"
-    return f"OK     {r.path}: {r.best_tag or 'pure'}"
-
-
 def _listed_paths(list_file: str) -> Iterator[str]:
     """The entries of a --from-file list, lazily (a list may hold millions)."""
     stream = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8",
@@ -398,7 +388,7 @@ def _report_batch(args: argparse.Namespace, results: Iterable[AuditResult],
         if args.json:
             out.write(r.to_json(detail=not args.compact) + "\n")
         elif not args.quiet or r.status in (Status.MISLABELED, Status.ERROR):
-            out.write(_one_line(r) + "\n")
+            out.write(batch_line(r) + "\n")
         out.flush()                     # a crawl can be followed with tail -f
         if progress:
             progress.step()
@@ -432,7 +422,8 @@ def cmd_retag(args: argparse.Namespace, out: TextIO) -> int:
     return code
 
 
-def cmd_repair(args, out):
+def cmd_repair(args: argparse.Namespace, out: TextIO) -> int:
+    """Repair each wheel into -w; one line per graft and per output, the exit code."""
     from .repair import repair_wheel
 
     options = _repair_options(args)
@@ -450,9 +441,7 @@ def cmd_repair(args, out):
         if args.json:
             out.write(json.dumps(res.to_dict()) + "\n")
         else:
-            for lib, graft in res.grafted.items():
-                out.write(printable(f"grafted {lib} from {graft.source} as {graft.member}") + "\n")
-            out.write(printable(f"wrote {res.output}") + "\n")
+            out.write(repair_text(res))
     return code
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Set, TextIO, Tuple
 if TYPE_CHECKING:
     from .audit import AuditResult
     from .lddtree import Tree
-    from .repair import RepairReach
+    from .repair import RepairReach, RepairResult
 
 
 
@@ -180,6 +180,31 @@ def _claims(r: AuditResult) -> List[str]:
             out.append(f"RECORD does NOT match the wheel ({rec.checked} members matched):\n")
             out.extend(f"  - {p}\n" for p in rec.problems())
     return out
+
+
+def batch_line(r: AuditResult) -> str:
+    """The batch's line for one wheel: its status, path and best tag or reason.
+    Every name in it is escaped, so no wheel can forge a line."""
+    from .audit import Status
+
+    status = r.status
+    if status is Status.ERROR:
+        line = f"ERROR  {r.path}: {r.reason}"
+    elif status is Status.SKIPPED:
+        line = f"SKIP   {r.path}: {r.reason}"
+    elif status is Status.MISLABELED:
+        best = f"best tag {r.best_tag}; " if r.unsatisfied_claims and r.best_tag else ""
+        line = f"BAD    {r.path}: {best}{r.reason}"
+    else:
+        line = f"OK     {r.path}: {r.best_tag or 'pure'}"
+    return printable(line)
+
+
+def repair_text(res: RepairResult) -> str:
+    """What ``repair`` prints for one wheel: each grafted library, then the output."""
+    lines = [f"grafted {lib} from {g.source} as {g.member}" for lib, g in res.grafted.items()]
+    lines.append(f"wrote {res.output}")
+    return "".join(printable(line) + "\n" for line in lines)
 
 
 def summary_line(counts: dict, seconds: float) -> str:
