@@ -23,15 +23,19 @@ repair's own verify stage has audited them before the wheel was written.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import tracemalloc
 import zipfile
 from pathlib import Path
 
+import pytest
 from elfbuild import compile_c, python_ext_source
 from repair_support import EXT, NEEDS_GCC_AND_READELF, PY, PY_INCLUDE
 from wheelbuild import build_wheel
 
+from fastelf.errors import WheelError
+from fastelf.libfinder import FileDigest, file_digest, read_library
 from fastelf.repair import repair_wheel
 
 pytestmark = NEEDS_GCC_AND_READELF
@@ -103,3 +107,22 @@ def test_peak_memory_stays_near_the_largest_member_not_the_sum(tmp_path):
     assert peak < BOUND * largest, (
         f"traced peak {peak / MIB:.1f} MiB is {peak / largest:.2f} x the largest member "
         f"({largest / MIB:.1f} MiB); the bound is {BOUND} x")
+
+
+def test_a_graft_changed_after_the_search_is_refused(tmp_path):
+    """The search keeps a library's sha256, not its bytes, and the patch stage reads it
+    again: a file that changed in between (same size, one byte) is an error, never
+    grafted under a name hashed from other bytes.  Oracle: hashlib."""
+    lib = tmp_path / "libx.so.1"
+    lib.write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
+    digest = file_digest(str(lib))
+    assert digest == FileDigest(hashlib.sha256(lib.read_bytes()).hexdigest(), lib.stat().st_size)
+    assert read_library(str(lib), digest) == bytearray(lib.read_bytes())
+    data = bytearray(lib.read_bytes())
+    data[100] ^= 1
+    lib.write_bytes(bytes(data))
+    with pytest.raises(WheelError, match="changed while it was being grafted"):
+        read_library(str(lib), digest)
+    lib.write_bytes(bytes(data) + b"x")       # grown
+    with pytest.raises(WheelError, match="changed while it was being grafted"):
+        read_library(str(lib), digest)

@@ -70,7 +70,7 @@ class LibraryFinder:
             return None
         digest = self._digests.get(path)
         if digest is None:
-            digest = self._digests[path] = _file_digest(path)
+            digest = self._digests[path] = file_digest(path)
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
         return FoundLibrary(path, digest, elf, found)
 
@@ -78,7 +78,7 @@ class LibraryFinder:
 _HASH_PIECE = 1 << 20
 
 
-def _file_digest(path: str) -> FileDigest:
+def file_digest(path: str) -> FileDigest:
     """The sha256 and size of a host file, read a piece at a time (nothing kept)."""
     h = hashlib.sha256()
     size = 0
