@@ -9,6 +9,7 @@ zip structure passes the PyPI checker of pypi_rules.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 import zipfile
@@ -20,7 +21,13 @@ import pytest
 from pypi_rules import pypi_zip_problems
 
 from fastelf import wheelwriter
-from fastelf.wheelwriter import WheelWriter, deflate_chunked, deflate_whole
+from fastelf.wheelwriter import (
+    Deflated,
+    Deflater,
+    WheelWriter,
+    deflate_chunked,
+    deflate_whole,
+)
 
 
 def _sample() -> bytes:
@@ -108,3 +115,39 @@ def _raw_member(path: Path, info: zipfile.ZipInfo) -> bytes:
     nlen, xlen = int.from_bytes(buf.read(2), "little"), int.from_bytes(buf.read(2), "little")
     buf.seek(info.header_offset + 30 + nlen + xlen)
     return buf.read(info.compress_size)
+
+
+@pytest.mark.parametrize("libdeflate", [True, False])
+@pytest.mark.parametrize("level", [0, 1, 6, -1])
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_deflated_ahead_writes_the_same_bytes_as_the_writer(tmp_path, monkeypatch, libdeflate,
+                                                            level, jobs):
+    """A member compressed ahead (``Deflater``, as repair does for patched members) is
+    written byte for byte as the writer would have compressed it (reproducible output
+    whichever path a member takes); zipfile reads every member back (oracle: zipfile),
+    and the record of each says its size and CRC as zipfile computes them."""
+    if libdeflate and wheelwriter._libdeflate is None:
+        pytest.skip("deflate (libdeflate) not installed")
+    if not libdeflate:
+        monkeypatch.setattr(wheelwriter, "_libdeflate", None)
+    monkeypatch.setattr(wheelwriter, "CHUNK_SIZE", 64 * 1024)        # the split path too
+    members = {"pkg.libs/big.so": _sample(), "pkg/random.bin": os.urandom(200_000),
+               "pkg/empty.so": b""}
+    when = (2020, 1, 1, 0, 0, 0)
+    (tmp_path / "a").mkdir()
+    direct = _write(tmp_path / "a", members, compresslevel=level, jobs=jobs, date_time=when)
+    w = WheelWriter(compresslevel=level, date_time=when, jobs=jobs)
+    with Deflater(level, jobs=jobs, max_pending=256 * 1024) as deflater:
+        futures = {name: deflater.submit(bytearray(data)) for name, data in members.items()}
+        for name, future in futures.items():
+            done = future.result()
+            assert isinstance(done, Deflated) and done.size == len(members[name])
+            assert done.crc == zlib.crc32(members[name])
+            w.add_deflated(name, done)
+    (tmp_path / "b").mkdir()
+    ahead = tmp_path / "b" / "t.whl"
+    w.write(ahead)
+    assert ahead.read_bytes() == direct.read_bytes()
+    with zipfile.ZipFile(ahead) as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in members} == members

@@ -654,3 +654,37 @@ def test_pool_broken_at_submit_time(tmp_path, monkeypatch):
     results = list(batch.audit_many([tmp_path / "w"], jobs=2))
     assert [r.path for r in results] == [str(w) for w in wheels]
     assert all(r.error is None and r.pure for r in results)
+
+
+def test_read_regular_reads_what_is_there_and_refuses_more(tmp_path):
+    """A host file is read whole up to its limit; a larger one is refused, a FIFO is
+    not opened for a blocking read.  Oracles: the bytes on disk, and tracemalloc for
+    what reading a small file under a large limit allocates (read(n) reserves n
+    bytes first, so sizing the read by the limit would reserve all of it)."""
+    import errno
+    import tracemalloc
+
+    from fastelf.hostfile import NotRegularFile, read_regular
+
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 1000)
+    tracemalloc.start()
+    try:
+        assert read_regular(str(small), 256 << 20) == small.read_bytes()
+        _cur, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert read_regular(str(empty), 10) == b""
+    exact = tmp_path / "exact"
+    exact.write_bytes(b"y" * 10)
+    assert read_regular(str(exact), 10) == b"y" * 10
+    with pytest.raises(OSError) as e:
+        read_regular(str(small), 999)
+    assert e.value.errno == errno.EFBIG
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegularFile):
+        read_regular(str(fifo), 10)

@@ -48,7 +48,20 @@ def read_regular(path: str, limit: int) -> bytes:
     """
     fd = open_regular(path)
     with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
+        # Sized by fstat, not by ``limit``: read(n) allocates n bytes before it
+        # shrinks them, so read(limit + 1) would reserve the whole limit for a
+        # small file.  The file may still grow meanwhile: reading goes on to EOF,
+        # in pieces, never past limit + 1.
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
+        data = f.read(size + 1)
+        if len(data) <= size:           # a short read: the end of the file
+            return data
+        pieces, total = [data], len(data)
+        while pieces[-1] and total <= limit:
+            pieces.append(f.read(min(1 << 20, limit + 1 - total)))
+            total += len(pieces[-1])
+    if total > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
-    return data
+    return b"".join(pieces)

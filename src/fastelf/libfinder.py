@@ -10,6 +10,7 @@ dependencies are searched with inherited RPATHs, as ld.so does.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import NamedTuple, Optional
 
@@ -20,10 +21,18 @@ from .lddtree import Node, Searcher
 from .ldpaths import split_path
 
 
+class FileDigest(NamedTuple):
+    """A host file's sha256 (hex) and size, taken when it was found.  Its bytes are not
+    kept: repair reads the file again when it patches it and checks the digest
+    (:func:`read_library`), so the search holds no library's bytes."""
+    sha256: str
+    size: int
+
+
 class FoundLibrary(NamedTuple):
     """A library found on the host for a requester, as ld.so would load it."""
     path: str             # the host path (under the sysroot when there is one)
-    data: bytes           # the file's bytes, read once
+    digest: FileDigest    # of the file as found
     elf: ElfFile
     node: Node            # its own search context: its dependencies inherit its loaders'
 
@@ -37,13 +46,13 @@ class LibraryFinder:
         self.searcher = Searcher(
             top_elf, root=root or "/", ld_library_path=ld_library_path, libc=libc,
             ldpaths=split_path(extra_paths) if extra_paths is not None else None)
-        # host path -> bytes: repair may ask for a library again
-        self._data: dict[str, bytes] = {}
+        # host path -> its digest: repair may ask for a library again
+        self._digests: dict[str, FileDigest] = {}
         self._requesters: dict[str, Node] = {}     # member -> Node
 
     def forget_files(self) -> None:
-        """Drop the bytes read so far (repair keeps only its patched copies)."""
-        self._data.clear()
+        """Drop what was learnt of the files read so far (their digests)."""
+        self._digests.clear()
 
     def requester(self, member: str, elf: ElfFile) -> Node:
         """The search context of an ELF file inside the wheel: one Node per member,
@@ -59,12 +68,41 @@ class LibraryFinder:
         path, elf = hit.path, hit.elf
         if path is None or elf is None:
             return None
-        data = self._data.get(path)
-        if data is None:
-            try:
-                with os.fdopen(open_regular(path), "rb") as f:     # never a FIFO or device
-                    data = self._data[path] = f.read()
-            except OSError as e:       # changed since the search looked at it
-                raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
+        digest = self._digests.get(path)
+        if digest is None:
+            digest = self._digests[path] = file_digest(path)
         found = Node(path, elf, node, os.path.dirname(path), node.chain + [name])
-        return FoundLibrary(path, data, elf, found)
+        return FoundLibrary(path, digest, elf, found)
+
+
+_HASH_PIECE = 1 << 20
+
+
+def file_digest(path: str) -> FileDigest:
+    """The sha256 and size of a host file, read a piece at a time (nothing kept)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:     # never a FIFO or device
+            while piece := f.read(_HASH_PIECE):
+                h.update(piece)
+                size += len(piece)
+    except OSError as e:       # changed since the search looked at it
+        raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
+    return FileDigest(h.hexdigest(), size)
+
+
+def read_library(path: str, digest: FileDigest) -> bytearray:
+    """The whole file ``path``, read in place into a bytearray of the caller's own
+    (repair patches it in place, so a library costs its size once), which must
+    still be the file ``digest`` was taken of: a WheelError if it changed since."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            data = bytearray(digest.size)
+            got = f.readinto(data)
+            extra = f.read(1)
+    except OSError as e:
+        raise WheelError(path, f"cannot read this library: {e.strerror or e}") from None
+    if got != digest.size or extra or hashlib.sha256(data).hexdigest() != digest.sha256:
+        raise WheelError(path, "this library changed while it was being grafted")
+    return data

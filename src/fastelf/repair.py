@@ -31,8 +31,9 @@ import hashlib
 import os
 import posixpath
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from . import __version__
 from . import policy as pol
@@ -51,14 +52,14 @@ from .elfscan import extension_init_names
 from .errors import FastElfError, PolicyError, RepairError
 from .lddtree import Node
 from .ldpaths import split_path
-from .libfinder import LibraryFinder
+from .libfinder import FileDigest, LibraryFinder, read_library
 from .patch import patch_elf
 from .retag import expand_tag
 from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelname import parse_wheel_name
-from .wheelwriter import dist_info_dir, output_dir_problem, rewrite_wheel
+from .wheelwriter import Deflated, Deflater, dist_info_dir, output_dir_problem, rewrite_wheel
 
 # ------------------------------------------------------------------ options and results
 
@@ -152,11 +153,16 @@ def _is_legacy_name(plat: str) -> bool:
 
 # ------------------------------------------------------------------ names
 
-def hashed_name(soname: str, data: bytes) -> str:
+def hashed_name(soname: str, data: bytes | bytearray) -> str:
     """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file)."""
+    return _hashed(soname, hashlib.sha256(data).hexdigest())
+
+
+def _hashed(soname: str, digest: str) -> str:
+    """:func:`hashed_name` given the file's sha256 hex digest."""
     if "/" in soname or soname in ("", ".", ".."):
         raise RepairError(f"cannot graft {soname!r}: not a plain file name")
-    short = hashlib.sha256(data).hexdigest()[:8]
+    short = digest[:8]
     base, dot, rest = soname.partition(".so")
     return f"{base}-{short}{dot}{rest}" if dot else f"{soname}-{short}"
 
@@ -193,9 +199,10 @@ class _WheelNames(NamedTuple):
 # ------------------------------------------------------------------ records between stages
 
 class HostLibrary(NamedTuple):
-    """A library found on the host to graft: its path, its bytes and their parse."""
+    """A library found on the host to graft: its path, its digest and its parse (not
+    its bytes: the patch stage reads it again, one library at a time)."""
     path: str
-    data: bytes
+    digest: FileDigest
     elf: ElfFile
 
 
@@ -213,23 +220,28 @@ class _Plan(NamedTuple):
     probe: AuditResult | None       # the wheel plus the grafts, judged (when it was needed)
 
 
+# A patched member as the stages hold it: compressed ahead (a future of the Deflater,
+# so the raw bytes are dropped as soon as it is compressed), or small bytes (a shim)
+_Content = Union["Future[Deflated]", Deflated, bytes]
+
+
 class NewMember(NamedTuple):
     """A member the repaired wheel gains (``rewrite_wheel``'s ``(bytes, mode)``)."""
-    data: bytes
+    data: _Content
     mode: int
 
 
 class _PatchedGrafts(NamedTuple):
     """The grafted libraries as written into the wheel."""
     renames: dict[str, str]             # original soname -> hashed name
-    added: dict[str, NewMember]         # <name>.libs/ member -> its patched bytes
+    added: dict[str, NewMember]         # <name>.libs/ member -> its patched content
     files: list[GraftedFile]            # for the result and the SBOM
     infos: list[ElfInfo]                # their facts, for the final audit
 
 
 class _PatchedMembers(NamedTuple):
     """The wheel's own ELF members after patching."""
-    replaced: dict[str, bytes]          # member -> new bytes (a shim for a moved script)
+    replaced: dict[str, _Content]       # member -> new content (a shim for a moved script)
     added: dict[str, NewMember]         # .data/scripts ELF files moved to <name>.scripts/
     infos: list[ElfInfo]                # the facts of every ELF member, in input order
 
@@ -253,10 +265,16 @@ class _WheelView:
         self.infos = infos
         self._elfs: dict[str, ElfFile] = {}
 
-    def data_of(self, member: str) -> bytes:
+    def data_of(self, member: str) -> bytes | memoryview:
         """Inflated anew, not kept: each member is patched once, and holding every
-        ELF member's bytes would set the peak memory (parse keeps no reference)."""
-        return bytes(self.reader.read(member))
+        ELF member's bytes would set the peak memory (parse keeps no reference).
+        A view of the reader's buffer, not a copy."""
+        return self.reader.read(member)
+
+    def patchable(self, member: str) -> bytearray:
+        """The member's bytes in a buffer of the caller's own (to patch in place; the
+        inflated buffer itself, not a copy)."""
+        return self.reader.read_owned(member)
 
     def elf_of(self, member: str) -> ElfFile:
         if member not in self._elfs:
@@ -286,18 +304,20 @@ def repair_wheel(path: str | os.PathLike[str], wheel_dir: str | os.PathLike[str]
         _refuse_unrepairable(names.path, before)
         finder = _finder_for(wheel, before, opts)
         plan = _choose_target(wheel, before, finder, request, opts, probe_always=False)
-        grafts = _patch_grafts(plan.grafts, names.libs_dir, opts.strip)
-        target, excluded = plan.target, plan.excluded
-        # the originals' bytes are not needed any more (peak memory: the patched copies remain)
+        target, excluded, to_graft = plan.target, plan.excluded, plan.grafts
         del plan
         finder.forget_files()
-        members = _patch_members(wheel, grafts.renames, opts.strip)
+        with Deflater(opts.compresslevel) as deflater:
+            grafts = _patch_grafts(to_graft, names.libs_dir, opts.strip, deflater)
+            members = _patch_members(wheel, grafts.renames, opts.strip, deflater)
+            replaced, added = _finished(members.replaced), _finished_new(
+                {**grafts.added, **members.added})
         after = _verify(names, members.infos + grafts.infos, target, excluded, opts)
         output = _name_output(names, wheel_dir, after, target, request, opts.update_tags)
         sbom = _sbom(reader, output.name, grafts.files, opts.root)
         sbom_member = next(iter(sbom), None)
-        _write(names.path, reader, wheel_dir, output, members.replaced,
-               {**grafts.added, **members.added, **sbom}, sbom_member, opts.compresslevel)
+        _write(names.path, reader, wheel_dir, output, replaced, {**added, **sbom},
+               sbom_member, opts.compresslevel)
     return RepairResult(input=names.path, output=output.path, tags=output.tags,
                         grafted={f.soname: Grafted(f.source_path, f.member)
                                  for f in grafts.files},
@@ -340,11 +360,16 @@ def _finder_for(wheel: _WheelView, before: AuditResult, opts: RepairOptions) -> 
 
 
 def _patch_grafts(grafts: Mapping[str, HostLibrary], libs_dir: str,
-                  strip: bool) -> _PatchedGrafts:
+                  strip: bool, deflater: Deflater) -> _PatchedGrafts:
     """Stage 4a: each library under its hashed name in ``libs_dir``, its SONAME that
     name, its needs of other grafted libraries renamed and found through
-    ``$ORIGIN`` (no RPATH at all when it needs none), libpython dropped."""
-    renames = {lib: hashed_name(lib, g.data) for lib, g in grafts.items()}
+    ``$ORIGIN`` (no RPATH at all when it needs none), libpython dropped.
+
+    Each library is read again (and checked against the digest taken when it was
+    found), patched in place, parsed for the final audit and handed to
+    ``deflater``, so one library's raw bytes are held at a time (peak memory: the
+    largest, not the sum)."""
+    renames = {lib: _hashed(lib, g.digest.sha256) for lib, g in grafts.items()}
     added: dict[str, NewMember] = {}
     files: list[GraftedFile] = []
     infos: list[ElfInfo] = []
@@ -352,50 +377,69 @@ def _patch_grafts(grafts: Mapping[str, HostLibrary], libs_dir: str,
         deps: dict[str | bytes, str | bytes] = {d: renames[d] for d in g.elf.needed
                                                 if d in renames}
         drop = [d for d in g.elf.needed if LIBPYTHON_RE.match(d)] or None
-        data = strip_elf(g.data) if strip else g.data
+        deflater.make_room(g.digest.size)
+        data = read_library(g.path, g.digest)
+        if strip:
+            data = bytearray(strip_elf(data))
         if deps:
             new = patch_elf(data, set_soname=renames[lib], replace_needed=deps or None,
-                            remove_needed=drop, set_rpath="$ORIGIN")
+                            remove_needed=drop, set_rpath="$ORIGIN", reuse_input=True)
         else:
             new = patch_elf(data, set_soname=renames[lib], remove_needed=drop,
-                            remove_rpath=True)
+                            remove_rpath=True, reuse_input=True)
         member = f"{libs_dir}/{renames[lib]}"
-        added[member] = NewMember(new, 0o755)
-        files.append(GraftedFile(lib, g.path, member, hashlib.sha256(g.data).hexdigest()))
+        files.append(GraftedFile(lib, g.path, member, g.digest.sha256))
         infos.append(elf_info(member, parse(new, exports=extension_init_names(member))))
+        added[member] = NewMember(deflater.submit(new), 0o755)
+        del data, new             # the deflater holds the only reference now
     return _PatchedGrafts(renames, added, files, infos)
 
 
-def _patch_members(wheel: _WheelView, renames: Mapping[str, str],
-                   strip: bool) -> _PatchedMembers:
+def _patch_members(wheel: _WheelView, renames: Mapping[str, str], strip: bool,
+                   deflater: Deflater) -> _PatchedMembers:
     """Stage 4b: every ELF member of the wheel needing a grafted library, pointed at
     it (an ELF in ``.data/scripts`` moves to ``<name>.scripts/`` and a shim takes
-    its place); with ``strip``, every ELF member stripped."""
-    replaced: dict[str, bytes] = {}
+    its place); with ``strip``, every ELF member stripped.  Each is patched in a
+    buffer of its own and handed to ``deflater`` before the next is read."""
+    replaced: dict[str, _Content] = {}
     added: dict[str, NewMember] = {}
     infos = list(wheel.infos)
     for i, info in enumerate(wheel.infos):
         deps: dict[str | bytes, str | bytes] = {d: renames[d] for d in info.needed
                                                 if d in renames}
         drop = [d for d in info.needed if LIBPYTHON_RE.match(d)] or None
-        if strip:
-            replaced[info.path] = strip_elf(wheel.data_of(info.path))
         if not deps and not drop:
+            if strip:
+                replaced[info.path] = deflater.submit(strip_elf(wheel.data_of(info.path)))
             continue
-        data = replaced.get(info.path) or wheel.data_of(info.path)
+        deflater.make_room(wheel.reader.member(info.path).size)
+        data = (bytearray(strip_elf(wheel.data_of(info.path))) if strip
+                else wheel.patchable(info.path))
         dest = info.path
         if deps and _SCRIPT_RE.match(dest):
             dest = f"{wheel.names.scripts_dir}/{posixpath.basename(dest)}"
-        new = patch_elf(data, replace_needed=deps or None, remove_needed=drop,
+        new = patch_elf(data, replace_needed=deps or None, remove_needed=drop, reuse_input=True,
                         set_rpath=_rpath_for(info, dest, wheel.names.libs_dir) if deps else None)
+        infos[i] = elf_info(dest, parse(new, exports=extension_init_names(dest)))
         if dest != info.path:
             mode = (wheel.reader.member(info.path).mode & 0o7777) or 0o755
-            added[dest] = NewMember(new, mode)
+            added[dest] = NewMember(deflater.submit(new), mode)
             replaced[info.path] = _script_shim(dest)
         else:
-            replaced[info.path] = new
-        infos[i] = elf_info(dest, parse(new, exports=extension_init_names(dest)))
+            replaced[info.path] = deflater.submit(new)
+        del data, new             # the deflater holds the only reference now
     return _PatchedMembers(replaced, added, infos)
+
+
+def _finished(contents: Mapping[str, _Content]) -> dict[str, Deflated | bytes]:
+    """The members with their compression done (errors raised by it surface here)."""
+    return {name: c.result() if isinstance(c, Future) else c for name, c in contents.items()}
+
+
+def _finished_new(members: Mapping[str, NewMember]) -> dict[str, NewMember]:
+    """:func:`_finished` for new members, their modes kept."""
+    return {name: NewMember(m.data.result() if isinstance(m.data, Future) else m.data, m.mode)
+            for name, m in members.items()}
 
 
 def _rpath_for(info: ElfInfo, dest: str, libs_dir: str) -> str:
@@ -457,10 +501,12 @@ def _sbom(reader: WheelReader, out_name: str, files: list[GraftedFile],
 
 
 def _write(path: str, reader: WheelReader, wheel_dir: str | os.PathLike[str], output: _Output,
-           replaced: dict[str, bytes], added: dict[str, NewMember], sbom_member: str | None,
-           compresslevel: int) -> None:
+           replaced: dict[str, Deflated | bytes], added: dict[str, NewMember],
+           sbom_member: str | None, compresslevel: int) -> None:
     """Stage 6: write the repaired wheel (atomically: a temporary file renamed into
-    place, see :func:`fastelf.wheelwriter.rewrite_wheel`)."""
+    place, see :func:`fastelf.wheelwriter.rewrite_wheel`).  The patched members come
+    compressed already (:class:`Deflated`, at the same level); the rest (WHEEL,
+    RECORD, a shim, the SBOM) are deflated by the writer."""
     try:
         os.makedirs(wheel_dir, exist_ok=True)
         rewrite_wheel(reader, output.path, replace=replaced, add=added,
@@ -550,7 +596,7 @@ def _collect_grafts(external: Mapping[str, list], wheel: _WheelView, finder: Lib
                for p in (found.path, os.path.realpath(found.path))):
             excluded.add(lib)
             continue
-        grafts[lib] = HostLibrary(found.path, found.data, found.elf)
+        grafts[lib] = HostLibrary(found.path, found.digest, found.elf)
         queue.extend((dep, found.node) for dep in found.elf.needed)
     if missing:
         raise _cannot_find(wheel.names.path, finder, missing)

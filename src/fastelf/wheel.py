@@ -766,6 +766,16 @@ class WheelReader:
         self.check_unchanged()
         return data
 
+    def read_owned(self, member: Member | str) -> bytearray:
+        """The whole member, CRC-checked, in a bytearray the caller owns and may change
+        or resize (repair patches it in place): a deflated member's inflated buffer
+        is handed over, not copied; a stored member is copied out of the file."""
+        if isinstance(member, str):
+            member = self.member(member)
+        out = self.stream(member).take()
+        self.check_unchanged()
+        return out
+
     def iter_chunks(self, member: Member | str, chunk_size: int = 1 << 20,
                     verify: bool = True) -> Iterator[bytes | memoryview]:
         """Yield the member's bytes in chunks, keeping none of them.
@@ -1032,6 +1042,19 @@ class MemberStream:
         if crc != self.member.crc:
             raise self.reader._error(f"CRC-32 mismatch in member {self.member.name!r}")
         self._verified = True
+
+    def take(self) -> bytearray:
+        """The whole member (CRC-checked) as a bytearray given to the caller: the
+        inflated buffer itself, which this stream then no longer holds (it is spent:
+        read nothing more from it), or a copy of a stored member's bytes."""
+        self.verify()
+        if self._out is None:
+            with memoryview(self._stored()) as view:
+                return bytearray(view)
+        out, self._out = self._out, bytearray()
+        self._have = 0
+        self._room.out = self._out      # the inflate loop keeps no reference to it either
+        return out
 
     def data(self):
         """The bytes inflated so far (a view for stored members).

@@ -20,7 +20,8 @@ import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator
 
 from . import zipformat as zf
@@ -127,7 +128,8 @@ def deflate_whole(data, level: int) -> bytes | bytearray:
     """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
     at the same level), else zlib."""
     if _libdeflate is not None and level != 0:
-        return _libdeflate.deflate_compress(bytes(data), 6 if level < 0 else level)
+        # a buffer is read in place (no copy of a large member)
+        return _libdeflate.deflate_compress(data, 6 if level < 0 else level)
     z = zlib.compressobj(level, zlib.DEFLATED, -15)
     return z.compress(data) + z.flush()
 
@@ -156,6 +158,90 @@ def deflate_chunked(data, level: int, pool, chunk: int | None = None) -> bytes:
     chunk = chunk or CHUNK_SIZE
     bounds = [(i, min(i + chunk, len(data))) for i in range(0, max(len(data), 1), chunk)]
     return b"".join(pool.map(lambda b: deflate_piece(data, b[0], b[1], level), bounds))
+
+
+def splits(size: int, level: int, jobs: int) -> bool:
+    """Whether a member of ``size`` bytes is compressed in pieces across threads: large,
+    several threads, and either no libdeflate or enough threads for zlib to win."""
+    return (level != 0 and size >= 2 * CHUNK_SIZE and jobs > 1
+            and (_libdeflate is None or jobs >= CHUNKED_MIN_JOBS))
+
+
+@dataclass(frozen=True)
+class Deflated:
+    """A member compressed ahead of the writer: everything its zip entry and its RECORD
+    row need, so the uncompressed bytes can be dropped at once (a repair holds the
+    compressed copies of its patched members, not the raw ones)."""
+    method: int                       # DEFLATED, or STORED when deflate did not help
+    payload: bytes | bytearray        # the bytes written after the local header
+    crc: int
+    size: int                         # uncompressed
+    record_hash: str                  # RECORD's ``sha256=...`` of the uncompressed bytes
+
+
+def deflate_member(data: bytes | bytearray | memoryview, level: int, jobs: int,
+                   pieces: ThreadPoolExecutor | None) -> Deflated:
+    """``data`` compressed as :class:`WheelWriter` would compress it when writing (same
+    bytes for the same ``level`` and ``jobs``: output stays reproducible); stored when
+    deflate does not make it smaller, or at level 0."""
+    crc, size, digest = zlib.crc32(data), len(data), record_hash(data)
+    if level != 0:
+        out = (deflate_chunked(data, level, pieces) if pieces is not None
+               and splits(size, level, jobs) else deflate_whole(data, level))
+        if len(out) < size:
+            return Deflated(DEFLATED, out, crc, size, digest)
+    return Deflated(STORED, data if isinstance(data, (bytes, bytearray)) else bytes(data),
+                    crc, size, digest)
+
+
+class Deflater:
+    """Compresses members into :class:`Deflated` entries on threads while the caller goes
+    on producing the next one; ``submit`` returns a future.  The uncompressed bytes
+    waiting or being compressed are bounded (at most ``jobs`` members and
+    ``max_pending`` bytes, but always one member): a producer that gets ahead waits,
+    so the raw bytes held at once stay near the largest member, not the sum."""
+
+    def __init__(self, compresslevel: int = 6, jobs: int | None = None,
+                 max_pending: int = 16 << 20) -> None:
+        if not -1 <= compresslevel <= 9:
+            raise ValueError("compresslevel must be between -1 and 9")
+        self.level = compresslevel
+        self.jobs = jobs or os.cpu_count() or 1
+        self.max_pending = max_pending
+        self._inflight: list[tuple[Future[Deflated], int]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pieces: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Deflater:
+        self._pool = ThreadPoolExecutor(self.jobs)
+        self._pieces = ThreadPoolExecutor(self.jobs)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        if self._pieces is not None:
+            self._pieces.shutdown()
+        self._pool = self._pieces = None
+        self._inflight = []
+
+    def make_room(self, size: int) -> None:
+        """Wait until a member of ``size`` bytes fits within the bound (or nothing is in
+        flight).  A producer calls it before it reads or builds a large member, so
+        that member and the ones still being compressed are not held together."""
+        self._inflight = [(f, n) for f, n in self._inflight if not f.done()]
+        while self._inflight and (len(self._inflight) >= self.jobs or sum(
+                n for _f, n in self._inflight) + size > self.max_pending):
+            self._inflight.pop(0)[0].result()     # an error surfaces here or at result()
+
+    def submit(self, data: bytes | bytearray | memoryview) -> Future[Deflated]:
+        """Queue ``data`` (the caller must not change it afterwards) for compression."""
+        if self._pool is None:
+            raise RuntimeError("Deflater.submit outside its with block")
+        self.make_room(len(data))
+        future = self._pool.submit(deflate_member, data, self.level, self.jobs, self._pieces)
+        self._inflight.append((future, len(data)))
+        return future
 
 
 class WheelWriter:
@@ -193,11 +279,14 @@ class WheelWriter:
         self._add_entry(entry)
         self._pending.append((entry, data))
 
+    def add_deflated(self, name: str, member: Deflated, mode: int = 0o644) -> None:
+        """Add a member compressed ahead by :func:`deflate_member` (written as it is)."""
+        dt = self.date_time or time.localtime()[:6]
+        self._add_entry(_Entry(name, member.method, member.crc, len(member.payload),
+                               member.size, 0o100000 | (mode & 0o7777), dt, member.payload))
+
     def _splits(self, data) -> bool:
-        """Whether a member is compressed in pieces across threads: large, several
-        threads, and either no libdeflate or enough threads for zlib to win."""
-        return (self.level != 0 and len(data) >= 2 * CHUNK_SIZE and self.jobs > 1
-                and (_libdeflate is None or self.jobs >= CHUNKED_MIN_JOBS))
+        return splits(len(data), self.level, self.jobs)
 
     def _compress(self, data, pieces) -> bytes | bytearray:
         return deflate_chunked(data, self.level, pieces) if self._splits(data) \
@@ -352,7 +441,8 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
                   wheel_tags=None, compresslevel=6):
     """Write a copy of ``reader``'s wheel to ``out_path`` with changes.
 
-    ``replace``: {member: new bytes}; ``add``: {member: bytes or (bytes, mode)},
+    ``replace``: {member: new bytes}; ``add``: {member: bytes or (bytes, mode)}
+    (a :class:`Deflated` may stand for the bytes in both: it is written as compressed),
     placed before the .dist-info directory; ``remove``: members to drop;
     ``wheel_tags``: if given, the WHEEL file's ``Tag:`` lines become these.
     RECORD is regenerated from the bytes written (an input RECORD is not
@@ -380,6 +470,10 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     rows = []
 
     def add_new(name, data, mode=0o644):
+        if isinstance(data, Deflated):        # compressed ahead: its raw bytes are gone
+            writer.add_deflated(name, data, mode)
+            rows.append((name, data.record_hash, str(data.size)))
+            return
         writer.add(name, data, mode)
         rows.append((name, record_hash(data), str(len(data))))
 
