@@ -14,7 +14,8 @@ import collections
 import mmap
 import os
 import re
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from ._elf import (
     DF_1_NODEFLIB,
@@ -57,8 +58,8 @@ class ElfCache:
     not hundreds of thousands of stat calls."""
 
     def __init__(self):
-        self._by_real: Dict[str, object] = {}
-        self._listing: Dict[str, Optional[FrozenSet[str]]] = {}
+        self._by_real: dict[str, object] = {}
+        self._listing: dict[str, frozenset[str] | None] = {}
         self.lookups = 0              # file-system probes of candidates (for tests)
 
     def may_hold(self, directory: str, name: str) -> bool:
@@ -67,7 +68,7 @@ class ElfCache:
         can still be searched (execute-only) answers True: the caller probes."""
         if directory not in self._listing:
             try:
-                names: Optional[FrozenSet[str]] = frozenset(os.listdir(directory))
+                names: frozenset[str] | None = frozenset(os.listdir(directory))
             except PermissionError:
                 names = None                 # probe each name, as ld.so would
             except OSError:
@@ -145,18 +146,18 @@ class Tree:
         self.realpath = os.path.realpath(path)
         self.elf = elf
         self.libc = libc
-        self.libraries: Dict[str, Library] = libraries
+        self.libraries: dict[str, Library] = libraries
         self.search = search
 
     @property
-    def needed(self) -> List[str]:
+    def needed(self) -> list[str]:
         return list(self.elf.needed)
 
     @property
-    def missing(self) -> List[str]:
+    def missing(self) -> list[str]:
         return [n for n, lib in self.libraries.items() if lib.path is None]
 
-    def resolved(self) -> Dict[str, Optional[str]]:
+    def resolved(self) -> dict[str, str | None]:
         """{needed name: host path or None} in load order."""
         return {n: lib.path for n, lib in self.libraries.items()}
 
@@ -202,11 +203,11 @@ class SearchResult(NamedTuple):
     """What :meth:`Searcher.find` found for one DT_NEEDED name.  ``path`` and ``elf``
     are None when nothing loadable was found; ``error`` then says why the loader
     would stop (a bad candidate that ends the search), or is None (not found)."""
-    path: Optional[str]
-    elf: Optional[ElfFile]
-    found_via: Optional[str]      # a SearchDir label, "direct" or "interpreter"
-    skipped: List[Skipped]
-    error: Optional[str]
+    path: str | None
+    elf: ElfFile | None
+    found_via: str | None      # a SearchDir label, "direct" or "interpreter"
+    skipped: list[Skipped]
+    error: str | None
 
 
 class Node:
@@ -221,8 +222,8 @@ class Node:
     def __init__(self, path, elf, loader, origin, chain):
         self.path, self.elf, self.loader, self.origin, self.chain = (
             path, elf, loader, origin, chain)
-        self.rpath_dirs: Optional[List[str]] = None
-        self.order: Optional[List[SearchDir]] = None
+        self.rpath_dirs: list[str] | None = None
+        self.order: list[SearchDir] | None = None
 
 
 class Searcher:
@@ -279,7 +280,7 @@ class Searcher:
             out.append(d)
         return out
 
-    def check(self, elf) -> Tuple[Optional[str], bool]:
+    def check(self, elf) -> tuple[str | None, bool]:
         """(reason, fatal) for a candidate the loader would not use.  glibc
         skips other classes and machines (also the other ARM float ABI) and
         keeps searching; other mismatches stop the load.  musl uses the first
@@ -298,13 +299,13 @@ class Searcher:
             return "not a shared object", True
         return None, False
 
-    def _rpath_of(self, node) -> List[str]:
+    def _rpath_of(self, node) -> list[str]:
         """The node's own DT_RPATH, expanded (memoised on the node)."""
         if node.rpath_dirs is None:
             node.rpath_dirs = list(dict.fromkeys(self.expand(split_path(node.elf.rpath), node)))
         return node.rpath_dirs
 
-    def search_order(self, node) -> List[SearchDir]:
+    def search_order(self, node) -> list[SearchDir]:
         """The directories (each with its label) in the order the loader searches them
         for ``node``'s needs, without duplicates; computed once per node.  Raises LimitError
         for an object beyond the limits of :func:`fastelf.ldpaths.check_object_limits`."""
@@ -315,8 +316,8 @@ class Searcher:
                                  if e.label != self.system_label])
         return node.order
 
-    def _search_order(self, node) -> List[SearchDir]:
-        dirs: List[Tuple[str, str]] = []
+    def _search_order(self, node) -> list[SearchDir]:
+        dirs: list[tuple[str, str]] = []
         for entries in (split_path(node.elf.rpath), split_path(node.elf.runpath)):
             check_object_limits(node.path or node.chain[0], entries)
         if self.flavour == GLIBC:
@@ -348,7 +349,7 @@ class Searcher:
                 out.append(SearchDir(d, label))
         return out
 
-    def try_file(self, candidate, skipped: List[Skipped]):
+    def try_file(self, candidate, skipped: list[Skipped]):
         """(elf, error): the ElfFile to use, or an error that ends the search
         (as it ends the loader's), or (None, None) to keep searching."""
         self.cache.lookups += 1
@@ -368,7 +369,7 @@ class Searcher:
 
     def find(self, name: str, node) -> SearchResult:
         """The file the loader would load for ``name`` needed by ``node``."""
-        skipped: List[Skipped] = []
+        skipped: list[Skipped] = []
         if "/" in name:
             candidate = rooted(self.root, name) if name.startswith("/") else os.path.abspath(name)
             elf, err = self.try_file(candidate, skipped)
@@ -395,15 +396,15 @@ class Searcher:
 
 
 def resolve_tree(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     *,
     root: str = "/",
-    ld_library_path: Union[str, Sequence[str], None] = None,
-    ldpaths: Optional[Sequence[str]] = None,
-    libc: Optional[str] = None,
-    lib: Optional[str] = None,
-    platform: Optional[str] = None,
-    cache: Optional[ElfCache] = None,
+    ld_library_path: str | Sequence[str] | None = None,
+    ldpaths: Sequence[str] | None = None,
+    libc: str | None = None,
+    lib: str | None = None,
+    platform: str | None = None,
+    cache: ElfCache | None = None,
 ) -> Tree:
     """Resolve the dependencies of the ELF file at ``path`` without running it.
 
@@ -439,9 +440,9 @@ def resolve_tree(
         return os.path.dirname(p)
 
     root_node = Node(path, top, None, origin_of(path, True), [path])
-    libraries: Dict[str, Library] = {}
-    by_real: Dict[str, Optional[Library]] = {os.path.realpath(path): None}  # None: the top
-    by_soname: Dict[str, str] = {}
+    libraries: dict[str, Library] = {}
+    by_real: dict[str, Library | None] = {os.path.realpath(path): None}  # None: the top
+    by_soname: dict[str, str] = {}
     if top.soname:
         by_soname[top.soname] = ""              # the top object itself
     queue = collections.deque([root_node])

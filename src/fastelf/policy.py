@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 from .errors import PolicyError
 from .libc import GLIBC, MUSL  # noqa: F401 (re-exported)
