@@ -22,6 +22,7 @@ from typing import (
     NamedTuple,
     Optional,
     Union,
+    cast,
 )
 
 from . import policy as pol
@@ -811,6 +812,7 @@ def _release_key(release: str) -> tuple:
 
 def _policy_version(tag: str) -> tuple[str, tuple[int, ...]]:
     """(family, (major, minor)) of a manylinux_X_Y / musllinux_X_Y tag or a legacy alias."""
-    parsed = pol.parse_platform_tag(tag)
+    # callers pass only the tags of known policies, which always parse
+    parsed = cast("tuple[str | None, str, str]", pol.parse_platform_tag(tag))
     nums = tuple(int(x) for x in parsed[1].split("_")[1:3])
     return parsed[1].split("_")[0], nums

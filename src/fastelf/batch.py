@@ -61,7 +61,7 @@ def _timeout_message(path: str, timeout: float) -> str:
 
 
 
-def find_wheels(paths) -> Iterator[str]:
+def find_wheels(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
     """Expand directories (recursively, sorted) into the ``*.whl`` files below them."""
     for p in paths:
         p = os.fspath(p)

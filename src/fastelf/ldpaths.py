@@ -124,7 +124,7 @@ def expand_dst(entry: str, origin: str | None, *, libc: str = GLIBC,
             out.append(origin)
         return "".join(out) + rest
 
-    def sub(m):
+    def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         value = {"ORIGIN": origin, "LIB": lib, "PLATFORM": platform}[name]
         if value is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
+from typing import Any
 
 from .errors import PolicyError
 from .libc import GLIBC, MUSL  # noqa: F401 (re-exported)
@@ -85,7 +86,7 @@ class Policy:
 
 
 @lru_cache(maxsize=None)
-def _data():
+def _data() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("policies.json").read_text()
     data = json.loads(text)
     if data.get("schema") != _SCHEMA:
@@ -164,7 +165,7 @@ _TAG_RE = re.compile(r"^(manylinux|musllinux)_(\d+)_(\d+)_(.+)$")
 _LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(.+)$")
 
 
-def parse_platform_tag(tag: str):
+def parse_platform_tag(tag: str) -> tuple[str | None, str, str] | None:
     """Split a platform tag into (libc, policy name, arch), or None for non-Linux tags.
 
     ``linux_<arch>`` gives (None, "linux", arch).
@@ -189,7 +190,7 @@ def find_policy(libc: str, arch: str, name: str) -> Policy | None:
     return None
 
 
-def tag_order_key(tag: str):
+def tag_order_key(tag: str) -> tuple[int, str] | tuple[int, str, tuple[int, ...], bool, str]:
     """Conventional order of platform tags in a wheel file name."""
     parsed = parse_platform_tag(tag)
     if parsed is None or parsed[0] is None:

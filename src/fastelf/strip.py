@@ -56,7 +56,7 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def strip_elf(data) -> bytes:
+def strip_elf(data: bytes | bytearray | memoryview) -> bytes:
     """Return ``data`` stripped like ``strip -s``; refuse what is not a linked ELF file."""
     data = bytes(data)
     try:
