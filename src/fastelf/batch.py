@@ -80,7 +80,7 @@ def _error_result(path: str, error: str) -> AuditResult:
                        claimed_tags=platform_tags_of(path), error=error)
 
 
-def _audit_one(path: str, options: dict) -> AuditResult:
+def _audit_one(path: str, options: dict[str, Any]) -> AuditResult:
     """One wheel's result; nothing raised in it may end the batch."""
     try:
         result = _audit_maybe_cached(path, options)
@@ -95,7 +95,7 @@ def _audit_one(path: str, options: dict) -> AuditResult:
     return result
 
 
-def _audit_task(path: str, options: dict, timeout: float | None) -> AuditResult:
+def _audit_task(path: str, options: dict[str, Any], timeout: float | None) -> AuditResult:
     """What a worker runs: ``_audit_one`` (looked up at call time, so tests can
     replace it), within ``timeout`` seconds when one is given."""
     if timeout is None:
@@ -132,7 +132,7 @@ def _deadline(timeout: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
+def _audit_maybe_cached(path: str, options: dict[str, Any]) -> AuditResult:
     """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
     the path of a result cache to audit through; ``options["cache_verify"]``:
     hash every local wheel again instead of trusting its stat."""
@@ -239,7 +239,7 @@ class _Batch:
     """The parallel audit: a window of futures in input order over a pool that
     is replaced when a worker dies."""
 
-    def __init__(self, jobs: int, options: dict, *, ordered: bool = True,
+    def __init__(self, jobs: int, options: dict[str, Any], *, ordered: bool = True,
                  timeout: float | None = None):
         self.jobs, self.options = jobs, options
         self.ordered, self.timeout = ordered, timeout
@@ -327,7 +327,7 @@ class _Batch:
             self.pool = None
 
 
-def _audit_isolated(paths: list[str], options: dict,
+def _audit_isolated(paths: list[str], options: dict[str, Any],
                     timeout: float | None = None) -> list[AuditResult]:
     """Audit each of ``paths`` in a process of its own, all at once.  A process
     that dies after running longer than ``timeout`` was ended by its own

@@ -94,7 +94,7 @@ class Finding(NamedTuple):
     file: str
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind.value, "file": self.file, "reason": self.reason}
 
 
@@ -103,13 +103,13 @@ class CheckReport:
     """Every finding on one wheel; ``ok`` when there is none."""
 
     path: str
-    findings: tuple
+    findings: tuple[Finding, ...]
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "ok": self.ok,
                 "problems": [f.to_dict() for f in self.findings]}
 
@@ -558,7 +558,8 @@ def _headers(reader: WheelReader, member: str) -> email.message.Message | str:
     return email.parser.HeaderParser().parsestr(text)
 
 
-def _wheel_file_findings(reader: WheelReader, member: str, tags: frozenset) -> list[Finding]:
+def _wheel_file_findings(reader: WheelReader, member: str,
+                         tags: frozenset[Tag]) -> list[Finding]:
     msg = _headers(reader, member)
     if isinstance(msg, str):
         return [Finding(Kind.WHEEL_TAGS, member, msg)]

@@ -218,11 +218,11 @@ class _Feed:
 
     def __init__(self, stream: MemberStream) -> None:
         self.stream = stream
-        self.chunks: Iterator = iter(())
+        self.chunks: Iterator[bytes | memoryview] = iter(())
         self.pos = 0
         self.passes = 0
 
-    def fill(self, img: _SparseImage, wanted: list) -> None:
+    def fill(self, img: _SparseImage, wanted: list[tuple[int, int]]) -> None:
         if self.passes == 0 or wanted[0][0] < self.pos:
             self.passes += 1
             if self.passes > _MAX_PASSES:

@@ -127,7 +127,7 @@ class Library:
     def found(self) -> bool:
         return self.path is not None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "path": self.path, "realpath": self.realpath, "found_via": self.found_via,
             "soname": self.soname, "needed": self.needed, "rpath": self.rpath,
@@ -164,7 +164,7 @@ class Tree:
         """{needed name: host path or None} in load order."""
         return {n: lib.path for n, lib in self.libraries.items()}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         e = self.elf
         return {
             "path": self.path,

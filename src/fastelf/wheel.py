@@ -471,7 +471,7 @@ class WheelReader:
                                   f"end record ({what} {big} vs {small})")
         return _EndRecord(count, cd_size, cd_off, rec)
 
-    def _read_central_directory(self) -> list:
+    def _read_central_directory(self) -> list[Member]:
         buf = self._buf
         lim = self.limits
         end = self._read_end_record()
@@ -610,7 +610,7 @@ class WheelReader:
             raise self._error(f"short zip64 extra field for {name!r}")
         return zf.resolve_zip64(values, found)
 
-    def _check_layout(self, members: list, cd_off: int) -> None:
+    def _check_layout(self, members: list[Member], cd_off: int) -> None:
         """Every byte before the central directory belongs to exactly one member.
 
         Walking the members in file order, each local header must start
