@@ -23,7 +23,7 @@ import subprocess
 import sysconfig
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 __all__ = [
     "BuildError", "COMPILERS", "CROSS_TARGETS", "TOOLCHAINS", "compiler", "have_compiler",
@@ -104,7 +104,7 @@ _PROBE_C = "int probe(void) { return 1; }\nint main(void) { return probe() - 1; 
 
 
 @functools.lru_cache(maxsize=None)
-def toolchain_problem(exe: str) -> Optional[str]:
+def toolchain_problem(exe: str) -> str | None:
     """Why C compiler ``exe`` cannot build fixtures, or None when it can.
 
     Installed is not enough: a cross gcc without its C library (libc6-dev-*-cross)
@@ -136,7 +136,7 @@ def usable_cc(exe: str) -> bool:
     return toolchain_problem(exe) is None
 
 
-def compiler(name: str) -> Optional[str]:
+def compiler(name: str) -> str | None:
     """The path of compiler ``name`` (a COMPILERS key), or None if missing or broken."""
     exe = COMPILERS[name][0]
     return shutil.which(exe) if usable_cc(exe) else None
@@ -146,7 +146,7 @@ def have_compiler(name: str) -> bool:
     return compiler(name) is not None
 
 
-def need(value, what="fixture", cc: Optional[str] = None):
+def need(value, what="fixture", cc: str | None = None):
     """Return ``value``; skip the calling test when it is None (toolchain missing or broken).
 
     ``cc``: the COMPILERS key the fixture is built with, to name the reason.
@@ -167,7 +167,7 @@ def _run(cmd, cwd):
 
 
 def compile_c(tmpdir, out: str, source: str, cc: str = "gcc", *, shared: bool = True,
-              args=(), libs=()) -> Optional[Path]:
+              args=(), libs=()) -> Path | None:
     """Compile ``source`` (C text) to ``tmpdir/out`` with compiler ``cc`` (a COMPILERS key).
 
     ``args`` go before the source, ``libs`` after it (linker inputs).  Returns
@@ -255,7 +255,7 @@ int my_PyInit_lookalike(void) { return 1; }
 """
 
 
-def build_ext_with_external_lib(tmpdir) -> Optional[Ext]:
+def build_ext_with_external_lib(tmpdir) -> Ext | None:
     """(a) ``foo.cpython-311-x86_64-linux-gnu.so`` defining PyInit_foo, NEEDED libbar.so.1.
 
     libbar.so.1 (SONAME libbar.so.1) is built next to it; the extension has no
@@ -275,7 +275,7 @@ def build_ext_with_external_lib(tmpdir) -> Optional[Ext]:
     return Ext(ext, lib, importable)
 
 
-def build_too_new_glibc(tmpdir) -> Optional[Path]:
+def build_too_new_glibc(tmpdir) -> Path | None:
     """(b) A shared object importing arc4random (GLIBC_2.36 on Debian 12)."""
     return compile_c(tmpdir, "libnewglibc.so", """
 #include <stdlib.h>
@@ -283,7 +283,7 @@ unsigned int random_word(void) { return arc4random(); }
 """)
 
 
-def build_blacklisted_zlib(tmpdir) -> Optional[Path]:
+def build_blacklisted_zlib(tmpdir) -> Path | None:
     """(c) A shared object NEEDED libz.so.1 with ``z_errmsg`` undefined (not linked in)."""
     return compile_c(tmpdir, "libzerr.so", """
 extern const char * const z_errmsg[];
@@ -291,7 +291,7 @@ const char *zlib_message(int i) { return z_errmsg[i]; }
 """, libs=["-Wl,--no-as-needed", "-lz"])
 
 
-def build_isa_level(tmpdir) -> Optional[Path]:
+def build_isa_level(tmpdir) -> Path | None:
     """(d) A shared object with GNU_PROPERTY_X86_ISA_1_NEEDED for x86-64-v3.
 
     Built with ``-march=x86-64-v3 -mneeded``; returns None when this gcc
@@ -309,7 +309,7 @@ double dot(const double *a, const double *b, int n) {
         return None
 
 
-def build_musl(tmpdir) -> Optional[Musl]:
+def build_musl(tmpdir) -> Musl | None:
     """(e) musl-gcc shared object (NEEDED libc.so on Debian) and executable."""
     if not have_compiler("musl"):
         return None
@@ -325,7 +325,7 @@ int main(void) { puts("hello from musl"); return 0; }
     return Musl(lib, exe)
 
 
-def build_executable(tmpdir) -> Optional[Path]:
+def build_executable(tmpdir) -> Path | None:
     """(f) A host executable (PIE, PT_INTERP /lib64/ld-linux-x86-64.so.2) using libm."""
     return compile_c(tmpdir, "hello-exe", """
 #include <math.h>
@@ -334,7 +334,7 @@ int main(int argc, char **argv) { printf("%f\\n", cos((double)argc)); return 0; 
 """, shared=False, libs=["-Wl,--no-as-needed", "-lm"])
 
 
-def build_rpath_runpath(tmpdir) -> Optional[Paths]:
+def build_rpath_runpath(tmpdir) -> Paths | None:
     """(g) Two shared objects: one with DT_RPATH, one with DT_RUNPATH ($ORIGIN-relative)."""
     if not have_compiler("gcc"):
         return None
@@ -348,7 +348,7 @@ def build_rpath_runpath(tmpdir) -> Optional[Paths]:
     return Paths(rpath, runpath)
 
 
-def build_stripped(tmpdir) -> Optional[Stripped]:
+def build_stripped(tmpdir) -> Stripped | None:
     """(h) A shared object, its ``strip --strip-all`` copy, and a copy with no section headers."""
     if not have_compiler("gcc") or shutil.which("strip") is None:
         return None
@@ -376,7 +376,7 @@ __thread int tls_counter;
     return Stripped(original, stripped, no_sections)
 
 
-def build_versioned_pair(tmpdir) -> Optional[Versioned]:
+def build_versioned_pair(tmpdir) -> Versioned | None:
     """A library with its own symbol versions (verdef) and a consumer of them (verneed).
 
     libver.so.1 defines ``foo@VER_1`` (old, hidden), ``foo@@VER_2``,
@@ -419,7 +419,7 @@ int main(void) { puts("hello"); return 0; }
 """
 
 
-def build_cross(tmpdir, target: str) -> Optional[Cross]:
+def build_cross(tmpdir, target: str) -> Cross | None:
     """A shared object (NEEDED libm, libc) and an executable for ``target`` (CROSS_TARGETS)."""
     if not have_compiler(target):
         return None
@@ -429,13 +429,13 @@ def build_cross(tmpdir, target: str) -> Optional[Cross]:
     return Cross(lib, exe)
 
 
-def build_arm_softfloat(tmpdir) -> Optional[Path]:
+def build_arm_softfloat(tmpdir) -> Path | None:
     """A soft-float ARM EABI5 shared object (arm-linux-gnueabi-gcc)."""
     return compile_c(tmpdir, "libsoftfloat.so", "float half(float x) { return x / 2; }\n",
                      cc="armel")
 
 
-def build_hash_styles(tmpdir) -> Optional[dict]:
+def build_hash_styles(tmpdir) -> dict | None:
     """The same library linked with --hash-style=sysv, gnu and both: {style: path}."""
     if not have_compiler("gcc"):
         return None
@@ -451,7 +451,7 @@ int cmp_c(const char *a, const char *b) { return strcmp(a, b); }
             for style in ("sysv", "gnu", "both")}
 
 
-def build_exec_stack(tmpdir) -> Optional[Path]:
+def build_exec_stack(tmpdir) -> Path | None:
     """A shared object whose PT_GNU_STACK asks for an executable stack (-z execstack)."""
     return compile_c(tmpdir, "libexecstack.so", "int stacky(void) { return 1; }\n",
                      args=["-Wl,-z,execstack"])

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 __all__ = ["RealWheel", "WHEELS", "cache_dir", "fetch", "auditwheel_show",
            "have_auditwheel", "readelf_version_needs", "readelf_undefined",
@@ -108,7 +108,7 @@ class FetchError(RuntimeError):
     """A wheel was downloaded but is not the pinned file (wrong hash)."""
 
 
-def fetch(w: RealWheel, cache: Optional[Path] = None):
+def fetch(w: RealWheel, cache: Path | None = None):
     """The cached path of ``w``, downloading it first if needed.
 
     Returns ``(path, None)``, or ``(None, reason)`` when it cannot be

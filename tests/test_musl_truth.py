@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import pytest
 from elfbuild import compile_c, have_compiler
@@ -59,7 +59,7 @@ def _key(release: str) -> tuple:
     return tuple(int(x) for x in release.lstrip("v").split("."))
 
 
-def _raw_musl_dir() -> Optional[Path]:
+def _raw_musl_dir() -> Path | None:
     """The raw musl measurements: $FASTELF_MUSL_FACTS, ../shared/musl, or /work/shared/musl."""
     for d in (os.environ.get("FASTELF_MUSL_FACTS"), ROOT.parent / "shared" / "musl",
               Path("/work/shared/musl")):
@@ -75,7 +75,7 @@ class HostMusl(NamedTuple):
     exports: frozenset  # nm -D --defined-only of its libc.so
 
 
-def _host_musl() -> Optional[HostMusl]:
+def _host_musl() -> HostMusl | None:
     nm = shutil.which("nm")
     if not MUSL_LOADER.exists() or nm is None:
         return None

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import pytest
 from elfbuild import COMPILERS, BuildError, compile_c
@@ -103,7 +103,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("verdict")
     cache: dict = {}
 
-    def get(key: str) -> Optional[Fixture]:
+    def get(key: str) -> Fixture | None:
         if key not in cache:
             cc, src = _SOURCES[key]
             try:

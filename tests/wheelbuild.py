@@ -13,8 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
 
 __all__ = ["build_wheel", "wheel_filename", "record_hash", "read_record"]
 
@@ -27,9 +27,9 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def wheel_filename(name: str, version: str, tags: Union[str, Sequence[str]],
+def wheel_filename(name: str, version: str, tags: str | Sequence[str],
                    python_tag: str = "cp311", abi_tag: str = "cp311",
-                   build: Optional[str] = None) -> str:
+                   build: str | None = None) -> str:
     """The PEP 427 file name; ``tags`` is one platform tag or several (joined with '.')."""
     plat = tags if isinstance(tags, str) else ".".join(tags)
     parts = [name.replace("-", "_"), version] + ([build] if build else []) + [
@@ -37,12 +37,12 @@ def wheel_filename(name: str, version: str, tags: Union[str, Sequence[str]],
     return "-".join(parts) + ".whl"
 
 
-def build_wheel(directory, files: Mapping[str, Union[bytes, str, Path]], *,
+def build_wheel(directory, files: Mapping[str, bytes | str | Path], *,
                 name: str = "fixture", version: str = "1.0",
-                tags: Union[str, Sequence[str]] = "linux_x86_64",
+                tags: str | Sequence[str] = "linux_x86_64",
                 python_tag: str = "cp311", abi_tag: str = "cp311",
                 compression: int = zipfile.ZIP_DEFLATED, root_is_purelib: bool = False,
-                filename: Optional[str] = None) -> Path:
+                filename: str | None = None) -> Path:
     """Write a wheel into ``directory`` and return its path.
 
     ``files`` maps member paths (POSIX, relative to the wheel root) to their

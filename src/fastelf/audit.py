@@ -12,22 +12,17 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import (
     IO,
     TYPE_CHECKING,
     Any,
-    Dict,
-    FrozenSet,
-    Iterable,
-    List,
     NamedTuple,
     Optional,
-    Sequence,
-    Set,
-    Tuple,
     Union,
+    cast,
 )
 
 from . import policy as pol
@@ -79,23 +74,23 @@ class PolicyCheck:
     """One policy's verdict and, when it fails, every reason."""
 
     tag: str
-    aliases: Tuple[str, ...]
+    aliases: tuple[str, ...]
     satisfied: bool
-    external_libraries: Dict[str, List[str]] = field(default_factory=dict)   # soname -> members
+    external_libraries: dict[str, list[str]] = field(default_factory=dict)   # soname -> members
     # version -> {member: [symbols]}
-    symbol_versions: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
+    symbol_versions: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     # soname -> {member: [symbols]}
-    blacklisted_symbols: Dict[str, Dict[str, List[str]]] = field(default_factory=dict)
-    unavailable_symbols: Dict[str, List[str]] = field(default_factory=dict)  # member -> symbols
-    isa: Dict[str, int] = field(default_factory=dict)                 # member -> level
-    dt_relr: Dict[str, str] = field(default_factory=dict)   # member -> why its DT_RELR fails
+    blacklisted_symbols: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    unavailable_symbols: dict[str, list[str]] = field(default_factory=dict)  # member -> symbols
+    isa: dict[str, int] = field(default_factory=dict)                 # member -> level
+    dt_relr: dict[str, str] = field(default_factory=dict)   # member -> why its DT_RELR fails
 
     def fails_beyond_libraries(self) -> bool:
         """Fails for a reason that grafting libraries cannot remove."""
         return bool(self.symbol_versions or self.blacklisted_symbols
                     or self.unavailable_symbols or self.isa or self.dt_relr)
 
-    def reasons(self, limit: int | None = None) -> List[str]:
+    def reasons(self, limit: int | None = None) -> list[str]:
         """One line per reason; ``limit`` caps the members and symbols named in each."""
         def names(items: Iterable[str]) -> str:
             items = list(items)
@@ -103,13 +98,13 @@ class PolicyCheck:
                 return ", ".join(items)
             return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 
-        def by_member(who: Dict[str, List[str]]) -> str:
+        def by_member(who: dict[str, list[str]]) -> str:
             parts = [f"{m}: {names(s) if s else '(no symbol named)'}" for m, s in who.items()]
             if limit is not None and len(parts) > limit:
                 parts = parts[:limit] + [f"{len(parts) - limit} more files"]
             return "; ".join(parts)
 
-        out: List[str] = []
+        out: list[str] = []
         for lib, members in sorted(self.external_libraries.items()):
             out.append(f"needs external library {lib} (by {names(members)})")
         for ver, who in sorted(self.symbol_versions.items()):
@@ -149,18 +144,18 @@ class AuditResult:
     arch: str | None = None
     libc: str | None = None
     best_tag: str | None = None
-    tags: List[str] = field(default_factory=list)     # satisfied policies' tags, best first
-    claimed_tags: List[str] = field(default_factory=list)
-    unsatisfied_claims: Dict[str, str] = field(default_factory=dict)   # tag -> reason
-    unchecked_claims: Dict[str, str] = field(default_factory=dict)  # non-Linux tag -> why
+    tags: list[str] = field(default_factory=list)     # satisfied policies' tags, best first
+    claimed_tags: list[str] = field(default_factory=list)
+    unsatisfied_claims: dict[str, str] = field(default_factory=dict)   # tag -> reason
+    unchecked_claims: dict[str, str] = field(default_factory=dict)  # non-Linux tag -> why
     skip_reason: str | None = None     # set when the wheel is not a Linux wheel at all
-    elfs: List[ElfInfo] = field(default_factory=list)
-    ignored: Dict[str, str] = field(default_factory=dict)     # member -> reason
-    policies: List[PolicyCheck] = field(default_factory=list)
-    versioned_symbols: Dict[str, List[str]] = field(default_factory=dict)  # library -> versions
-    external_libraries: Dict[str, List[str]] = field(default_factory=dict)  # soname -> members
-    problems: List[str] = field(default_factory=list)   # wheel-wide remarks and violations
-    blocking: List[str] = field(default_factory=list)   # the violations that no tag allows
+    elfs: list[ElfInfo] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)     # member -> reason
+    policies: list[PolicyCheck] = field(default_factory=list)
+    versioned_symbols: dict[str, list[str]] = field(default_factory=dict)  # library -> versions
+    external_libraries: dict[str, list[str]] = field(default_factory=dict)  # soname -> members
+    problems: list[str] = field(default_factory=list)   # wheel-wide remarks and violations
+    blocking: list[str] = field(default_factory=list)   # the violations that no tag allows
     error: str | None = None
     record: RecordReport | None = None      # when RECORD was verified
     checks: list = field(default_factory=list)       # check.Finding: what `fastelf check`
@@ -299,7 +294,7 @@ class AuditResult:
 
 # ------------------------------------------------------------------ audit
 
-def judge(infos: List[ElfInfo], wheel: str, path: str = "", *, exclude: Iterable[str] = (),
+def judge(infos: list[ElfInfo], wheel: str, path: str = "", *, exclude: Iterable[str] = (),
           disable_isa_ext_check: bool = False) -> AuditResult:
     """The verdict on a set of ELF members (``wheel`` is the file name, for its tags).
 
@@ -359,14 +354,14 @@ def audit_wheel(source: WheelSource, *, limits: Limits = DEFAULT_LIMITS,
     return result
 
 
-def _check_findings(source: WheelSource, reader: WheelReader, infos: List[ElfInfo],
+def _check_findings(source: WheelSource, reader: WheelReader, infos: list[ElfInfo],
                     name: str) -> list:
     """What ``fastelf check`` adds to the result; check builds on audit, so import late."""
     from .check import audit_findings
     return audit_findings(source, reader, infos, name)
 
 
-def judge_wheel(infos: List[ElfInfo], name: str, path: str, *, exclude: Iterable[str] = (),
+def judge_wheel(infos: list[ElfInfo], name: str, path: str, *, exclude: Iterable[str] = (),
                 disable_isa_ext_check: bool = False) -> AuditResult:
     """:func:`judge`, for a wheel whose file ``name`` must be a valid wheel name
     (PEP 427, as pip parses it; WheelError otherwise): its tags are checked."""
@@ -457,15 +452,15 @@ def _release_notes(best: pol.Policy, elfs: list, symbol_since: dict) -> list:
 # blocking problems, symbol versions) -> one PolicyCheck per policy
 # (_evaluate) -> the best tag, the satisfied tags and the release notes (_pick).
 
-Claim = Optional[Tuple[Optional[str], str, str]]     # pol.parse_platform_tag of a claimed tag
+Claim = Optional[tuple[Optional[str], str, str]]     # pol.parse_platform_tag of a claimed tag
 
 
 class _Classified(NamedTuple):
     """The wheel's architecture, its ELF files of that arch, and the others with why."""
 
     arch: str | None
-    elfs: List[ElfInfo]
-    ignored: Dict[str, str]
+    elfs: list[ElfInfo]
+    ignored: dict[str, str]
 
 
 class _LibcChoice(NamedTuple):
@@ -479,46 +474,46 @@ class _LibcChoice(NamedTuple):
 class _SymbolUse(NamedTuple):
     """Symbol versions the ELF files need from system libraries (loaders aside)."""
 
-    versioned: Dict[str, List[str]]                   # library -> versions, sorted
-    users: List[Tuple[str, Dict[str, List[str]]]]     # (version, {member: [symbols]}), sorted
+    versioned: dict[str, list[str]]                   # library -> versions, sorted
+    users: list[tuple[str, dict[str, list[str]]]]     # (version, {member: [symbols]}), sorted
 
 
 class _ElfSymbols(NamedTuple):
     """One ELF file's needs as sets, built once and intersected with every policy's lists."""
 
     info: ElfInfo
-    needed: FrozenSet[str]          # its DT_NEEDED names
-    strong: FrozenSet[str]          # the symbols it imports, weak ones aside
+    needed: frozenset[str]          # its DT_NEEDED names
+    strong: frozenset[str]          # the symbols it imports, weak ones aside
 
 
 class _WheelFacts(NamedTuple):
     """What every policy is judged against: the same for all of them."""
 
-    elfs: List[_ElfSymbols]
-    unresolved: Dict[str, Set[str]]     # soname no member provides -> members needing it
-    blocking: List[str]                 # violations that no policy allows
+    elfs: list[_ElfSymbols]
+    unresolved: dict[str, set[str]]     # soname no member provides -> members needing it
+    blocking: list[str]                 # violations that no policy allows
     symbols: _SymbolUse
-    isa: Dict[str, int]                 # member -> x86-64 ISA level >= 2 (empty if not checked)
+    isa: dict[str, int]                 # member -> x86-64 ISA level >= 2 (empty if not checked)
 
 
 class _Evaluation(NamedTuple):
     """Every policy's check, and the first release of each symbol some policy lacks."""
 
-    checks: List[PolicyCheck]
-    symbol_since: Dict[str, str]
+    checks: list[PolicyCheck]
+    symbol_since: dict[str, str]
 
 
-def _claimed_arch(claims: List[Claim]) -> str | None:
+def _claimed_arch(claims: list[Claim]) -> str | None:
     """The arch of the first Linux tag the file name claims."""
     return next((c[2] for c in claims if c), None)
 
 
-def _claimed_libc(claims: List[Claim]) -> str | None:
+def _claimed_libc(claims: list[Claim]) -> str | None:
     """The libc of the first manylinux/musllinux tag the file name claims."""
     return next((c[0] for c in claims if c and c[0]), None)
 
 
-def _classify(infos: List[ElfInfo], claimed_arch: str | None) -> _Classified:
+def _classify(infos: list[ElfInfo], claimed_arch: str | None) -> _Classified:
     """The wheel's arch: the claimed one if some ELF has it, else the first ELF's.
 
     ELF files of another (or an unknown) arch are ignored, with the reason:
@@ -526,7 +521,7 @@ def _classify(infos: List[ElfInfo], claimed_arch: str | None) -> _Classified:
     """
     arches = [i.arch for i in infos if i.arch]
     arch = claimed_arch if claimed_arch in arches else (arches[0] if arches else None)
-    ignored: Dict[str, str] = {}
+    ignored: dict[str, str] = {}
     for i in infos:
         if i.arch is None:
             ignored[i.path] = "unknown or unsupported architecture"
@@ -536,7 +531,7 @@ def _classify(infos: List[ElfInfo], claimed_arch: str | None) -> _Classified:
     return _Classified(arch, elfs, ignored)
 
 
-def _choose_libc(elfs: List[ElfInfo], claimed_libc: str | None) -> _LibcChoice:
+def _choose_libc(elfs: list[ElfInfo], claimed_libc: str | None) -> _LibcChoice:
     """The libc the ELF files name; else the claimed one; else glibc, with a note.
 
     Mixing glibc and musl is an error: no system loads both.
@@ -552,8 +547,8 @@ def _choose_libc(elfs: List[ElfInfo], claimed_libc: str | None) -> _LibcChoice:
     return _LibcChoice(libc, None, note)
 
 
-def _unresolved_libraries(elfs: List[ElfInfo], wheel: str,
-                          exclude: Tuple[str, ...]) -> Dict[str, Set[str]]:
+def _unresolved_libraries(elfs: list[ElfInfo], wheel: str,
+                          exclude: tuple[str, ...]) -> dict[str, set[str]]:
     """The DT_NEEDED names no member of the wheel provides, as ld.so would search:
     soname -> the members needing it.  Loaders and ``exclude`` globs are left out.
 
@@ -563,8 +558,8 @@ def _unresolved_libraries(elfs: List[ElfInfo], wheel: str,
     resolver = Resolver({install_path(i.path): i for i in elfs}, wheel)
     needed_names = {lib for i in elfs for lib in i.needed}
     roots = [i for i in elfs if i.extension or posixpath.basename(i.path) not in needed_names]
-    unresolved: Dict[str, Set[str]] = {}
-    seen_edges: Set[Tuple[str, str]] = set()
+    unresolved: dict[str, set[str]] = {}
+    seen_edges: set[tuple[str, str]] = set()
 
     def visit(info: ElfInfo, lib: str, found: ElfInfo | None) -> None:
         if found is None and not pol.is_loader(lib) and (info.path, lib) not in seen_edges \
@@ -587,7 +582,7 @@ def _uses_ucs2(info: ElfInfo) -> bool:
     return any("PyUnicodeUCS2_" in n and t == STT_FUNC for n, _v, _l, _b, t in info.imports)
 
 
-def _blocking_problems(elfs: List[ElfInfo]) -> List[str]:
+def _blocking_problems(elfs: list[ElfInfo]) -> list[str]:
     """Wheel-wide problems that rule out every policy (auditwheel's checks too)."""
     blocking = []
     purelib = [i.path for i in elfs if re.search(r"\.data/purelib/", i.path)]
@@ -602,10 +597,10 @@ def _blocking_problems(elfs: List[ElfInfo]) -> List[str]:
     return blocking
 
 
-def _symbol_use(elfs: List[ElfInfo]) -> _SymbolUse:
+def _symbol_use(elfs: list[ElfInfo]) -> _SymbolUse:
     """Versioned symbols from system libraries, and who uses each version."""
-    versioned: Dict[str, Set[str]] = {}             # library -> versions needed
-    users: Dict[str, Dict[str, List[str]]] = {}     # version -> {member: [symbols]}
+    versioned: dict[str, set[str]] = {}             # library -> versions needed
+    users: dict[str, dict[str, list[str]]] = {}     # version -> {member: [symbols]}
     for i in elfs:
         for lib, vers in i.version_needs.items():
             if pol.is_loader(lib):
@@ -622,11 +617,11 @@ def _symbol_use(elfs: List[ElfInfo]) -> _SymbolUse:
          for v, who in sorted(users.items())])
 
 
-def _wheel_facts(elfs: List[ElfInfo], wheel: str, exclude: Tuple[str, ...],
+def _wheel_facts(elfs: list[ElfInfo], wheel: str, exclude: tuple[str, ...],
                  disable_isa: bool) -> _WheelFacts:
     """Everything about the ELF files that does not depend on the policy."""
     unresolved = _unresolved_libraries(elfs, wheel, exclude)
-    isa: Dict[str, int] = {} if disable_isa else {
+    isa: dict[str, int] = {} if disable_isa else {
         i.path: i.isa_level for i in elfs if i.isa_level is not None and i.isa_level >= 2}
     symbols = [_ElfSymbols(i, frozenset(i.needed),
                            frozenset(n for n, _v, _l, b, _t in i.imports if b != STB_WEAK))
@@ -634,7 +629,7 @@ def _wheel_facts(elfs: List[ElfInfo], wheel: str, exclude: Tuple[str, ...],
     return _WheelFacts(symbols, unresolved, _blocking_problems(elfs), _symbol_use(elfs), isa)
 
 
-def _blacklisted(p: pol.Policy, elf: _ElfSymbols) -> Dict[str, List[str]]:
+def _blacklisted(p: pol.Policy, elf: _ElfSymbols) -> dict[str, list[str]]:
     """library -> the strong symbols ``elf`` imports that ``p`` blacklists in it."""
     out = {}
     for lib in p.blacklist.keys() & elf.needed:
@@ -644,7 +639,7 @@ def _blacklisted(p: pol.Policy, elf: _ElfSymbols) -> Dict[str, List[str]]:
     return out
 
 
-def _lacking(p: pol.Policy, elf: _ElfSymbols) -> List[str]:
+def _lacking(p: pol.Policy, elf: _ElfSymbols) -> list[str]:
     """The strong symbols ``elf`` imports that ``p``'s oldest libc does not export."""
     unavailable = p.unavailable_symbols
     if not unavailable:
@@ -680,7 +675,7 @@ def _evaluate(policies: Sequence[pol.Policy], facts: _WheelFacts) -> _Evaluation
     """Every policy's check, most compatible first, and the release that first
     exported each imported symbol some policy lacks (for the release notes)."""
     checks = []
-    symbol_since: Dict[str, str] = {}
+    symbol_since: dict[str, str] = {}
     for p in policies:
         check = _check_policy(p, facts)
         for syms in check.unavailable_symbols.values():
@@ -693,16 +688,16 @@ class _Pick(NamedTuple):
     """The verdict drawn from the checks: the best tag, every satisfied tag, the notes."""
 
     best_tag: str
-    tags: List[str]             # satisfied policies' tags with their aliases, best first
-    notes: List[str]            # what needs a newer libc release than the best tag names
+    tags: list[str]             # satisfied policies' tags with their aliases, best first
+    notes: list[str]            # what needs a newer libc release than the best tag names
 
 
-def _pick(policies: Sequence[pol.Policy], evaluation: _Evaluation, elfs: List[ElfInfo],
+def _pick(policies: Sequence[pol.Policy], evaluation: _Evaluation, elfs: list[ElfInfo],
           arch: str) -> _Pick:
     """The most compatible satisfied policy (``linux_<arch>`` if none), and the
     release notes judged against it (against the newest policy if none)."""
     checks = evaluation.checks
-    notes: List[str] = []
+    notes: list[str] = []
     if policies:
         best = next((p for p, c in zip(policies, checks) if c.satisfied), policies[-1])
         notes = _release_notes(best, elfs, evaluation.symbol_since)
@@ -711,10 +706,10 @@ def _pick(policies: Sequence[pol.Policy], evaluation: _Evaluation, elfs: List[El
                  [t for c in satisfied for t in (c.tag, *c.aliases)], notes)
 
 
-def _judge(result: AuditResult, infos: List[ElfInfo], disable_isa: bool,
-           exclude: Tuple[str, ...] = ()) -> None:
+def _judge(result: AuditResult, infos: list[ElfInfo], disable_isa: bool,
+           exclude: tuple[str, ...] = ()) -> None:
     """Fill ``result`` (whose claimed tags are set) from the ELF members ``infos``."""
-    claims: List[Claim] = [pol.parse_platform_tag(t) for t in result.claimed_tags]
+    claims: list[Claim] = [pol.parse_platform_tag(t) for t in result.claimed_tags]
     classified = _classify(infos, _claimed_arch(claims))
     arch, elfs = classified.arch, classified.elfs
     result.ignored.update(classified.ignored)
@@ -771,7 +766,7 @@ def _check_claims(result: AuditResult, claims: list, infos: list) -> None:
                               + "; no Linux ELF file)")
 
 
-def _claim_failure(result: AuditResult, tag: str, claim: Claim, linux_elfs: List[str]) -> str:
+def _claim_failure(result: AuditResult, tag: str, claim: Claim, linux_elfs: list[str]) -> str:
     """Why the wheel does not satisfy claimed ``tag`` (``claim`` is its parse, or None)."""
     if claim is None:
         kind = "a pure (any-platform) tag" if tag == "any" else "not a Linux platform tag"
@@ -815,8 +810,9 @@ def _release_key(release: str) -> tuple:
     return tuple(int(x) for x in release.split("."))
 
 
-def _policy_version(tag: str) -> Tuple[str, Tuple[int, ...]]:
+def _policy_version(tag: str) -> tuple[str, tuple[int, ...]]:
     """(family, (major, minor)) of a manylinux_X_Y / musllinux_X_Y tag or a legacy alias."""
-    parsed = pol.parse_platform_tag(tag)
+    # callers pass only the tags of known policies, which always parse
+    parsed = cast("tuple[str | None, str, str]", pol.parse_platform_tag(tag))
     nums = tuple(int(x) for x in parsed[1].split("_")[1:3])
     return parsed[1].split("_")[0], nums

@@ -35,7 +35,8 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .audit import AuditResult, audit_path, platform_tags_of
 
@@ -60,12 +61,12 @@ def _timeout_message(path: str, timeout: float) -> str:
 
 
 
-def find_wheels(paths) -> Iterator[str]:
+def find_wheels(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
     """Expand directories (recursively, sorted) into the ``*.whl`` files below them."""
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            found: List[str] = []
+            found: list[str] = []
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 found.extend(os.path.join(root, f) for f in files if f.endswith(".whl"))
@@ -79,7 +80,7 @@ def _error_result(path: str, error: str) -> AuditResult:
                        claimed_tags=platform_tags_of(path), error=error)
 
 
-def _audit_one(path: str, options: dict) -> AuditResult:
+def _audit_one(path: str, options: dict[str, Any]) -> AuditResult:
     """One wheel's result; nothing raised in it may end the batch."""
     try:
         result = _audit_maybe_cached(path, options)
@@ -94,7 +95,7 @@ def _audit_one(path: str, options: dict) -> AuditResult:
     return result
 
 
-def _audit_task(path: str, options: dict, timeout: Optional[float]) -> AuditResult:
+def _audit_task(path: str, options: dict[str, Any], timeout: float | None) -> AuditResult:
     """What a worker runs: ``_audit_one`` (looked up at call time, so tests can
     replace it), within ``timeout`` seconds when one is given."""
     if timeout is None:
@@ -131,7 +132,7 @@ def _deadline(timeout: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _audit_maybe_cached(path: str, options: dict) -> AuditResult:
+def _audit_maybe_cached(path: str, options: dict[str, Any]) -> AuditResult:
     """``path`` may be a URL (see :mod:`fastelf.remote`); ``options["cache"]``:
     the path of a result cache to audit through; ``options["cache_verify"]``:
     hash every local wheel again instead of trusting its stat."""
@@ -211,7 +212,7 @@ def _new_pool(jobs: int) -> ProcessPoolExecutor:
 # ------------------------------------------------------------------ the batch
 
 def audit_many(paths: Iterable[Any], jobs: int = 1, *, ordered: bool = True,
-               timeout: Optional[float] = None, **options: Any) -> Iterator[AuditResult]:
+               timeout: float | None = None, **options: Any) -> Iterator[AuditResult]:
     """Yield an AuditResult for each wheel under ``paths`` (read lazily).
 
     ``jobs`` > 1 uses that many worker processes; 0 means one per CPU.  A
@@ -238,17 +239,17 @@ class _Batch:
     """The parallel audit: a window of futures in input order over a pool that
     is replaced when a worker dies."""
 
-    def __init__(self, jobs: int, options: dict, *, ordered: bool = True,
-                 timeout: Optional[float] = None):
+    def __init__(self, jobs: int, options: dict[str, Any], *, ordered: bool = True,
+                 timeout: float | None = None):
         self.jobs, self.options = jobs, options
         self.ordered, self.timeout = ordered, timeout
         self.window = jobs * IN_FLIGHT_PER_JOB
-        self.pool: Optional[ProcessPoolExecutor] = None
+        self.pool: ProcessPoolExecutor | None = None
 
     def run(self, wheels: Iterable[str]) -> Iterator[AuditResult]:
         from concurrent.futures import CancelledError
         from concurrent.futures.process import BrokenProcessPool
-        pending: Deque[Tuple[str, Future]] = collections.deque()
+        pending: collections.deque[tuple[str, Future]] = collections.deque()
         source = iter(wheels)
         try:
             while True:
@@ -274,7 +275,7 @@ class _Batch:
         finally:
             self._shutdown()
 
-    def _next_index(self, pending: Deque[Tuple[str, Future]]) -> int:
+    def _next_index(self, pending: collections.deque[tuple[str, Future]]) -> int:
         """The position of the next result to yield: the oldest in order, else
         the first done (waiting for one)."""
         if self.ordered:
@@ -301,13 +302,13 @@ class _Batch:
             future.set_exception(BrokenProcessPool("worker died"))
             return future
 
-    def _recover(self, in_flight: List[Tuple[str, Future]]) -> List[AuditResult]:
+    def _recover(self, in_flight: list[tuple[str, Future]]) -> list[AuditResult]:
         """Results of the wheels that were in flight when the pool broke: those
         already done are kept; the others are audited again each in a process
         of its own (``jobs`` at a time), so only a wheel that kills its own
         process gets an error.  The next wheels go to a new pool."""
         self._shutdown()
-        done: Dict[int, AuditResult] = {}
+        done: dict[int, AuditResult] = {}
         again = []
         for i, (path, future) in enumerate(in_flight):
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -326,8 +327,8 @@ class _Batch:
             self.pool = None
 
 
-def _audit_isolated(paths: List[str], options: dict,
-                    timeout: Optional[float] = None) -> List[AuditResult]:
+def _audit_isolated(paths: list[str], options: dict[str, Any],
+                    timeout: float | None = None) -> list[AuditResult]:
     """Audit each of ``paths`` in a process of its own, all at once.  A process
     that dies after running longer than ``timeout`` was ended by its own
     watchdog (or at least overran): that wheel timed out."""

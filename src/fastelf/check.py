@@ -31,6 +31,7 @@ refuse outright at the first problem.
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import json
 import os
@@ -61,7 +62,7 @@ from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelname import parse_wheel_name
 
 if TYPE_CHECKING:
-    from .audit import ElfInfo
+    from .audit import ElfInfo, WheelSource
     from .record import RecordReport
 
 _MAX_NAMED = 5          # members or symbols named in one finding
@@ -93,7 +94,7 @@ class Finding(NamedTuple):
     file: str
     reason: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind.value, "file": self.file, "reason": self.reason}
 
 
@@ -102,13 +103,13 @@ class CheckReport:
     """Every finding on one wheel; ``ok`` when there is none."""
 
     path: str
-    findings: tuple
+    findings: tuple[Finding, ...]
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"path": self.path, "ok": self.ok,
                 "problems": [f.to_dict() for f in self.findings]}
 
@@ -300,8 +301,8 @@ _LOCAL_FLAGS = zf.FLAG_DESCRIPTOR | zf.FLAG_ENCRYPTED | zf.FLAG_UTF8
 class _Bytes:
     """Random access to the wheel's bytes: a path (pread) or an in-memory buffer."""
 
-    def __init__(self, source):
-        self._fd = None
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> None:
+        self._fd: int | None = None
         if isinstance(source, (str, os.PathLike)):
             # non-blocking and regular files only: a FIFO must not hang the check
             self._fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
@@ -337,7 +338,7 @@ class _Entry(NamedTuple):
     offset: int
 
 
-def zip_findings(source, display: str = "") -> list[Finding]:
+def zip_findings(source: WheelSource, display: str = "") -> list[Finding]:
     """PyPI's zip rules, checked on the raw layout of ``source`` (a path or bytes).
 
     Anything else (a file object) is not checked here: [] is returned.
@@ -541,7 +542,7 @@ def _same_version(text: str, version: Version) -> bool:
         return False
 
 
-def _headers(reader: WheelReader, member: str):
+def _headers(reader: WheelReader, member: str) -> email.message.Message | str:
     """The RFC 822 headers of a small member, or a reason it has none."""
     if member not in reader:
         return "missing"
@@ -557,7 +558,8 @@ def _headers(reader: WheelReader, member: str):
     return email.parser.HeaderParser().parsestr(text)
 
 
-def _wheel_file_findings(reader: WheelReader, member: str, tags: frozenset) -> list[Finding]:
+def _wheel_file_findings(reader: WheelReader, member: str,
+                         tags: frozenset[Tag]) -> list[Finding]:
     msg = _headers(reader, member)
     if isinstance(msg, str):
         return [Finding(Kind.WHEEL_TAGS, member, msg)]
@@ -594,7 +596,7 @@ def record_findings(report: RecordReport) -> list[Finding]:
     return [Finding(Kind.RECORD, where, p) for p in report.problems(limit=_MAX_NAMED)]
 
 
-def audit_findings(source, reader: WheelReader, infos: Sequence[ElfInfo],
+def audit_findings(source: WheelSource, reader: WheelReader, infos: Sequence[ElfInfo],
                    wheel_name: str) -> list[Finding]:
     """The findings ``audit`` adds to its result (all but platform tags and RECORD)."""
     named = wheel_name != "<bytes>"
@@ -606,7 +608,7 @@ def audit_findings(source, reader: WheelReader, infos: Sequence[ElfInfo],
 
 # ------------------------------------------------------------------ the verb
 
-def check_wheel(source, *, filename: str | None = None,
+def check_wheel(source: WheelSource, *, filename: str | None = None,
                 limits: Limits = DEFAULT_LIMITS) -> CheckReport:
     """Run every check on one wheel (a path, or bytes with ``filename``).
 

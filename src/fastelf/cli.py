@@ -16,8 +16,8 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .audit import AuditResult, Status, audit_path

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import mmap
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ._elf import ElfError, ElfFile, ElfLimitError, ElfNeedMore, parse
-from .wheel import Limits, MemberStream, WheelReader
+from .wheel import Limits, Member, MemberStream, WheelReader
 
 ELF_MAGIC = b"\x7fELF"
 _SKIP_SUFFIXES = (".py", ".pyc", ".pyi")
@@ -47,14 +47,14 @@ _LIMIT_FIELDS = (
 )
 
 
-def extension_init_names(member_name: str) -> tuple:
+def extension_init_names(member_name: str) -> tuple[str, str, str]:
     """Symbols that make a shared object a Python extension module."""
     modname = posixpath.basename(member_name).split(".", 1)[0]
     return ("PyInit_" + modname, "init" + modname, "_cffi_pypyinit_" + modname)
 
 
 class MemberElfError(ElfError):
-    def __init__(self, member, reason, limit=False):
+    def __init__(self, member: str, reason: str, limit: bool = False) -> None:
         super().__init__(f"{member}: {reason}")
         self.member = member
         self.reason = reason
@@ -79,7 +79,7 @@ class WheelBudget:
         self.strbytes -= elf.strbytes
 
 
-def iter_elf_members(reader: WheelReader):
+def iter_elf_members(reader: WheelReader) -> Iterator[tuple[Member, ElfFile]]:
     """Yield (member, ElfFile) for every member that starts with the ELF magic.
 
     A member that has the magic but does not parse raises MemberElfError; a
@@ -96,7 +96,8 @@ def iter_elf_members(reader: WheelReader):
     reader.check_unchanged()
 
 
-def parse_member(stream: MemberStream, exports=(), budget: WheelBudget | None = None) -> ElfFile:
+def parse_member(stream: MemberStream, exports: Iterable[str] | None = (),
+                 budget: WheelBudget | None = None) -> ElfFile:
     """Parse an ELF member from a MemberStream, within the reader's Limits.
 
     The member is then completed and its CRC-32 checked (a WheelError if it
@@ -166,14 +167,14 @@ class _SparseImage:
     def __init__(self, size: int) -> None:
         self.size = size
         self.map = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
-        self.present: list = []
+        self.present: list[tuple[int, int]] = []
         self.resident = 0
         if _POISON is not None:
             for off in range(0, size, 1 << 20):
                 n = min(1 << 20, size - off)
                 self.map[off:off + n] = bytes([_POISON]) * n
 
-    def missing(self, ranges) -> list:
+    def missing(self, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The parts of ``ranges`` (offset, size) not present, rounded out to
         the granule and clipped to the member, as merged ``(start, end)``."""
         want = []
@@ -193,7 +194,7 @@ class _SparseImage:
                 out.append((a, b))
         return out
 
-    def add(self, regions: list) -> None:
+    def add(self, regions: list[tuple[int, int]]) -> None:
         self.present = _merge(self.present + regions)
         self.resident = sum(b - a for a, b in self.present)
 
@@ -201,8 +202,8 @@ class _SparseImage:
         self.map.close()
 
 
-def _merge(spans) -> list:
-    out: list = []
+def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
     for a, b in sorted(spans):
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(b, out[-1][1]))
@@ -217,11 +218,11 @@ class _Feed:
 
     def __init__(self, stream: MemberStream) -> None:
         self.stream = stream
-        self.chunks: Iterator = iter(())
+        self.chunks: Iterator[bytes | memoryview] = iter(())
         self.pos = 0
         self.passes = 0
 
-    def fill(self, img: _SparseImage, wanted: list) -> None:
+    def fill(self, img: _SparseImage, wanted: list[tuple[int, int]]) -> None:
         if self.passes == 0 or wanted[0][0] < self.pos:
             self.passes += 1
             if self.passes > _MAX_PASSES:

@@ -6,6 +6,10 @@ The command line maps an exception to its exit code with :func:`exit_code_of`
 (one table, :data:`EXIT_CODES`); results map through their status.
 """
 
+from __future__ import annotations
+
+import os
+
 from ._elf import ElfError, ElfLimitError, ElfNeedMore, FastElfError
 
 __all__ = ["FastElfError", "ElfError", "ElfLimitError", "ElfNeedMore", "WheelError",
@@ -23,7 +27,7 @@ EXIT_UNREADABLE = 3     # a wheel or ELF file that cannot be read (broken, hosti
 class WheelError(FastElfError):
     """A wheel cannot be read: broken zip, hostile member, bad metadata."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
@@ -52,7 +56,7 @@ class ElfStripError(FastElfError):
 class LddError(FastElfError):
     """The object whose tree was asked for cannot be read or is not dynamic."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason

@@ -14,7 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ._elf import STT_FUNC, ElfFile, Import
 from .elfscan import MemberElfError, extension_init_names, iter_elf_members
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # visit(requester, needed name, the member it resolves to or None): one edge of a tree
 Visit = Callable[["ElfInfo", str, Optional["ElfInfo"]], None]
 # (RPATH directories, RUNPATH directories) of one member, inside the wheel
-SearchDirs = Tuple[Tuple[str, ...], Tuple[str, ...]]
+SearchDirs = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass
@@ -40,15 +40,15 @@ class ElfInfo:
     arch: str | None
     libc: str | None
     interpreter: str | None
-    needed: List[str]
+    needed: list[str]
     soname: str | None
     rpath: str | None
     runpath: str | None
     extension: bool
     isa_level: int | None
     exec_stack: bool | None
-    imports: List[Import] = field(repr=False, default_factory=list)
-    version_needs: Dict[str, List[str]] = field(default_factory=dict)
+    imports: list[Import] = field(repr=False, default_factory=list)
+    version_needs: dict[str, list[str]] = field(default_factory=dict)
     relr: bool = False      # DT_RELR: only glibc >= 2.36 and musl >= 1.2.4 apply it
 
     def to_dict(self) -> dict:
@@ -72,14 +72,14 @@ def elf_info(path: str, elf: ElfFile) -> ElfInfo:
         version_needs={lib: list(v) for lib, v in elf.version_needs.items()}, relr=elf.relr)
 
 
-def read_elf_infos(reader: WheelReader, elf_cache: WheelSession | None = None) -> List[ElfInfo]:
+def read_elf_infos(reader: WheelReader, elf_cache: WheelSession | None = None) -> list[ElfInfo]:
     """Parse every ELF member of an open wheel once; a broken ELF raises WheelError.
 
     ``elf_cache`` (a :class:`fastelf.cache.WheelSession`) supplies the facts of
     members it has seen, byte for byte, and parses the others."""
     try:
         if elf_cache is not None:
-            infos: List[ElfInfo] = elf_cache.elf_infos(reader)
+            infos: list[ElfInfo] = elf_cache.elf_infos(reader)
         else:
             infos = [elf_info(member.name, elf) for member, elf in iter_elf_members(reader)]
     except MemberElfError as e:
@@ -124,7 +124,7 @@ def wheel_dir_of(entry: str, origin: str) -> str | None:
     return "" if rel == "." else rel
 
 
-def _search_dirs(value: str | None, origin: str) -> List[str]:
+def _search_dirs(value: str | None, origin: str) -> list[str]:
     """In-wheel directories named by an RPATH/RUNPATH string."""
     dirs = (wheel_dir_of(e, origin) for e in split_path(value))
     return [d for d in dirs if d is not None]
@@ -148,16 +148,16 @@ class Resolver:
     member of the wheel (whatever the current directory is when it loads).
     """
 
-    def __init__(self, elfs: Dict[str, ElfInfo], wheel: str = "wheel") -> None:
+    def __init__(self, elfs: dict[str, ElfInfo], wheel: str = "wheel") -> None:
         self.elfs = elfs      # install path -> ElfInfo
         self.wheel = wheel
-        self._homes: Dict[str, Dict[str, ElfInfo]] = {}     # file name -> {in-wheel dir: info}
+        self._homes: dict[str, dict[str, ElfInfo]] = {}     # file name -> {in-wheel dir: info}
         for path, info in elfs.items():
             d, base = posixpath.split(path)
             self._homes.setdefault(base, {})[d] = info
         self._member_dirs = {posixpath.dirname(p) for p in elfs}
-        self._own: Dict[str, SearchDirs] = {}       # member -> (rpath dirs, runpath dirs)
-        self._walked: set[Tuple[str, Tuple[str, ...]]] = set()   # (member, inherited dirs)
+        self._own: dict[str, SearchDirs] = {}       # member -> (rpath dirs, runpath dirs)
+        self._walked: set[tuple[str, tuple[str, ...]]] = set()   # (member, inherited dirs)
         self.lookups = 0              # index probes, for tests
 
     def _dirs(self, info: ElfInfo) -> SearchDirs:
@@ -173,28 +173,28 @@ class Resolver:
                                           self._kept_dirs(info.runpath, origin))
         return hit
 
-    def _kept_dirs(self, value: str | None, origin: str) -> Tuple[str, ...]:
+    def _kept_dirs(self, value: str | None, origin: str) -> tuple[str, ...]:
         """The in-wheel directories of one search path that hold some ELF member, each once."""
         return tuple(d for d in dict.fromkeys(_search_dirs(value, origin))
                      if d in self._member_dirs)
 
-    def search_order(self, info: ElfInfo, chain_rpaths: Tuple[str, ...]) -> Dict[str, int]:
+    def search_order(self, info: ElfInfo, chain_rpaths: tuple[str, ...]) -> dict[str, int]:
         """{dir: position} in ld.so's order for the needs of ``info``, whose loaders'
         RPATH directories are ``chain_rpaths``."""
         rpath, runpath = self._dirs(info)
         dirs = (rpath + chain_rpaths if info.runpath is None else ()) + runpath
-        order: Dict[str, int] = {}
+        order: dict[str, int] = {}
         for d in dirs:
             order.setdefault(d, len(order))
         return order
 
-    def find(self, info: ElfInfo, lib: str, order: Dict[str, int]) -> ElfInfo | None:
+    def find(self, info: ElfInfo, lib: str, order: dict[str, int]) -> ElfInfo | None:
         """The member ``lib`` resolves to from ``info`` with search ``order``, or None."""
         self.lookups += 1
         homes = self._homes.get(lib) if "/" not in lib else None
         if not homes:
             return None
-        best: Tuple[int, ElfInfo] | None = None
+        best: tuple[int, ElfInfo] | None = None
         for d, found in homes.items():
             pos = order.get(d)
             if pos is not None and found.arch == info.arch and (best is None or pos < best[0]):
@@ -204,7 +204,7 @@ class Resolver:
     def walk(self, root: ElfInfo, visit: Visit) -> None:
         """Call visit(requester, lib, resolved_or_None) for each edge of root's tree."""
         seen: set[str] = set()
-        stack: List[Tuple[ElfInfo, Tuple[str, ...]]] = [(root, ())]
+        stack: list[tuple[ElfInfo, tuple[str, ...]]] = [(root, ())]
         while stack:
             info, chain = stack.pop()
             if info.path in seen or (info.path, chain) in self._walked:

@@ -14,7 +14,8 @@ import collections
 import mmap
 import os
 import re
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from ._elf import (
     DF_1_NODEFLIB,
@@ -56,9 +57,9 @@ class ElfCache:
     a file with hundreds of DT_NEEDED and RPATH entries costs set lookups,
     not hundreds of thousands of stat calls."""
 
-    def __init__(self):
-        self._by_real: Dict[str, object] = {}
-        self._listing: Dict[str, Optional[FrozenSet[str]]] = {}
+    def __init__(self) -> None:
+        self._by_real: dict[str, ElfFile | OSError | ElfError] = {}
+        self._listing: dict[str, frozenset[str] | None] = {}
         self.lookups = 0              # file-system probes of candidates (for tests)
 
     def may_hold(self, directory: str, name: str) -> bool:
@@ -67,7 +68,7 @@ class ElfCache:
         can still be searched (execute-only) answers True: the caller probes."""
         if directory not in self._listing:
             try:
-                names: Optional[FrozenSet[str]] = frozenset(os.listdir(directory))
+                names: frozenset[str] | None = frozenset(os.listdir(directory))
             except PermissionError:
                 names = None                 # probe each name, as ld.so would
             except OSError:
@@ -76,7 +77,7 @@ class ElfCache:
         names = self._listing[directory]
         return names is None or name in names
 
-    def load(self, path: str):
+    def load(self, path: str) -> ElfFile:
         """The ElfFile for ``path``; raises OSError or ElfError (also cached)."""
         real = os.path.realpath(path)
         hit = self._by_real.get(real)
@@ -91,7 +92,7 @@ class ElfCache:
         return hit
 
     @staticmethod
-    def _parse(real: str):
+    def _parse(real: str) -> ElfFile:
         # a FIFO, device or directory is refused without blocking (see fastelf.hostfile)
         with os.fdopen(open_regular(real), "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -107,7 +108,9 @@ class Library:
     __slots__ = ("name", "path", "realpath", "found_via", "soname", "needed", "rpath",
                  "runpath", "chain", "skipped", "error")
 
-    def __init__(self, name, path, realpath, found_via, elf, chain, skipped, error=None):
+    def __init__(self, name: str, path: str | None, realpath: str | None,
+                 found_via: str | None, elf: ElfFile | None, chain: list[str],
+                 skipped: list[Skipped], error: str | None = None) -> None:
         self.name = name
         self.path = path
         self.realpath = realpath
@@ -124,7 +127,7 @@ class Library:
     def found(self) -> bool:
         return self.path is not None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "path": self.path, "realpath": self.realpath, "found_via": self.found_via,
             "soname": self.soname, "needed": self.needed, "rpath": self.rpath,
@@ -133,34 +136,35 @@ class Library:
             "error": self.error,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Library {self.name} => {self.path}>"
 
 
 class Tree:
     """The dependency tree of one ELF file."""
 
-    def __init__(self, path, elf, libc, libraries, search):
+    def __init__(self, path: str, elf: ElfFile, libc: str, libraries: dict[str, Library],
+                 search: dict[str, str | list[str]]) -> None:
         self.path = path
         self.realpath = os.path.realpath(path)
         self.elf = elf
         self.libc = libc
-        self.libraries: Dict[str, Library] = libraries
+        self.libraries: dict[str, Library] = libraries
         self.search = search
 
     @property
-    def needed(self) -> List[str]:
+    def needed(self) -> list[str]:
         return list(self.elf.needed)
 
     @property
-    def missing(self) -> List[str]:
+    def missing(self) -> list[str]:
         return [n for n, lib in self.libraries.items() if lib.path is None]
 
-    def resolved(self) -> Dict[str, Optional[str]]:
+    def resolved(self) -> dict[str, str | None]:
         """{needed name: host path or None} in load order."""
         return {n: lib.path for n, lib in self.libraries.items()}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         e = self.elf
         return {
             "path": self.path,
@@ -180,7 +184,7 @@ class Tree:
         }
 
 
-def detect_libc(elf) -> str:
+def detect_libc(elf: ElfFile) -> str:
     """musl when the file says so (see :func:`fastelf.libc.libc_of`), else glibc."""
     return libc_of(elf) or GLIBC
 
@@ -202,11 +206,11 @@ class SearchResult(NamedTuple):
     """What :meth:`Searcher.find` found for one DT_NEEDED name.  ``path`` and ``elf``
     are None when nothing loadable was found; ``error`` then says why the loader
     would stop (a bad candidate that ends the search), or is None (not found)."""
-    path: Optional[str]
-    elf: Optional[ElfFile]
-    found_via: Optional[str]      # a SearchDir label, "direct" or "interpreter"
-    skipped: List[Skipped]
-    error: Optional[str]
+    path: str | None
+    elf: ElfFile | None
+    found_via: str | None      # a SearchDir label, "direct" or "interpreter"
+    skipped: list[Skipped]
+    error: str | None
 
 
 class Node:
@@ -218,11 +222,12 @@ class Node:
 
     __slots__ = ("path", "elf", "loader", "origin", "chain", "rpath_dirs", "order")
 
-    def __init__(self, path, elf, loader, origin, chain):
+    def __init__(self, path: str | None, elf: ElfFile, loader: Node | None, origin: str | None,
+                 chain: list[str]) -> None:
         self.path, self.elf, self.loader, self.origin, self.chain = (
             path, elf, loader, origin, chain)
-        self.rpath_dirs: Optional[List[str]] = None
-        self.order: Optional[List[SearchDir]] = None
+        self.rpath_dirs: list[str] | None = None
+        self.order: list[SearchDir] | None = None
 
 
 class Searcher:
@@ -234,8 +239,11 @@ class Searcher:
     search looks.  The other arguments are those of :func:`resolve_tree`.
     """
 
-    def __init__(self, top, *, root="/", ld_library_path=None, ldpaths=None, libc=None,
-                 lib=None, platform=None, cache=None):
+    def __init__(self, top: ElfFile, *, root: str = "/",
+                 ld_library_path: str | Sequence[str] | None = None,
+                 ldpaths: Sequence[str] | None = None, libc: str | None = None,
+                 lib: str | None = None, platform: str | None = None,
+                 cache: ElfCache | None = None) -> None:
         self.top, self.root = top, root
         self.cache = cache or ElfCache()
         self.flavour = libc or detect_libc(top)
@@ -257,7 +265,7 @@ class Searcher:
                 musl_arch=musl_arch)]
             self.system_label = "system"
         self.interp_path = rooted(root, top.interpreter) if top.interpreter else None
-        self.interp_names = set()
+        self.interp_names: set[str] = set()
         if self.interp_path:
             self.interp_names.add(os.path.basename(self.interp_path))
             try:
@@ -267,7 +275,7 @@ class Searcher:
             if interp_soname:
                 self.interp_names.add(interp_soname)
 
-    def expand(self, entries, node):
+    def expand(self, entries: Iterable[str], node: Node) -> list[str]:
         out = []
         for entry in entries:
             d = expand_dst(entry, node.origin, libc=self.flavour, lib=self.lib,
@@ -279,7 +287,7 @@ class Searcher:
             out.append(d)
         return out
 
-    def check(self, elf) -> Tuple[Optional[str], bool]:
+    def check(self, elf: ElfFile) -> tuple[str | None, bool]:
         """(reason, fatal) for a candidate the loader would not use.  glibc
         skips other classes and machines (also the other ARM float ABI) and
         keeps searching; other mismatches stop the load.  musl uses the first
@@ -298,13 +306,13 @@ class Searcher:
             return "not a shared object", True
         return None, False
 
-    def _rpath_of(self, node) -> List[str]:
+    def _rpath_of(self, node: Node) -> list[str]:
         """The node's own DT_RPATH, expanded (memoised on the node)."""
         if node.rpath_dirs is None:
             node.rpath_dirs = list(dict.fromkeys(self.expand(split_path(node.elf.rpath), node)))
         return node.rpath_dirs
 
-    def search_order(self, node) -> List[SearchDir]:
+    def search_order(self, node: Node) -> list[SearchDir]:
         """The directories (each with its label) in the order the loader searches them
         for ``node``'s needs, without duplicates; computed once per node.  Raises LimitError
         for an object beyond the limits of :func:`fastelf.ldpaths.check_object_limits`."""
@@ -315,13 +323,13 @@ class Searcher:
                                  if e.label != self.system_label])
         return node.order
 
-    def _search_order(self, node) -> List[SearchDir]:
-        dirs: List[Tuple[str, str]] = []
+    def _search_order(self, node: Node) -> list[SearchDir]:
+        dirs: list[tuple[str, str]] = []
         for entries in (split_path(node.elf.rpath), split_path(node.elf.runpath)):
             check_object_limits(node.path or node.chain[0], entries)
         if self.flavour == GLIBC:
             if not node.elf.runpath:
-                n = node
+                n: Node | None = node
                 while n is not None:
                     if not n.elf.runpath:        # RPATH is ignored beside a RUNPATH
                         dirs += [(d, "rpath") for d in self._rpath_of(n)]
@@ -348,7 +356,8 @@ class Searcher:
                 out.append(SearchDir(d, label))
         return out
 
-    def try_file(self, candidate, skipped: List[Skipped]):
+    def try_file(self, candidate: str,
+                 skipped: list[Skipped]) -> tuple[ElfFile | None, str | None]:
         """(elf, error): the ElfFile to use, or an error that ends the search
         (as it ends the loader's), or (None, None) to keep searching."""
         self.cache.lookups += 1
@@ -366,9 +375,9 @@ class Searcher:
         skipped.append(Skipped(candidate, why))
         return None, None
 
-    def find(self, name: str, node) -> SearchResult:
+    def find(self, name: str, node: Node) -> SearchResult:
         """The file the loader would load for ``name`` needed by ``node``."""
-        skipped: List[Skipped] = []
+        skipped: list[Skipped] = []
         if "/" in name:
             candidate = rooted(self.root, name) if name.startswith("/") else os.path.abspath(name)
             elf, err = self.try_file(candidate, skipped)
@@ -395,15 +404,15 @@ class Searcher:
 
 
 def resolve_tree(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     *,
     root: str = "/",
-    ld_library_path: Union[str, Sequence[str], None] = None,
-    ldpaths: Optional[Sequence[str]] = None,
-    libc: Optional[str] = None,
-    lib: Optional[str] = None,
-    platform: Optional[str] = None,
-    cache: Optional[ElfCache] = None,
+    ld_library_path: str | Sequence[str] | None = None,
+    ldpaths: Sequence[str] | None = None,
+    libc: str | None = None,
+    lib: str | None = None,
+    platform: str | None = None,
+    cache: ElfCache | None = None,
 ) -> Tree:
     """Resolve the dependencies of the ELF file at ``path`` without running it.
 
@@ -431,7 +440,7 @@ def resolve_tree(
                         libc=libc, lib=lib, platform=platform, cache=cache)
     find = searcher.find
 
-    def origin_of(p, is_top):
+    def origin_of(p: str, is_top: bool) -> str:
         # glibc takes the main program's origin from /proc/self/exe (symlinks
         # resolved) and a library's from the name it was opened by.
         if is_top and top.interpreter:
@@ -439,9 +448,9 @@ def resolve_tree(
         return os.path.dirname(p)
 
     root_node = Node(path, top, None, origin_of(path, True), [path])
-    libraries: Dict[str, Library] = {}
-    by_real: Dict[str, Optional[Library]] = {os.path.realpath(path): None}  # None: the top
-    by_soname: Dict[str, str] = {}
+    libraries: dict[str, Library] = {}
+    by_real: dict[str, Library | None] = {os.path.realpath(path): None}  # None: the top
+    by_soname: dict[str, str] = {}
     if top.soname:
         by_soname[top.soname] = ""              # the top object itself
     queue = collections.deque([root_node])
@@ -477,7 +486,7 @@ def resolve_tree(
                 continue                     # the same file under another name
             by_real[real] = libraries[name]
             queue.append(Node(found, elf, node, origin_of(found, False), chain))
-    search = {
+    search: dict[str, str | list[str]] = {
         "root": root,
         "ld_library_path": searcher.llp,
         searcher.system_label: searcher.system,

@@ -24,8 +24,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from .errors import LimitError
 from .hostfile import open_regular, read_regular
@@ -73,7 +73,7 @@ def rooted(root: str, path: str) -> str:
     return os.path.normpath(os.path.join(root, path.lstrip("/")))
 
 
-def split_path(value: Union[str, Iterable[str], None]) -> List[str]:
+def split_path(value: str | Iterable[str] | None) -> list[str]:
     """Split a colon-separated search path (or pass a list through).
 
     Empty elements are dropped: to the loader they mean the current directory
@@ -84,12 +84,12 @@ def split_path(value: Union[str, Iterable[str], None]) -> List[str]:
     return [p for p in items if p]
 
 
-def default_lib(arch: Optional[str], elf_class: int) -> str:
+def default_lib(arch: str | None, elf_class: int) -> str:
     """The usual ``$LIB`` of glibc: lib64 on 64-bit RHEL-style systems, else lib."""
     return "lib64" if elf_class == 64 else "lib"
 
 
-def default_platform(arch: Optional[str]) -> str:
+def default_platform(arch: str | None) -> str:
     """A plausible ``$PLATFORM`` (AT_PLATFORM) for an architecture."""
     return {"armv7l": "v7l", "ppc64le": "power8", "ppc64": "power8"}.get(arch or "", arch or "")
 
@@ -97,8 +97,8 @@ def default_platform(arch: Optional[str]) -> str:
 _DST = re.compile(r"\$(?:\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?=/|$))")
 
 
-def expand_dst(entry: str, origin: Optional[str], *, libc: str = GLIBC,
-               lib: Optional[str] = None, platform: Optional[str] = None) -> Optional[str]:
+def expand_dst(entry: str, origin: str | None, *, libc: str = GLIBC,
+               lib: str | None = None, platform: str | None = None) -> str | None:
     """Expand the dynamic string tokens of one search-path element.
 
     glibc knows $ORIGIN, $LIB and $PLATFORM (bare or braced; the bare form only
@@ -124,7 +124,7 @@ def expand_dst(entry: str, origin: Optional[str], *, libc: str = GLIBC,
             out.append(origin)
         return "".join(out) + rest
 
-    def sub(m):
+    def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         value = {"ORIGIN": origin, "LIB": lib, "PLATFORM": platform}[name]
         if value is None:
@@ -145,16 +145,16 @@ class _ConfWalk:
 
     root: str
     top: str
-    seen: Set[Tuple[int, int]] = field(default_factory=set)
+    seen: set[tuple[int, int]] = field(default_factory=set)
     files: int = 0
     listed: int = 0
-    dirs: List[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
 
     def limit(self, what: str) -> LimitError:
         return LimitError(rooted(self.root, self.top), f"ld.so.conf {what}")
 
 
-def parse_ld_so_conf(path: str = "/etc/ld.so.conf", *, root: str = "/") -> List[str]:
+def parse_ld_so_conf(path: str = "/etc/ld.so.conf", *, root: str = "/") -> list[str]:
     """Directories listed by an ld.so.conf file (logical paths), following
     ``include`` globs (relative patterns are relative to the including file's
     directory) and ignoring comments and ``hwcap`` lines.  A missing file, or
@@ -216,7 +216,7 @@ def _read_include(walk: _ConfWalk, path: str, pattern: str, depth: int) -> None:
 _MAGIC = re.compile(r"[*?[]")
 
 
-def _bounded_glob(walk: _ConfWalk, pattern: str) -> List[str]:
+def _bounded_glob(walk: _ConfWalk, pattern: str) -> list[str]:
     """``sorted(glob.glob(pattern))`` for an absolute host pattern, with its work
     bounded: glob would list every directory a pattern like ``*/*/*/x`` reaches,
     which through a symlink loop grows as a power of the depth.  Raises LimitError
@@ -225,7 +225,7 @@ def _bounded_glob(walk: _ConfWalk, pattern: str) -> List[str]:
     paths = ["/"]
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        found: List[str] = []
+        found: list[str] = []
         for base in paths:
             if not _MAGIC.search(part):
                 cand = os.path.join(base, part)
@@ -252,7 +252,7 @@ def _bounded_glob(walk: _ConfWalk, pattern: str) -> List[str]:
     return sorted(paths)
 
 
-def musl_path(musl_arch: str, *, root: str = "/") -> List[str]:
+def musl_path(musl_arch: str, *, root: str = "/") -> list[str]:
     """musl's system path: /etc/ld-musl-ARCH.path (entries separated by newlines
     or colons) when the file exists, else the built-in default."""
     try:
@@ -264,7 +264,7 @@ def musl_path(musl_arch: str, *, root: str = "/") -> List[str]:
             and p.strip().startswith("/")]
 
 
-def glibc_default_dirs(arch: Optional[str], elf_class: int) -> List[str]:
+def glibc_default_dirs(arch: str | None, elf_class: int) -> list[str]:
     """glibc's built-in directories: the multiarch ones (Debian), the lib64 ones
     (RHEL and manylinux images, 64-bit only), then /lib and /usr/lib."""
     dirs = []
@@ -276,8 +276,8 @@ def glibc_default_dirs(arch: Optional[str], elf_class: int) -> List[str]:
     return dirs + ["/lib", "/usr/lib"]
 
 
-def system_dirs(*, root: str = "/", libc: str = GLIBC, arch: Optional[str] = None,
-                elf_class: int = 64, musl_arch: Optional[str] = None) -> List[str]:
+def system_dirs(*, root: str = "/", libc: str = GLIBC, arch: str | None = None,
+                elf_class: int = 64, musl_arch: str | None = None) -> list[str]:
     """The system part of the search (after RPATH/LD_LIBRARY_PATH/RUNPATH), as
     logical paths: ld.so.conf then the built-in dirs for glibc, the path file
     or default for musl."""
@@ -303,5 +303,5 @@ def _logical(root: str, host: str) -> str:
     return os.path.normpath("/" + os.path.relpath(host, os.path.normpath(root)))
 
 
-def _dedupe(items: Sequence[str]) -> List[str]:
+def _dedupe(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))

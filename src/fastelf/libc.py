@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._elf import ElfFile
 
 GLIBC = "glibc"
 MUSL = "musl"
 
 
-def libc_of(elf) -> str | None:
+def libc_of(elf: ElfFile) -> str | None:
     """``"musl"`` or ``"glibc"`` from the interpreter or a libc NEEDED entry; None if neither.
 
     musl: interpreter ``ld-musl-*``, NEEDED ``libc.musl-*`` (Alpine) or plain

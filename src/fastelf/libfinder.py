@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from ._elf import ElfFile
 from .errors import WheelError
@@ -38,9 +38,9 @@ class FoundLibrary(NamedTuple):
 
 
 class LibraryFinder:
-    def __init__(self, top_elf: ElfFile, *, root: str = "/", libc: Optional[str] = None,
-                 ld_library_path: Optional[str] = None,
-                 extra_paths: Optional[str] = None) -> None:
+    def __init__(self, top_elf: ElfFile, *, root: str = "/", libc: str | None = None,
+                 ld_library_path: str | None = None,
+                 extra_paths: str | None = None) -> None:
         """``top_elf``: an ElfFile of the wheel (its class, machine and ABI must match);
         ``extra_paths``: --ldpaths, replacing the system search."""
         self.searcher = Searcher(
@@ -62,7 +62,7 @@ class LibraryFinder:
             node = self._requesters[member] = Node(None, elf, None, None, [member])
         return node
 
-    def find(self, name: str, node: Node) -> Optional[FoundLibrary]:
+    def find(self, name: str, node: Node) -> FoundLibrary | None:
         """The library ``name`` that ``node`` needs, or None when ld.so would not find one."""
         hit = self.searcher.find(name, node)
         path, elf = hit.path, hit.elf

@@ -50,23 +50,14 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
-    Dict,
-    FrozenSet,
     Generic,
-    Iterable,
-    Iterator,
-    List,
     Literal,
-    Mapping,
     NamedTuple,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
     TypeVar,
     Union,
     overload,
@@ -310,7 +301,7 @@ class NewDyn(NamedTuple):
     string still to be placed in .dynstr (``_resolve`` turns it into an offset)."""
 
     tag: int
-    value: Union[int, bytes]
+    value: int | bytes
 
 
 class Verneed(NamedTuple):
@@ -318,7 +309,7 @@ class Verneed(NamedTuple):
 
     offset: int
     vn_file: int
-    aux_names: Tuple[int, ...]
+    aux_names: tuple[int, ...]
 
 
 class Verdaux(NamedTuple):
@@ -331,7 +322,7 @@ class Verdef(NamedTuple):
 
     offset: int
     flags: int
-    auxs: Tuple[Verdaux, ...]
+    auxs: tuple[Verdaux, ...]
 
 
 class Write(NamedTuple):
@@ -344,21 +335,21 @@ class Write(NamedTuple):
 class Expected(NamedTuple):
     """What the patched file must report, in the order ``_verify`` compares."""
 
-    needed: List[str]
-    soname: Optional[str]
-    rpath: Optional[str]
-    runpath: Optional[str]
+    needed: list[str]
+    soname: str | None
+    rpath: str | None
+    runpath: str | None
 
 
 @dataclass(frozen=True)
 class _Request:
     """The checked arguments of ``patch_elf``."""
 
-    soname: Optional[bytes]
-    replace: Dict[bytes, bytes]
-    remove: FrozenSet[bytes]
-    path_tag: Optional[int]
-    path_value: Optional[bytes]
+    soname: bytes | None
+    replace: dict[bytes, bytes]
+    remove: frozenset[bytes]
+    path_tag: int | None
+    path_value: bytes | None
     remove_rpath: bool
     force_rpath: bool
     align: int
@@ -420,7 +411,7 @@ class _Image(Generic[_B]):
         if off < 0 or size < 0 or off + size > len(self.data):
             raise ElfPatchError(f"{what} at {off:#x}+{size:#x} lies outside the file")
 
-    def _read_segments(self, phentsize: int) -> List[Segment]:
+    def _read_segments(self, phentsize: int) -> list[Segment]:
         """The program headers, refused when the patcher could not rewrite them."""
         if self.e_type not in (ET_EXEC, ET_DYN):
             raise ElfPatchError(f"ELF type {self.e_type} is not an executable or shared object")
@@ -454,7 +445,7 @@ class _Image(Generic[_B]):
         return self.phdr_st.pack(s.type, s.offset, s.vaddr, s.paddr, s.filesz,
                                  s.memsz, s.flags, s.align)
 
-    def _read_sections(self, shnum: int, shentsize: int, shstrndx: int) -> List[Section]:
+    def _read_sections(self, shnum: int, shentsize: int, shstrndx: int) -> list[Section]:
         if self.shoff == 0:
             return []
         if shentsize != self.shdr_st.size:
@@ -489,7 +480,7 @@ class _Plan:
         self.dynseg = img.segs[self.dyn_index]
         self.capacity = self.dynseg.filesz // img.dyn_st.size
         self.entries = _read_dynamic(img, self.dynseg, self.capacity)
-        self.tags: Dict[int, int] = {}
+        self.tags: dict[int, int] = {}
         for tag, val in self.entries:
             self.tags.setdefault(tag, val)
         if DT_STRTAB not in self.tags or DT_STRSZ not in self.tags:
@@ -522,7 +513,7 @@ class _Plan:
 
     # -- version tables
 
-    def _walk(self, tag_addr: int, tag_num: int, entsize: int, what: str) -> List[int]:
+    def _walk(self, tag_addr: int, tag_num: int, entsize: int, what: str) -> list[int]:
         """File offsets of the entries of a version table, following vn_next/vd_next."""
         if tag_addr not in self.tags:
             return []
@@ -540,7 +531,7 @@ class _Plan:
             off += nxt
         return out
 
-    def _read_verneed(self) -> List[Verneed]:
+    def _read_verneed(self) -> list[Verneed]:
         img = self.img
         out = []
         for off in self._walk(DT_VERNEED, DT_VERNEEDNUM, img.verneed_st.size, ".gnu.version_r"):
@@ -556,7 +547,7 @@ class _Plan:
             out.append(Verneed(off, vn_file, tuple(names)))
         return out
 
-    def _read_verdef(self) -> List[Verdef]:
+    def _read_verdef(self) -> list[Verdef]:
         img = self.img
         out = []
         for off in self._walk(DT_VERDEF, DT_VERDEFNUM, img.verdef_st.size, ".gnu.version_d"):
@@ -574,7 +565,7 @@ class _Plan:
 
     # -- symbols
 
-    def symbol_count(self) -> Optional[int]:
+    def symbol_count(self) -> int | None:
         """The number of .dynsym entries, or None when it cannot be known."""
         img, data = self.img, self.img.data
         if DT_SYMTAB not in self.tags:
@@ -590,7 +581,7 @@ class _Plan:
             return self._gnu_hash_count()
         return None
 
-    def _gnu_hash_count(self) -> Optional[int]:
+    def _gnu_hash_count(self) -> int | None:
         """Symbols counted through DT_GNU_HASH: one past the end of the last
         chain.  With every bucket empty the table does not tell the count (the
         unhashed symbols below symoffset need not number symoffset): None."""
@@ -630,10 +621,10 @@ def _dynamic_segment(img: _Image) -> int:
     return dyns[0]
 
 
-def _read_dynamic(img: _Image, seg: Segment, capacity: int) -> List[Dyn]:
+def _read_dynamic(img: _Image, seg: Segment, capacity: int) -> list[Dyn]:
     """The entries before DT_NULL (which must come within the segment)."""
     esz = img.dyn_st.size
-    entries: List[Dyn] = []
+    entries: list[Dyn] = []
     for i in range(capacity):
         tag, val = img.dyn_st.unpack_from(img.data, seg.offset + i * esz)
         if tag == DT_NULL:
@@ -642,7 +633,7 @@ def _read_dynamic(img: _Image, seg: Segment, capacity: int) -> List[Dyn]:
     raise ElfPatchError("dynamic section is not terminated by DT_NULL")
 
 
-def _section_index(img: _Image, match: Callable[[Section], bool]) -> Optional[int]:
+def _section_index(img: _Image, match: Callable[[Section], bool]) -> int | None:
     """Index of the first section header that ``match`` accepts."""
     return next((i for i, sh in enumerate(img.sections) if match(sh)), None)
 
@@ -664,10 +655,10 @@ class _Run:
     length: int
 
 
-def _live_spans(plan: _Plan, refs: Set[int]) -> List[_Span]:
+def _live_spans(plan: _Plan, refs: set[int]) -> list[_Span]:
     """The strings that stay referenced (and the empty string at 0), merged
     where they touch or overlap (a suffix shared by two references)."""
-    live: List[_Span] = []
+    live: list[_Span] = []
     for a, b in sorted((r, plan.cstr_end(r)) for r in refs | {0}):
         if live and a <= live[-1].end + 1:
             if b > live[-1].end:
@@ -677,7 +668,7 @@ def _live_spans(plan: _Plan, refs: Set[int]) -> List[_Span]:
     return live
 
 
-def _free_runs(live: Sequence[_Span], size: int) -> List[_Run]:
+def _free_runs(live: Sequence[_Span], size: int) -> list[_Run]:
     """The bytes of a table of ``size`` bytes that no live string covers."""
     free, pos = [], 0
     for a, b in live:
@@ -692,14 +683,14 @@ def _free_runs(live: Sequence[_Span], size: int) -> List[_Run]:
 class _Strings:
     """Places new strings into dead bytes of .dynstr, or past its end."""
 
-    def __init__(self, plan: _Plan, fixed_refs: Optional[Set[int]]):
+    def __init__(self, plan: _Plan, fixed_refs: set[int] | None):
         self.plan = plan
         self.table = bytearray(plan.dynstr)
         self.extra = bytearray()          # appended after the old table
-        self.placed: Dict[bytes, int] = {}     # string -> its offset in the new table
+        self.placed: dict[bytes, int] = {}     # string -> its offset in the new table
         self.known = fixed_refs is not None
-        self.live: List[_Span] = []
-        self.free: List[_Run] = []
+        self.live: list[_Span] = []
+        self.free: list[_Run] = []
         if fixed_refs is None:            # not self.known
             return
         self.live = _live_spans(plan, fixed_refs)
@@ -707,7 +698,7 @@ class _Strings:
         for run in self.free:          # dead bytes are cleared
             self.table[run.start:run.start + run.length] = bytes(run.length)
 
-    def _find_live(self, s: bytes) -> Optional[int]:
+    def _find_live(self, s: bytes) -> int | None:
         needle = s + b"\0"
         start = 0
         src = self.plan.dynstr
@@ -767,7 +758,7 @@ class _Edits:
     def __init__(self, base: Buffer):
         self.base = base
         self.size = len(base)
-        self.writes: List[Write] = []
+        self.writes: list[Write] = []
 
     def grow(self, size: int) -> None:
         """Zero bytes are added up to ``size``."""
@@ -789,9 +780,9 @@ class _Edits:
                 buf[lo - offset:hi - offset] = w.data[lo - w.offset:hi - w.offset]
         return bytes(buf)
 
-    def _spans(self) -> List[_Span]:
+    def _spans(self) -> list[_Span]:
         """The written ranges, sorted, overlapping writes merged into one range."""
-        spans: List[_Span] = []
+        spans: list[_Span] = []
         for a, b in sorted((w.offset, w.offset + len(w.data)) for w in self.writes if w.data):
             if spans and a < spans[-1].end:
                 spans[-1] = _Span(spans[-1].start, max(b, spans[-1].end))
@@ -809,7 +800,7 @@ class _Edits:
 
     def build(self) -> bytes:
         """The output as one new bytes object: the only full-size allocation."""
-        pieces: List[Buffer] = []
+        pieces: list[Buffer] = []
         pos = 0
         for start, end in self._spans():
             pieces.extend(self._kept(pos, start))
@@ -831,14 +822,14 @@ class _Edits:
 @overload
 def patch_elf(
     data: Buffer, *,
-    set_soname: Union[str, bytes, None] = None,
-    replace_needed: Optional[Mapping[Union[str, bytes], Union[str, bytes]]] = None,
-    remove_needed: Optional[Iterable[Union[str, bytes]]] = None,
-    set_rpath: Union[str, bytes, None] = None,
-    set_runpath: Union[str, bytes, None] = None,
+    set_soname: str | bytes | None = None,
+    replace_needed: Mapping[str | bytes, str | bytes] | None = None,
+    remove_needed: Iterable[str | bytes] | None = None,
+    set_rpath: str | bytes | None = None,
+    set_runpath: str | bytes | None = None,
     remove_rpath: bool = False,
     force_rpath: bool = False,
-    page_size: Optional[int] = None,
+    page_size: int | None = None,
     reuse_input: Literal[False] = False,
 ) -> bytes: ...
 
@@ -846,14 +837,14 @@ def patch_elf(
 @overload
 def patch_elf(
     data: bytearray, *,
-    set_soname: Union[str, bytes, None] = None,
-    replace_needed: Optional[Mapping[Union[str, bytes], Union[str, bytes]]] = None,
-    remove_needed: Optional[Iterable[Union[str, bytes]]] = None,
-    set_rpath: Union[str, bytes, None] = None,
-    set_runpath: Union[str, bytes, None] = None,
+    set_soname: str | bytes | None = None,
+    replace_needed: Mapping[str | bytes, str | bytes] | None = None,
+    remove_needed: Iterable[str | bytes] | None = None,
+    set_rpath: str | bytes | None = None,
+    set_runpath: str | bytes | None = None,
     remove_rpath: bool = False,
     force_rpath: bool = False,
-    page_size: Optional[int] = None,
+    page_size: int | None = None,
     reuse_input: Literal[True],
 ) -> bytearray: ...
 
@@ -861,16 +852,16 @@ def patch_elf(
 def patch_elf(
     data: Buffer,
     *,
-    set_soname: Union[str, bytes, None] = None,
-    replace_needed: Optional[Mapping[Union[str, bytes], Union[str, bytes]]] = None,
-    remove_needed: Optional[Iterable[Union[str, bytes]]] = None,
-    set_rpath: Union[str, bytes, None] = None,
-    set_runpath: Union[str, bytes, None] = None,
+    set_soname: str | bytes | None = None,
+    replace_needed: Mapping[str | bytes, str | bytes] | None = None,
+    remove_needed: Iterable[str | bytes] | None = None,
+    set_rpath: str | bytes | None = None,
+    set_runpath: str | bytes | None = None,
     remove_rpath: bool = False,
     force_rpath: bool = False,
-    page_size: Optional[int] = None,
+    page_size: int | None = None,
     reuse_input: bool = False,
-) -> Union[bytes, bytearray]:
+) -> bytes | bytearray:
     """Return a patched copy of the ELF image ``data``.
 
     set_soname      DT_SONAME value; the entry is added when missing.
@@ -912,7 +903,7 @@ def patch_elf(
             edits.base = b""
             view.release()                 # a bytearray with a live view cannot grow
             edits.apply_to(data)
-            result: Union[bytes, bytearray] = data
+            result: bytes | bytearray = data
         else:
             result = edits.build()
         del edits
@@ -939,11 +930,11 @@ def _byte_view(data: Buffer) -> memoryview:
     return memoryview(view.tobytes())
 
 
-def _request(set_soname: Union[str, bytes, None],
-             replace_needed: Optional[Mapping[Union[str, bytes], Union[str, bytes]]],
-             remove_needed: Optional[Iterable[Union[str, bytes]]],
-             set_rpath: Union[str, bytes, None], set_runpath: Union[str, bytes, None],
-             remove_rpath: bool, force_rpath: bool, page_size: Optional[int]) -> _Request:
+def _request(set_soname: str | bytes | None,
+             replace_needed: Mapping[str | bytes, str | bytes] | None,
+             remove_needed: Iterable[str | bytes] | None,
+             set_rpath: str | bytes | None, set_runpath: str | bytes | None,
+             remove_rpath: bool, force_rpath: bool, page_size: int | None) -> _Request:
     """The arguments checked and encoded, refused when they contradict each other."""
     soname = None if set_soname is None else _encode(set_soname, "set_soname")
     repl = {}
@@ -971,11 +962,11 @@ def _request(set_soname: Union[str, bytes, None],
 
 
 class _SearchPath(NamedTuple):
-    tag: Optional[int]             # DT_RPATH, DT_RUNPATH, or None: no path is set
-    value: Optional[bytes]
+    tag: int | None             # DT_RPATH, DT_RUNPATH, or None: no path is set
+    value: bytes | None
 
 
-def _search_path(set_rpath: Union[str, bytes, None], set_runpath: Union[str, bytes, None]
+def _search_path(set_rpath: str | bytes | None, set_runpath: str | bytes | None
                  ) -> _SearchPath:
     """The requested search path and its tag."""
     if set_rpath is not None:
@@ -1034,17 +1025,17 @@ def _plan_patch(view: memoryview, req: _Request) -> _Patch:
 class _EntryEdit(NamedTuple):
     """The output's dynamic entries, and the input's DT_SONAME (the last one)."""
 
-    entries: List[NewDyn]
-    old_soname: Optional[bytes]
+    entries: list[NewDyn]
+    old_soname: bytes | None
 
 
 def _edit_entries(plan: _Plan, req: _Request) -> _EntryEdit:
     """The dynamic entries of the output, in the input's order, new ones last."""
-    entries: List[NewDyn] = []
-    found: Set[bytes] = set()
+    entries: list[NewDyn] = []
+    found: set[bytes] = set()
     old_soname = None
     for tag, val in plan.entries:
-        kept: Optional[NewDyn] = NewDyn(tag, val)
+        kept: NewDyn | None = NewDyn(tag, val)
         if tag == DT_NEEDED:
             name = plan.string(val)
             if name in req.remove or name in req.replace:
@@ -1073,7 +1064,7 @@ def _has(entries: Sequence[NewDyn], tag: int) -> bool:
 
 
 def _soname_entry(val: int, old: bytes, req: _Request, so_far: Sequence[NewDyn]
-                  ) -> Optional[NewDyn]:
+                  ) -> NewDyn | None:
     """What a DT_SONAME becomes: kept, renamed, or dropped (a duplicate: one is kept)."""
     if req.soname is None or req.soname == old:
         return NewDyn(DT_SONAME, val)
@@ -1083,7 +1074,7 @@ def _soname_entry(val: int, old: bytes, req: _Request, so_far: Sequence[NewDyn]
 
 
 def _path_entry(tag: int, val: int, req: _Request, tags: Mapping[int, int],
-                so_far: Sequence[NewDyn]) -> Optional[NewDyn]:
+                so_far: Sequence[NewDyn]) -> NewDyn | None:
     """What a DT_RPATH or DT_RUNPATH becomes (at most one search path entry is written
     where the first one was)."""
     if req.remove_rpath:
@@ -1099,7 +1090,7 @@ def _path_entry(tag: int, val: int, req: _Request, tags: Mapping[int, int],
     return NewDyn(tag, val)
 
 
-def _resolve(entries: Sequence[NewDyn], placed: Mapping[bytes, int]) -> List[Dyn]:
+def _resolve(entries: Sequence[NewDyn], placed: Mapping[bytes, int]) -> list[Dyn]:
     """The entries with every new string replaced by its offset in the new .dynstr."""
     return [Dyn(tag, placed[val] if isinstance(val, bytes) else val) for tag, val in entries]
 
@@ -1140,12 +1131,12 @@ class _DefRename(NamedTuple):
 
 
 class _VersionEdits(NamedTuple):
-    needs: List[_NeedRename]
-    defs: List[_DefRename]
-    fixed: Set[int]          # .dynstr offsets the version tables keep referring to
+    needs: list[_NeedRename]
+    defs: list[_DefRename]
+    fixed: set[int]          # .dynstr offsets the version tables keep referring to
 
 
-def _version_edits(plan: _Plan, req: _Request, old_soname: Optional[bytes]) -> _VersionEdits:
+def _version_edits(plan: _Plan, req: _Request, old_soname: bytes | None) -> _VersionEdits:
     """The version-table names that follow the renames; a removed library must not
     be one that symbol versions are required from."""
     needs, fixed = [], set()
@@ -1183,8 +1174,8 @@ def _write_versions(img: _Image, edits: _Edits, versions: _VersionEdits,
 
 # ------------------------------------------------------------ string liveness
 
-def _fixed_refs(plan: _Plan, entries: Sequence[NewDyn], version_refs: Set[int]
-                ) -> Optional[Set[int]]:
+def _fixed_refs(plan: _Plan, entries: Sequence[NewDyn], version_refs: set[int]
+                ) -> set[int] | None:
     """Offsets into .dynstr that stay referenced, or None if they cannot be known."""
     img = plan.img
     machine_tags = _MACHINE_TAGS.get(img.machine, frozenset())
@@ -1235,8 +1226,8 @@ class _Block(NamedTuple):
     start: int
     end: int
     holder: int                    # index in img.segs of the PT_LOAD that holds them
-    sections: Tuple[int, ...]      # indexes of the sections inside
-    segments: Tuple[int, ...]      # indexes of the (non-LOAD) segments inside
+    sections: tuple[int, ...]      # indexes of the sections inside
+    segments: tuple[int, ...]      # indexes of the (non-LOAD) segments inside
     align: int                     # the largest alignment among them
 
 
@@ -1252,14 +1243,14 @@ class _Relocation(NamedTuple):
     move    otherwise the program header table itself goes to the new segment."""
 
     mode: str
-    block: Optional[_Block]
+    block: _Block | None
     last: int                      # index of the last PT_LOAD (extended in mode "extend")
     base: int                      # file offset of the added bytes
     vbase: int                     # and their address
     seg_align: int
     phnum: int
-    ph_off: Optional[int]          # the moved program header table (mode "move")
-    block_off: Optional[int]       # the moved block (mode "grow")
+    ph_off: int | None          # the moved program header table (mode "move")
+    block_off: int | None       # the moved block (mode "grow")
     dyn_off: int
     dyn_size: int                  # 0 when the dynamic table stays
     str_off: int
@@ -1308,7 +1299,7 @@ def _relocation(img: _Image, plan: _Plan, nentries: int, new_dynstr: bytes, move
 
 class _Mode(NamedTuple):
     name: str                      # "extend", "grow" or "move": see ``_Relocation``
-    block: Optional[_Block]        # the block that moves, in mode "grow"
+    block: _Block | None        # the block that moves, in mode "grow"
     last: int                      # index of the last PT_LOAD
 
 
@@ -1364,7 +1355,7 @@ def _exec_origin(img: _Image, max_end: int, align: int) -> _Origin:
 
 # ------------------------------------------- room after the program headers
 
-def _room_after_phdrs(img: _Image, plan: _Plan) -> Optional[_Block]:
+def _room_after_phdrs(img: _Image, plan: _Plan) -> _Block | None:
     """Find the bytes to vacate so the program header table can grow by one entry
     in place, or None.
 
@@ -1397,13 +1388,13 @@ def _room_after_phdrs(img: _Image, plan: _Plan) -> Optional[_Block]:
     return _Block(start, end, holder, sections, segments, balign)
 
 
-def _phdr_holder(img: _Image, need_end: int) -> Optional[int]:
+def _phdr_holder(img: _Image, need_end: int) -> int | None:
     """Index of the first PT_LOAD holding the program header table and one more entry."""
     return next((i for i, s in enumerate(img.segs) if s.type == PT_LOAD
                  and s.offset <= img.phoff and need_end <= s.offset + s.filesz), None)
 
 
-def _block_end(img: _Image, start: int, need_end: int) -> Optional[int]:
+def _block_end(img: _Image, start: int, need_end: int) -> int | None:
     """The end of the block from ``start`` grown to whole sections and segments,
     or None when something overlaps the program header table or cannot move."""
     end = need_end
@@ -1437,7 +1428,7 @@ def _block_fits(img: _Image, holder: int, start: int, end: int) -> bool:
 
 
 def _block_sections(img: _Image, plan: _Plan, holder: int, start: int, end: int
-                    ) -> Optional[Tuple[int, ...]]:
+                    ) -> tuple[int, ...] | None:
     """Indexes of the sections in the block, or None if one of them may not move."""
     seg = img.segs[holder]
     out = []
@@ -1464,7 +1455,7 @@ def _section_movable(img: _Image, plan: _Plan, index: int, sh: Section) -> bool:
     return plan.tags.get(_MOVABLE_TYPES[sh.sh_type]) == sh.sh_addr
 
 
-def _block_addresses_ok(img: _Image, plan: _Plan, sections: Tuple[int, ...], vstart: int,
+def _block_addresses_ok(img: _Image, plan: _Plan, sections: tuple[int, ...], vstart: int,
                         vend: int) -> bool:
     """No dynamic address points into the block except the tags of the moved tables."""
     moved_tags = set(_MOVABLE_TYPES.values())
@@ -1488,12 +1479,12 @@ class _SectionMove(NamedTuple):
     size: int
 
 
-def _relocate(img: _Image, plan: _Plan, edits: _Edits, entries: List[Dyn], new_dynstr: bytes,
+def _relocate(img: _Image, plan: _Plan, edits: _Edits, entries: list[Dyn], new_dynstr: bytes,
               move_dynamic: bool, reloc: _Relocation) -> None:
     """Log the writes of the added segment: moved block, tables, headers."""
     edits.grow(reloc.end)
     segs = list(img.segs)
-    moves: Dict[int, _SectionMove] = {}       # section index -> where it now is
+    moves: dict[int, _SectionMove] = {}       # section index -> where it now is
     if reloc.block is not None and reloc.block_off is not None:
         entries = _move_block(img, plan, edits, entries, reloc, reloc.block, reloc.block_off,
                               segs, moves)
@@ -1520,9 +1511,9 @@ def _relocate(img: _Image, plan: _Plan, edits: _Edits, entries: List[Dyn], new_d
         edits.put(img.shoff + index * img.shentsize, img.shdr_st.pack(*sh))
 
 
-def _move_block(img: _Image, plan: _Plan, edits: _Edits, entries: List[Dyn],
-                reloc: _Relocation, block: _Block, block_off: int, segs: List[Segment],
-                moves: Dict[int, _SectionMove]) -> List[Dyn]:
+def _move_block(img: _Image, plan: _Plan, edits: _Edits, entries: list[Dyn],
+                reloc: _Relocation, block: _Block, block_off: int, segs: list[Segment],
+                moves: dict[int, _SectionMove]) -> list[Dyn]:
     """Copy the block (as patched so far) into the new segment and clear its old
     place; its sections, segments and the dynamic tags of its tables follow it.
     Returns the entries with those tags updated."""
@@ -1548,7 +1539,7 @@ def _move_block(img: _Image, plan: _Plan, edits: _Edits, entries: List[Dyn],
     return entries
 
 
-def _retarget_dynstr(entries: Sequence[Dyn], addr: int, size: int) -> List[Dyn]:
+def _retarget_dynstr(entries: Sequence[Dyn], addr: int, size: int) -> list[Dyn]:
     """DT_STRTAB and DT_STRSZ of the grown .dynstr copy."""
     out = []
     for tag, val in entries:
@@ -1560,7 +1551,7 @@ def _retarget_dynstr(entries: Sequence[Dyn], addr: int, size: int) -> List[Dyn]:
     return out
 
 
-def _write_program_headers(img: _Image, edits: _Edits, segs: List[Segment],
+def _write_program_headers(img: _Image, edits: _Edits, segs: list[Segment],
                            reloc: _Relocation) -> None:
     """The program header table of the output: the extended last PT_LOAD, or the
     added PT_LOAD after the last one (and PT_PHDR, e_phoff, e_phnum to match)."""
@@ -1595,7 +1586,7 @@ def _expectation(entries: Sequence[Dyn], new_dynstr: bytes) -> Expected:
     def s(off: int) -> str:
         z = new_dynstr.find(b"\0", off)
         return new_dynstr[off:z].decode("utf-8", "surrogateescape")
-    needed: List[str] = []
+    needed: list[str] = []
     soname = rpath = runpath = None
     for tag, val in entries:
         if tag == DT_NEEDED:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any
 
 from .errors import PolicyError
 from .libc import GLIBC, MUSL  # noqa: F401 (re-exported)
@@ -48,10 +49,10 @@ class Policy:
     arch: str
     libc: str
     priority: int                  # higher is more compatible (older)
-    aliases: tuple
-    libraries: frozenset           # sonames a wheel may need from the system
-    symbol_versions: dict          # prefix -> frozenset of allowed "PREFIX_x.y" names
-    blacklist: dict                # soname -> frozenset of symbol names
+    aliases: tuple[str, ...]
+    libraries: frozenset[str]      # sonames a wheel may need from the system
+    symbol_versions: dict[str, frozenset[str]]  # prefix -> frozenset of allowed "PREFIX_x.y" names
+    blacklist: dict[str, frozenset[str]]        # soname -> frozenset of symbol names
     # symbols this libc (the policy's oldest release) does not export -> the release
     # that first does
     unavailable_symbols: Mapping[str, str]
@@ -64,7 +65,7 @@ class Policy:
         return f"{self.name}_{self.arch}"
 
     @property
-    def alias_tags(self) -> tuple:
+    def alias_tags(self) -> tuple[str, ...]:
         return tuple(f"{a}_{self.arch}" for a in self.aliases)
 
     def version_allowed(self, version: str) -> bool | None:
@@ -85,7 +86,7 @@ class Policy:
 
 
 @lru_cache(maxsize=None)
-def _data():
+def _data() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("policies.json").read_text()
     data = json.loads(text)
     if data.get("schema") != _SCHEMA:
@@ -94,7 +95,7 @@ def _data():
     return data
 
 
-def _unavailable(entry: dict, arch: str) -> Mapping[str, str]:
+def _unavailable(entry: dict[str, Any], arch: str) -> Mapping[str, str]:
     """{symbol: first release exporting it} for what an entry's libc lacks on ``arch``.
 
     Read-only, as the Policy holding it is frozen; rules are not inherited.
@@ -103,7 +104,8 @@ def _unavailable(entry: dict, arch: str) -> Mapping[str, str]:
                              if arch in rule.get("arches", (arch,)) for name in rule["names"]})
 
 
-def _dt_relr_since(libc: str, name: str, versions: dict, musl_since: str | None) -> str | None:
+def _dt_relr_since(libc: str, name: str, versions: dict[str, set[str]],
+                   musl_since: str | None) -> str | None:
     """From which libc release the loaders of a policy apply DT_RELR (None: none does).
 
     glibc: the policies that allow the version need GLIBC_ABI_DT_RELR, from their
@@ -117,16 +119,16 @@ def _dt_relr_since(libc: str, name: str, versions: dict, musl_since: str | None)
 
 
 @lru_cache(maxsize=None)
-def policies_for(libc: str, arch: str) -> tuple:
+def policies_for(libc: str, arch: str) -> tuple[Policy, ...]:
     """The policies of ``libc`` that exist for ``arch``, most compatible first."""
     if libc not in _FAMILY:
         raise PolicyError(f"unknown libc {libc!r}")
     data = _data()
     family = data[_FAMILY[libc]]
     out = []
-    libs: set = set()
-    versions: dict = {}
-    blacklist: dict = {}
+    libs: set[str] = set()
+    versions: dict[str, set[str]] = {}
+    blacklist: dict[str, frozenset[str]] = {}
     relr: str | None = None
     musl_libc = data["musl_libc_names"].get(arch)
     n = len(family)
@@ -153,8 +155,8 @@ def policies_for(libc: str, arch: str) -> tuple:
     return tuple(out)
 
 
-def all_arches(libc: str) -> list:
-    arches = set()
+def all_arches(libc: str) -> list[str]:
+    arches: set[str] = set()
     for entry in _data()[_FAMILY[libc]]:
         arches.update(entry["arches"])
     return sorted(arches)
@@ -164,7 +166,7 @@ _TAG_RE = re.compile(r"^(manylinux|musllinux)_(\d+)_(\d+)_(.+)$")
 _LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(.+)$")
 
 
-def parse_platform_tag(tag: str):
+def parse_platform_tag(tag: str) -> tuple[str | None, str, str] | None:
     """Split a platform tag into (libc, policy name, arch), or None for non-Linux tags.
 
     ``linux_<arch>`` gives (None, "linux", arch).
@@ -189,7 +191,7 @@ def find_policy(libc: str, arch: str, name: str) -> Policy | None:
     return None
 
 
-def tag_order_key(tag: str):
+def tag_order_key(tag: str) -> tuple[int, str] | tuple[int, str, tuple[int, ...], bool, str]:
     """Conventional order of platform tags in a wheel file name."""
     parsed = parse_platform_tag(tag)
     if parsed is None or parsed[0] is None:

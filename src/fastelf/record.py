@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import LimitError
@@ -39,16 +40,16 @@ class RecordReport:
 
     record: str | None = None            # the RECORD member's name
     checked: int = 0                     # members whose digest matched
-    mismatched: dict = field(default_factory=dict)   # member -> reason
-    unlisted: list = field(default_factory=list)     # members RECORD does not list
-    missing: list = field(default_factory=list)      # RECORD rows naming no member
-    errors: list = field(default_factory=list)       # RECORD itself is unusable/odd
+    mismatched: dict[str, str] = field(default_factory=dict)   # member -> reason
+    unlisted: list[str] = field(default_factory=list)     # members RECORD does not list
+    missing: list[str] = field(default_factory=list)      # RECORD rows naming no member
+    errors: list[str] = field(default_factory=list)       # RECORD itself is unusable/odd
 
     @property
     def ok(self) -> bool:
         return not (self.mismatched or self.unlisted or self.missing or self.errors)
 
-    def problems(self, limit=_MAX_LISTED) -> list:
+    def problems(self, limit: int = _MAX_LISTED) -> list[str]:
         """One line per problem (``limit`` caps the lines per category)."""
         out = list(self.errors)
         items = sorted(self.mismatched.items())
@@ -62,7 +63,7 @@ class RecordReport:
                 out.append(f"... and {len(names) - limit} more {what}")
         return out
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, object]:
         return {"record": self.record, "ok": self.ok, "checked": self.checked,
                 "mismatched": dict(sorted(self.mismatched.items())),
                 "unlisted": self.unlisted, "missing": self.missing, "errors": self.errors}
@@ -73,21 +74,21 @@ def b64_digest(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def record_files(info: str) -> set:
+def record_files(info: str) -> set[str]:
     """RECORD and its signature files in the dist-info directory ``info``."""
     return {f"{info}/RECORD", f"{info}/RECORD.jws", f"{info}/RECORD.p7s"}
 
 
-def find_record(names) -> list:
+def find_record(names: Iterable[str]) -> list[str]:
     """Member names of the form ``<top>.dist-info/RECORD`` (normally exactly one)."""
     return sorted(n for n in names
                   if n.count("/") == 1 and n.endswith(".dist-info/RECORD")
                   and not n.startswith(".dist-info/"))
 
 
-def parse_record_text(text: str, report: RecordReport) -> dict:
+def parse_record_text(text: str, report: RecordReport) -> dict[str, tuple[str, str]]:
     """RECORD rows as {path: (hash, size)}; malformed rows go to ``report.errors``."""
-    rows = {}
+    rows: dict[str, tuple[str, str]] = {}
     try:
         for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
             if not row:
@@ -110,7 +111,7 @@ def parse_record_text(text: str, report: RecordReport) -> dict:
     return rows
 
 
-def _hasher(digest_field: str):
+def _hasher(digest_field: str) -> tuple[hashlib._Hash | None, str]:
     """(hashlib object, expected urlsafe-b64 digest) or (None, reason)."""
     algo, sep, value = digest_field.partition("=")
     algo = algo.strip().lower()

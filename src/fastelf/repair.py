@@ -31,9 +31,10 @@ import hashlib
 import os
 import posixpath
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
+from typing import Any, NamedTuple, Union
 
 from . import __version__
 from . import policy as pol

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from collections.abc import Iterator
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterator, List, Set, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .audit import AuditResult
@@ -139,7 +140,7 @@ def show_text(r: AuditResult, reach: RepairReach | None = None) -> str:
     return "".join(x if x.endswith("\n") else x + "\n" for x in out)
 
 
-def _reach_lines(reach: RepairReach | None) -> List[str]:
+def _reach_lines(reach: RepairReach | None) -> list[str]:
     """What repair would reach, when it was asked."""
     if reach is None:
         return []
@@ -150,14 +151,14 @@ def _reach_lines(reach: RepairReach | None) -> List[str]:
                   "symbol versions count).")]
 
 
-def _ignored(r: AuditResult) -> List[str]:
+def _ignored(r: AuditResult) -> list[str]:
     """The ELF files left out of the verdict, with why."""
     if not r.ignored:
         return []
     return ["Ignored ELF files:\n"] + [f"  {m}: {why}\n" for m, why in r.ignored.items()]
 
 
-def _claims(r: AuditResult) -> List[str]:
+def _claims(r: AuditResult) -> list[str]:
     """The file name's claims, each satisfied or not, and the RECORD verdict."""
     out = []
     for tag in r.claimed_tags:
@@ -252,8 +253,8 @@ def lddtree_text(tree: Tree) -> str:
     elf = tree.elf
     interpreter = f", interpreter {elf.interpreter}" if elf.interpreter else ""
     out = [printable(f"{tree.path} ({elf.arch}, {tree.libc}{interpreter})") + "\n"]
-    expanded: Set[str] = set()
-    stack: List[Tuple[Iterator[str], int]] = [(iter(tree.needed), 1)]
+    expanded: set[str] = set()
+    stack: list[tuple[Iterator[str], int]] = [(iter(tree.needed), 1)]
     while stack:                    # depth first, in DT_NEEDED order, as ld.so lists them
         names, depth = stack[-1]
         name = next(names, None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Iterable, List
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import policy as pol
 from .errors import FastElfError, PolicyError, WheelError
@@ -22,7 +23,7 @@ def split_wheel_name(filename: str) -> WheelName:
     return parse_wheel_name(filename)
 
 
-def expand_tag(tag: str, arch: str | None = None) -> List[str]:
+def expand_tag(tag: str, arch: str | None = None) -> list[str]:
     """A policy name or tag, with legacy alias, as full platform tags.
 
     ``manylinux2014_x86_64`` -> [manylinux_2_17_x86_64, manylinux2014_x86_64];
@@ -44,7 +45,7 @@ def expand_tag(tag: str, arch: str | None = None) -> List[str]:
     return [p.tag, *p.alias_tags]
 
 
-def ordered_tags(tags: Iterable[str]) -> List[str]:
+def ordered_tags(tags: Iterable[str]) -> list[str]:
     """``tags`` once each, in the conventional order of a wheel file name."""
     return sorted(dict.fromkeys(tags), key=pol.tag_order_key)
 
@@ -59,7 +60,7 @@ def _aliases_of(r: AuditResult, tag: str) -> tuple:
     return next((c.aliases for c in r.policies if c.tag == tag), ())
 
 
-def _default_tags(r: AuditResult, path: str) -> List[str]:
+def _default_tags(r: AuditResult, path: str) -> list[str]:
     """Without --plat: the best tag the wheel satisfies and its aliases.
 
     A skipped or pure wheel has no best tag to offer: the caller must name one.
@@ -76,7 +77,7 @@ def _default_tags(r: AuditResult, path: str) -> List[str]:
 
 
 def choose_tags(r: AuditResult, path: str, requested: Iterable[str] = (), *,
-                add: bool = False, force: bool = False) -> List[str]:
+                add: bool = False, force: bool = False) -> list[str]:
     """The platform tags ``fastelf retag`` sets on the audited wheel ``r`` at ``path``.
 
     ``requested`` (policy names or tags, legacy aliases expanded to both names,

@@ -56,7 +56,7 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def strip_elf(data) -> bytes:
+def strip_elf(data: bytes | bytearray | memoryview) -> bytes:
     """Return ``data`` stripped like ``strip -s``; refuse what is not a linked ELF file."""
     data = bytes(data)
     try:
@@ -84,7 +84,7 @@ def _reason(e: ElfPatchError) -> str:
     return text
 
 
-def _named_sections(img: _Image, lay: Layout) -> list:
+def _named_sections(img: _Image, lay: Layout) -> list[_Section]:
     """The section headers with their names read from the section name table."""
     raw = [Shdr._make(sh) for sh in img.sections]
     shstrndx = lay.read_ehdr(img.data).e_shstrndx
@@ -106,7 +106,7 @@ def _named_sections(img: _Image, lay: Layout) -> list:
     return out
 
 
-def _kept(sections: list) -> list:
+def _kept(sections: list[_Section]) -> list[int]:
     """Indexes of the sections ``strip -s`` keeps, the null section first."""
     gone = set()
     for i, s in enumerate(sections):
@@ -131,7 +131,8 @@ def _kept(sections: list) -> list:
     return [i for i in range(len(sections)) if i not in gone]
 
 
-def _rebuild(img: _Image, lay: Layout, sections: list, keep: list, end: int) -> bytes:
+def _rebuild(img: _Image, lay: Layout, sections: list[_Section], keep: list[int],
+             end: int) -> bytes:
     """The file up to ``end``, the kept sections after it, a new name table and headers."""
     shstrndx_old = lay.read_ehdr(img.data).e_shstrndx
     if shstrndx_old == SHN_XINDEX:

@@ -42,7 +42,7 @@ import types
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Union, overload
+from typing import IO, Any, Literal, NamedTuple, Union, cast, overload
 
 from . import zipformat as zf
 from ._elf import DEFAULT_MAX_SYMBOLS
@@ -204,14 +204,14 @@ class Member:
     size: int
     header_offset: int
     mode: int
-    date_time: tuple = field(compare=False)
+    date_time: tuple[int, int, int, int, int, int] = field(compare=False)
 
     @property
-    def is_dir(self):
+    def is_dir(self) -> bool:
         return self.name.endswith("/")
 
 
-def check_member_name(name):
+def check_member_name(name: str) -> str | None:
     """Return why a member name is unsafe to write anywhere, or None."""
     if not name:
         return "empty member name"
@@ -229,7 +229,7 @@ def check_member_name(name):
     return None
 
 
-def _special_file(mode):
+def _special_file(mode: int) -> str | None:
     """'symbolic link', 'device' ... for a mode that is not a file or directory."""
     if stat.S_ISLNK(mode):
         return "symbolic link"
@@ -249,16 +249,18 @@ class WheelReader:
     ``name``: what errors call it (default: the path, the file's name or ``<bytes>``).
     """
 
-    def __init__(self, source, limits: Limits = DEFAULT_LIMITS, name: str | None = None):
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes],
+                 limits: Limits = DEFAULT_LIMITS, name: str | None = None) -> None:
         self.limits = limits
-        self._fh = None
+        self._fh: io.BufferedReader | None = None
         self._buf: _Source = _MemorySource(b"")
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.path = "<bytes>"
             self._buf = _MemorySource(source)
         elif hasattr(source, "read"):
             self.path = getattr(source, "name", "<stream>")
-            self._buf = self._source_of_stream(source)
+            # anything with read() is a stream (mypy cannot narrow the union by hasattr)
+            self._buf = self._source_of_stream(cast("IO[bytes]", source))
         else:
             self.path = os.fspath(source)
             self._fh = self._open(self.path)
@@ -279,7 +281,7 @@ class WheelReader:
         self._by_name = {m.name: m for m in self.members}
 
     # ------------------------------------------------------------ opening
-    def _open(self, path):
+    def _open(self, path: str) -> io.BufferedReader:
         """Open read-only; refuse anything but a regular file (a FIFO would block)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -296,7 +298,7 @@ class WheelReader:
             os.close(fd)
             raise
 
-    def _source_of_stream(self, stream) -> _Source:
+    def _source_of_stream(self, stream: IO[bytes]) -> _Source:
         """A regular file's descriptor is read by ranges (the caller keeps it
         open); an in-memory stream is read in place; any other seekable
         stream by seek+read; a pipe, a device or an unseekable stream is
@@ -323,7 +325,7 @@ class WheelReader:
             return _FileSource(stream, self.path)
         return _MemorySource(self._read_capped(stream))
 
-    def _read_capped(self, stream) -> bytes:
+    def _read_capped(self, stream: IO[bytes]) -> bytes:
         cap = self.limits.max_stream_size
         parts: list[bytes] = []
         got = 0
@@ -344,23 +346,23 @@ class WheelReader:
         """Raise WheelError if the file's size or mtime changed since it was opened."""
         self._buf.check_unchanged()
 
-    def close(self):
+    def close(self) -> None:
         buf, self._buf = self._buf, _MemorySource(b"")
         buf.release()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self):
+    def __enter__(self) -> WheelReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _error(self, reason):
+    def _error(self, reason: str) -> WheelError:
         return WheelError(self.path, reason)
 
-    def _limit(self, reason):
+    def _limit(self, reason: str) -> LimitError:
         return LimitError(self.path, reason)
 
     # --------------------------------------------------- central directory
@@ -469,7 +471,7 @@ class WheelReader:
                                   f"end record ({what} {big} vs {small})")
         return _EndRecord(count, cd_size, cd_off, rec)
 
-    def _read_central_directory(self) -> list:
+    def _read_central_directory(self) -> list[Member]:
         buf = self._buf
         lim = self.limits
         end = self._read_end_record()
@@ -608,7 +610,7 @@ class WheelReader:
             raise self._error(f"short zip64 extra field for {name!r}")
         return zf.resolve_zip64(values, found)
 
-    def _check_layout(self, members: list, cd_off: int) -> None:
+    def _check_layout(self, members: list[Member], cd_off: int) -> None:
         """Every byte before the central directory belongs to exactly one member.
 
         Walking the members in file order, each local header must start
@@ -715,10 +717,10 @@ class WheelReader:
         return pos + size - at
 
     # ----------------------------------------------------------- contents
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Member]:
         return iter(self.members)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
     def member(self, name: str) -> Member:
@@ -749,7 +751,7 @@ class WheelReader:
     def stream(self, member: Member) -> MemberStream:
         return MemberStream(self, member)
 
-    def read(self, member: Member | str, verify=True) -> bytes | memoryview:
+    def read(self, member: Member | str, verify: bool = True) -> bytes | memoryview:
         """The whole member: a zero-copy view if stored, else inflated bytes.
 
         The CRC-32 is checked (a deflated member's always, once inflated in
@@ -949,7 +951,7 @@ class MemberStream:
         return head
 
     @property
-    def available(self):
+    def available(self) -> int:
         return self._have
 
     @property
@@ -1056,7 +1058,7 @@ class MemberStream:
         self._room.out = self._out      # the inflate loop keeps no reference to it either
         return out
 
-    def data(self):
+    def data(self) -> memoryview:
         """The bytes inflated so far (a view for stored members).
 
         Always a new view, so a caller may release it (``with``) and still
@@ -1101,7 +1103,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 class _MemorySource:
     """A bytes-like input: slices are zero-copy views of it."""
 
-    def __init__(self, data) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._mv = memoryview(data).cast("B")
 
     def __len__(self) -> int:
@@ -1130,10 +1132,10 @@ class _FileSource:
     reads cost one system call per megabyte.
     """
 
-    def __init__(self, handle, path: str) -> None:
+    def __init__(self, handle: int | IO[bytes], path: str) -> None:
         self._path = path
         self._fd: int = handle if isinstance(handle, int) else -1
-        self._stream = None if isinstance(handle, int) else handle
+        self._stream: IO[bytes] | None = None if isinstance(handle, int) else handle
         self._stamp = self._stat()
         self._size = self._stamp[0]
         self._win_off = 0
@@ -1141,7 +1143,7 @@ class _FileSource:
         # a stream may be remote (HTTP ranges): smaller windows fetch fewer bytes
         self._window = _WINDOW if self._stream is None else _STREAM_WINDOW
 
-    def _stat(self) -> tuple:
+    def _stat(self) -> tuple[int, int | None]:
         try:
             if self._stream is None:
                 st = os.fstat(self._fd)
@@ -1170,7 +1172,7 @@ class _FileSource:
             raise self._changed(f"{len(data)} of {size} bytes at offset {offset}")
         return data
 
-    def __getitem__(self, key: slice):
+    def __getitem__(self, key: slice) -> memoryview | bytes:
         start, stop, _ = key.indices(self._size)
         if stop <= start:
             return b""
@@ -1208,7 +1210,7 @@ class _Span:
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, key: slice):
+    def __getitem__(self, key: slice) -> memoryview | bytes:
         a, b, _ = key.indices(self._size)
         return self._source[self._start + a:self._start + max(a, b)]
 

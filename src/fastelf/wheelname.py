@@ -9,7 +9,7 @@ verdict, the parts as they are written, because fastelf writes names back
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
@@ -23,9 +23,9 @@ class WheelName(NamedTuple):
     """A valid wheel file name split into its parts, each as written (case kept)."""
 
     stem: str               # "name-version" or "name-version-build"
-    python: List[str]       # python tags, e.g. ["cp311"]
-    abi: List[str]          # abi tags, e.g. ["cp311"] or ["abi3"]
-    platform: List[str]     # platform tags in the name's order
+    python: list[str]       # python tags, e.g. ["cp311"]
+    abi: list[str]          # abi tags, e.g. ["cp311"] or ["abi3"]
+    platform: list[str]     # platform tags in the name's order
 
     @property
     def distribution(self) -> str:
@@ -37,7 +37,7 @@ class WheelName(NamedTuple):
         """The version as written (not normalized)."""
         return self.stem.split("-")[1]
 
-    def with_platform(self, platform: List[str]) -> str:
+    def with_platform(self, platform: list[str]) -> str:
         """This file name with the platform tags replaced by ``platform`` (in that order)."""
         return f"{self.stem}-{'.'.join(self.python)}-{'.'.join(self.abi)}-{'.'.join(platform)}.whl"
 
@@ -58,7 +58,7 @@ def parse_wheel_name(filename: str) -> WheelName:
     return WheelName(stem, python.split("."), abi.split("."), platform.split("."))
 
 
-def platform_tags_of(filename: str) -> List[str]:
+def platform_tags_of(filename: str) -> list[str]:
     """The platform tags of a wheel file name, in the name's order; [] if not a wheel name.
 
     Lower case, as packaging's tags and installers compare them; packaging
