@@ -20,24 +20,29 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Union
 
 from . import zipformat as zf
 from .errors import WheelError
 from .record import b64_digest, record_files
-from .wheel import DEFLATED, STORED, WheelReader, optional_module
+from .wheel import DEFLATED, STORED, Member, WheelReader, optional_module
+
+Data = Union[bytes, bytearray, memoryview]     # a member's bytes, however they are held
+DateTime = tuple[int, int, int, int, int, int]  # a zip date_time: year .. second
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
 _MAX_DOS_TIME = 4354819198         # 2107-12-31 23:59:58, the latest one
 
 
-def record_hash(data) -> str:
+def record_hash(data: Data) -> str:
+    """RECORD's ``sha256=<urlsafe base64, no padding>`` of ``data``."""
     return "sha256=" + b64_digest(hashlib.sha256(data).digest())
 
 
-def reproducible_date_time():
+def reproducible_date_time() -> DateTime | None:
     """SOURCE_DATE_EPOCH as a zip date_time tuple (clipped to 1980..2107), else None."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
@@ -46,7 +51,11 @@ def reproducible_date_time():
         t = min(max(int(epoch), _MIN_DOS_TIME), _MAX_DOS_TIME)
     except ValueError:
         raise WheelError("SOURCE_DATE_EPOCH", f"not an integer: {epoch!r}") from None
-    return time.gmtime(t)[:6]
+    return _date_time(time.gmtime(t))
+
+
+def _date_time(t: time.struct_time) -> DateTime:
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 class _Terminated(BaseException):
@@ -73,9 +82,9 @@ def _dying_signals_raise() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {}
+    old: dict[int, Callable[..., object] | int | None] = {}
 
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: object) -> None:
         raise _Terminated(signum)
 
     for sig in _DYING_SIGNALS:
@@ -94,7 +103,7 @@ def _dying_signals_raise() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def dist_info_dir(names) -> str:
+def dist_info_dir(names: Iterable[str]) -> str:
     """The wheel's single top-level ``*.dist-info`` directory."""
     dirs = {n.split("/", 1)[0] for n in names
             if n.count("/") == 1 and n.split("/", 1)[0].endswith(".dist-info")
@@ -109,7 +118,8 @@ class _Entry:
     __slots__ = ("name", "method", "crc", "csize", "usize", "mode", "date_time",
                  "payload", "offset")
 
-    def __init__(self, name, method, crc, csize, usize, mode, date_time, payload):
+    def __init__(self, name: str, method: int, crc: int, csize: int, usize: int, mode: int,
+                 date_time: DateTime, payload: Data | None):
         self.name, self.method, self.crc = name, method, crc
         self.csize, self.usize, self.mode = csize, usize, mode
         self.date_time, self.payload, self.offset = date_time, payload, 0
@@ -124,7 +134,7 @@ _WINDOW = 32768               # deflate's window: each piece is primed with the 
 CHUNKED_MIN_JOBS = 3
 
 
-def deflate_whole(data, level: int) -> bytes | bytearray:
+def deflate_whole(data: Data, level: int) -> bytes | bytearray:
     """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
     at the same level), else zlib."""
     if _libdeflate is not None and level != 0:
@@ -134,7 +144,7 @@ def deflate_whole(data, level: int) -> bytes | bytearray:
     return z.compress(data) + z.flush()
 
 
-def deflate_piece(data, start: int, stop: int, level: int) -> bytes:
+def deflate_piece(data: Data, start: int, stop: int, level: int) -> bytes:
     """Bytes ``data[start:stop]`` as a piece of one raw deflate stream (pigz's method).
 
     The piece is primed with the 32 KiB before it as a preset dictionary, so
@@ -152,7 +162,8 @@ def deflate_piece(data, start: int, stop: int, level: int) -> bytes:
     return out + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def deflate_chunked(data, level: int, pool, chunk: int | None = None) -> bytes:
+def deflate_chunked(data: Data, level: int, pool: ThreadPoolExecutor,
+                    chunk: int | None = None) -> bytes:
     """``data`` as one raw deflate stream compressed in pieces on ``pool``'s threads
     (zlib releases the GIL while it compresses)."""
     chunk = chunk or CHUNK_SIZE
@@ -247,33 +258,34 @@ class Deflater:
 class WheelWriter:
     """Collect members, then ``write(path)`` them as one zip, atomically."""
 
-    def __init__(self, *, compresslevel: int = 6, date_time=None, jobs: int | None = None):
+    def __init__(self, *, compresslevel: int = 6, date_time: DateTime | None = None,
+                 jobs: int | None = None) -> None:
         if not -1 <= compresslevel <= 9:
             raise ValueError("compresslevel must be between -1 and 9")
         self.level = compresslevel
         self.date_time = date_time or reproducible_date_time()
         self.jobs = jobs or os.cpu_count() or 1
-        self._entries: list = []
-        self._pending: list = []      # (entry, data) still to deflate
-        self._names: set = set()
-        self._compressed = lambda entry: None     # set while write() runs
+        self._entries: list[_Entry] = []
+        self._pending: list[tuple[_Entry, Data]] = []      # still to deflate
+        self._names: set[str] = set()
+        self._compressed: Callable[[_Entry], None] = lambda entry: None  # set by write()
 
-    def _add_entry(self, entry):
+    def _add_entry(self, entry: _Entry) -> None:
         if entry.name in self._names:
             raise WheelError(entry.name, "member written twice")
         self._names.add(entry.name)
         self._entries.append(entry)
 
-    def copy(self, reader: WheelReader, member, name: str | None = None):
+    def copy(self, reader: WheelReader, member: Member, name: str | None = None) -> None:
         """Copy a member's compressed bytes unchanged (optionally renamed)."""
         dt = self.date_time or member.date_time
         self._add_entry(_Entry(name or member.name, member.method, member.crc,
                                member.compressed_size, member.size, member.mode or 0o100644,
                                dt, reader.raw(member)))
 
-    def add(self, name: str, data: bytes, mode: int = 0o644):
+    def add(self, name: str, data: Data, mode: int = 0o644) -> None:
         """Add a new member; it is deflated when the wheel is written."""
-        dt = self.date_time or time.localtime()[:6]
+        dt = self.date_time or _date_time(time.localtime())
         entry = _Entry(name, DEFLATED, zlib.crc32(data), 0, len(data),
                        0o100000 | (mode & 0o7777), dt, None)
         self._add_entry(entry)
@@ -281,18 +293,18 @@ class WheelWriter:
 
     def add_deflated(self, name: str, member: Deflated, mode: int = 0o644) -> None:
         """Add a member compressed ahead by :func:`deflate_member` (written as it is)."""
-        dt = self.date_time or time.localtime()[:6]
+        dt = self.date_time or _date_time(time.localtime())
         self._add_entry(_Entry(name, member.method, member.crc, len(member.payload),
                                member.size, 0o100000 | (mode & 0o7777), dt, member.payload))
 
-    def _splits(self, data) -> bool:
+    def _splits(self, data: Data) -> bool:
         return splits(len(data), self.level, self.jobs)
 
-    def _compress(self, data, pieces) -> bytes | bytearray:
+    def _compress(self, data: Data, pieces: ThreadPoolExecutor) -> bytes | bytearray:
         return deflate_chunked(data, self.level, pieces) if self._splits(data) \
             else deflate_whole(data, self.level)
 
-    def _finish(self, entry, data, out) -> None:
+    def _finish(self, entry: _Entry, data: Data, out: bytes | bytearray) -> None:
         """Store a member's compressed bytes (or the data, stored, when deflate does not help)."""
         if self.level == 0 or len(out) >= len(data):
             entry.method, entry.payload, entry.csize = STORED, data, len(data)
@@ -300,7 +312,7 @@ class WheelWriter:
             entry.payload, entry.csize = out, len(out)
 
     @contextlib.contextmanager
-    def _compressor(self) -> Iterator:
+    def _compressor(self) -> Iterator[Callable[[_Entry], None]]:
         """Deflate the new members in threads, ahead of the writer by a bounded window
         (``jobs`` members, or one split member): ``get(entry)`` waits for one entry.
         A written member's bytes are dropped, so the compressed copies held at once
@@ -312,7 +324,7 @@ class WheelWriter:
             yield lambda entry: None
             return
         with ThreadPoolExecutor(self.jobs) as pool, ThreadPoolExecutor(self.jobs) as pieces:
-            futures: dict = {}
+            futures: dict[int, Future[bytes | bytearray]] = {}
             queue = iter(order)
 
             def top_up() -> None:
@@ -322,7 +334,7 @@ class WheelWriter:
                         return
                     futures[id(e)] = pool.submit(self._compress, pending[id(e)], pieces)
 
-            def get(entry) -> None:
+            def get(entry: _Entry) -> None:
                 if id(entry) not in pending:
                     return
                 top_up()
@@ -332,10 +344,10 @@ class WheelWriter:
 
             yield get
 
-    def write(self, path):
+    def write(self, path: str | os.PathLike[str]) -> None:
         """Write the zip to ``path`` via a temporary file and an atomic rename."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
+        dest = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(dest))
         with _dying_signals_raise():
             fd, tmp = tempfile.mkstemp(prefix=".fastelf-", suffix=".whl.part", dir=directory)
             try:
@@ -345,7 +357,7 @@ class WheelWriter:
                     f.flush()
                     os.fsync(f.fileno())
                 os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
+                os.replace(tmp, dest)
             except BaseException:
                 try:
                     os.unlink(tmp)
@@ -353,7 +365,7 @@ class WheelWriter:
                     pass
                 raise
 
-    def _write_zip(self, f):
+    def _write_zip(self, f: io.BufferedWriter) -> None:
         """The local records and data, then the central directory and end records."""
         pos = 0
         for e in self._entries:
@@ -361,6 +373,8 @@ class WheelWriter:
             e.offset = pos
             head = _local_record(e)
             f.write(head)
+            if e.payload is None:           # copied, added or compressed by now
+                raise WheelError(e.name, "no bytes to write (written twice?)")
             f.write(e.payload)
             e.payload = None              # written: the central directory needs no bytes
             pos += len(head) + e.csize
@@ -427,18 +441,21 @@ def _end_records(count: int, cd_start: int, cd_size: int) -> bytes:
     return zf.EndRecord(zf.END_SIG, 0, 0, count, count, cd_size, cd_start, 0).pack()
 
 
-def output_dir_problem(directory) -> str | None:
+def output_dir_problem(directory: str | os.PathLike[str]) -> str | None:
     """Why ``directory`` (the -w option) cannot receive a wheel, checked before any work:
     an existing path that is not a directory (``os.makedirs`` would only say "File
     exists")."""
-    directory = os.fspath(directory)
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        return f"cannot write into {directory}: not a directory"
+    d = os.fspath(directory)
+    if os.path.exists(d) and not os.path.isdir(d):
+        return f"cannot write into {d}: not a directory"
     return None
 
 
-def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remove=(),
-                  wheel_tags=None, compresslevel=6):
+def rewrite_wheel(reader: WheelReader, out_path: str | os.PathLike[str], *,
+                  replace: Mapping[str, Data | Deflated] | None = None,
+                  add: Mapping[str, Data | Deflated | tuple[Any, int]] | None = None,
+                  remove: Iterable[str] = (), wheel_tags: Iterable[str] | None = None,
+                  compresslevel: int = 6) -> None:
     """Write a copy of ``reader``'s wheel to ``out_path`` with changes.
 
     ``replace``: {member: new bytes}; ``add``: {member: bytes or (bytes, mode)}
@@ -448,28 +465,27 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     RECORD is regenerated from the bytes written (an input RECORD is not
     trusted); RECORD.jws / RECORD.p7s signatures are dropped.
     """
-    replace = dict(replace or {})
-    add = dict(add or {})
-    remove = set(remove)
+    replaced: dict[str, Data | Deflated] = dict(replace or {})
+    added = dict(add or {})
     names = [m.name for m in reader.members]
     info = dist_info_dir(names)
     record_name = f"{info}/RECORD"
-    dropped = record_files(info) | remove
+    dropped = record_files(info) | set(remove)
     if wheel_tags is not None:
         wheel_name = f"{info}/WHEEL"
         try:
-            replace[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
+            replaced[wheel_name] = _retag_wheel_file(bytes(reader.read(wheel_name)), wheel_tags)
         except UnicodeDecodeError as e:
             raise WheelError(reader.path, f"{wheel_name} is not UTF-8 text (byte {e.start}); "
                                           "cannot rewrite its Tag lines") from None
-    clash = (set(add) & set(names)) - dropped
+    clash = (set(added) & set(names)) - dropped
     if clash:
         raise WheelError(reader.path, f"cannot add members that exist: {sorted(clash)}")
 
     writer = WheelWriter(compresslevel=compresslevel)
-    rows = []
+    rows: list[tuple[str, str, str]] = []
 
-    def add_new(name, data, mode=0o644):
+    def add_new(name: str, data: Data | Deflated, mode: int = 0o644) -> None:
         if isinstance(data, Deflated):        # compressed ahead: its raw bytes are gone
             writer.add_deflated(name, data, mode)
             rows.append((name, data.record_hash, str(data.size)))
@@ -477,16 +493,16 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
         writer.add(name, data, mode)
         rows.append((name, record_hash(data), str(len(data))))
 
-    for name, value in add.items():          # grafted files first, as auditwheel does
+    for name, value in added.items():          # grafted files first, as auditwheel does
         if not name.startswith(info + "/"):
             data, mode = value if isinstance(value, tuple) else (value, 0o755)
             add_new(name, data, mode)
     for m in reader.members:
         if m.name in dropped:
             continue
-        if m.name in replace:
+        if m.name in replaced:
             mode = (m.mode & 0o7777) or 0o644
-            add_new(m.name, replace[m.name], mode)
+            add_new(m.name, replaced[m.name], mode)
             continue
         writer.copy(reader, m)
         if m.is_dir:
@@ -494,7 +510,7 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
         # hashed from the bytes (CRC-checked on the way), never taken from the old RECORD
         data = reader.read(m)
         rows.append((m.name, record_hash(data), str(len(data))))
-    for name, value in add.items():
+    for name, value in added.items():
         if name.startswith(info + "/"):
             data, mode = value if isinstance(value, tuple) else (value, 0o644)
             add_new(name, data, mode)
@@ -506,7 +522,8 @@ def rewrite_wheel(reader: WheelReader, out_path, *, replace=None, add=None, remo
     writer.write(out_path)
 
 
-def _retag_wheel_file(text: bytes, tags) -> bytes:
+def _retag_wheel_file(text: bytes, tags: Iterable[str]) -> bytes:
+    """The WHEEL file with its ``Tag:`` lines replaced by ``tags``, where the first was."""
     lines = text.decode("utf-8").splitlines()
     out = [ln for ln in lines if not ln.startswith("Tag:")]
     # keep the blank-line-free header form; tags go where the first Tag line was
