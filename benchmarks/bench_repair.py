@@ -123,7 +123,9 @@ class SdistProject(NamedTuple):
 
 
 # The projects of issue 11 (built by a user from sdists against the system libraries);
-# each repair grafts 1 to 32 libraries.
+# each repair grafts 1 to 32 libraries.  The versions are the newest that build against
+# Debian 12's libraries: pygit2 1.11 is the last for libgit2 1.5 (Debian 12 has 1.5.1),
+# python-snappy 0.6 the last with a C extension (0.7 wraps cramjam).
 SDIST_PROJECTS = {
     "lxml": SdistProject("lxml==5.3.0", ("libxml2-dev", "libxslt1-dev")),
     "psycopg2": SdistProject("psycopg2==2.9.10", ("libpq-dev",)),
@@ -134,40 +136,85 @@ SDIST_PROJECTS = {
     "PyYAML": SdistProject("PyYAML==6.0.2", ("libyaml-dev",)),
     "python-snappy": SdistProject("python-snappy==0.6.1", ("libsnappy-dev",)),
     "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev",), (("ZMQ_PREFIX", "/usr"),)),
-    "pygit2": SdistProject("pygit2==1.15.1", ("libgit2-dev",)),
+    "pygit2": SdistProject("pygit2==1.11.1", ("libgit2-dev",)),
     "h5py": SdistProject("h5py==3.12.1", ("libhdf5-dev", "pkg-config"),
                          (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),)),
 }
 
 
-def apt_install(packages) -> None:
-    """Install the missing Debian packages (as root, with apt-get); else say what is missing."""
-    missing = [p for p in packages
-               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+def sdist_cache() -> Path:
+    """Where built wheels are kept between runs ($FASTELF_SDIST_CACHE, default
+    ~/.cache/fastelf-bench/sdist-wheels): a rerun repairs them without rebuilding."""
+    d = os.environ.get("FASTELF_SDIST_CACHE")
+    return Path(d) if d else Path.home() / ".cache" / "fastelf-bench" / "sdist-wheels"
+
+
+def missing_apt(packages) -> list:
+    """The Debian packages of ``packages`` that are not installed."""
+    return [p for p in packages
+            if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+
+
+def apt_install(packages) -> str | None:
+    """Install the missing Debian packages (as root, with apt-get; the package lists are
+    updated once, on the first install); None when done, else why not."""
+    missing = missing_apt(packages)
     if not missing:
-        return
+        return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(f"missing Debian packages (install them, or run as root): {' '.join(missing)}")
+        return f"missing Debian packages (install them, or run as root): {' '.join(missing)}"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                   check=True, env=env)
+    if not getattr(apt_install, "updated", False):
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        apt_install.updated = True  # type: ignore[attr-defined]
+    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                           *missing], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return f"apt-get install {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}"
+    return None
 
 
-def build_from_sdists(work: Path, names) -> list:
-    """[(case name, wheel)] built with pip from each project's sdist (no binary wheel of
-    the project itself is used; its build dependencies come from PyPI as usual)."""
+def build_sdist_wheel(name: str, cache: Path) -> tuple:
+    """(wheel, None) for one project, built with pip from its sdist into ``cache`` (or
+    found there from an earlier run), else (None, why it could not be built).  No
+    binary wheel of the project itself is used; its build dependencies come from the
+    package index as usual.  pip writes the wheel only once the build succeeded, into a
+    scratch directory and moved into place, so a failed build leaves no cache entry."""
+    proj = SDIST_PROJECTS[name]
+    out = cache / proj.requirement.replace("==", "-")
+    found = sorted(out.glob("*.whl"))
+    if found:
+        return found[0], None
+    why = apt_install(proj.apt)
+    if why:
+        return None, why
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        env = dict(os.environ, **dict(proj.env))
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                               "--no-cache-dir", "--no-binary", proj.requirement.split("==")[0],
+                               proj.requirement, "-w", tmp],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            return None, f"pip wheel {proj.requirement} failed: {proc.stderr.strip()[-600:]}"
+        (built,) = Path(tmp).glob("*.whl")
+        out.mkdir(exist_ok=True)
+        os.replace(built, out / built.name)
+    return out / built.name, None
+
+
+def build_from_sdists(names) -> list:
+    """[(case name, wheel)] for the projects that build; the others are reported
+    (with the reason) on stderr and left out."""
     cases = []
     for name in names:
-        proj = SDIST_PROJECTS[name]
-        apt_install(proj.apt)
-        out = work / "sdist-wheels" / name
-        if not list(out.glob("*.whl")):
-            out.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, **dict(proj.env))
-            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                            "--no-binary", proj.requirement.split("==")[0],
-                            proj.requirement, "-w", str(out)], check=True, env=env)
-        cases.append((f"sdist:{name}", only_wheel(out)))
+        t = time.perf_counter()
+        wheel, why = build_sdist_wheel(name, sdist_cache())
+        if wheel is None:
+            print(f"# {name}: cannot build here: {why}", file=sys.stderr)
+            continue
+        print(f"# {name}: {wheel.name} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+        cases.append((f"sdist:{name}", wheel))
     return cases
 
 
@@ -259,7 +306,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     cases, private = build_inputs(work, not args.no_real)
     if args.from_sdist is not None:
-        built = build_from_sdists(work, args.from_sdist or list(SDIST_PROJECTS))
+        built = build_from_sdists(args.from_sdist or list(SDIST_PROJECTS))
         cases = built if args.only_sdist else cases + built
     env = dict(os.environ, LD_LIBRARY_PATH=str(private), PATH=patchelf_path(work), LC_ALL="C")
     env.pop("SOURCE_DATE_EPOCH", None)

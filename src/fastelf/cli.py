@@ -18,7 +18,6 @@ import time
 
 from . import __version__
 from .audit import Status, audit_path
-from .batch import audit_many, find_wheels
 from .errors import (
     EXIT_MISLABELED,
     EXIT_OK,
@@ -27,7 +26,6 @@ from .errors import (
     FastElfError,
     exit_code_of,
 )
-from .remote import audit_url, is_url
 from .report import printable, show_text, summary_line
 
 
@@ -209,6 +207,8 @@ def _exit_code(results) -> int:
 
 
 def cmd_show(args, out):
+    from .remote import audit_url, is_url
+
     if is_url(args.wheel):
         r = audit_url(args.wheel, **_options(args))
     elif not os.path.isfile(args.wheel):
@@ -233,6 +233,7 @@ def _repair_reach(args, r):
     """Where ``repair`` would land, when the wheel needs external libraries: the
     libraries are searched on this system as repair searches them, so the advice
     counts their own symbol versions.  None when there is nothing to graft."""
+    from .remote import is_url
     if r.error or r.pure or not r.external_libraries or is_url(args.wheel):
         return None
     from .repair import repair_reach
@@ -297,6 +298,7 @@ def _audit_sources(args):
 
 def _check_audit_args(args):
     """A usage error message, or None."""
+    from .remote import is_url
     if args.cache and (args.cache.endswith(".whl") or os.path.isdir(args.cache)):
         return (f"--cache took {args.cache} as the cache file; write --cache=PATH, or put "
                 "--cache after the wheels")
@@ -320,6 +322,8 @@ def _check_audit_args(args):
 
 
 def cmd_audit(args, out):
+    from .batch import find_wheels
+
     problem = _check_audit_args(args)
     if problem:
         _error(problem)
@@ -353,6 +357,7 @@ def cmd_audit(args, out):
 
 def _engine(args, options, stack):
     """The results of the batch: worker processes here, or a Dask cluster."""
+    from .batch import audit_many
     if args.dask is None:
         return audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
                           timeout=args.timeout, **options)

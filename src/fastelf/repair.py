@@ -56,11 +56,12 @@ class RepairResult:
                 "patched": self.patched, "sbom": self.sbom}
 
 
-def hashed_name(soname: str, data: bytes) -> str:
-    """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file)."""
+def hashed_name(soname: str, data: bytes, sha256_hex: str | None = None) -> str:
+    """``libfoo.so.1`` -> ``libfoo-<sha256[:8]>.so.1`` (the hash of the original file;
+    ``sha256_hex``, its hex digest when the caller has it already, saves hashing again)."""
     if "/" in soname or soname in ("", ".", ".."):
         raise RepairError(f"cannot graft {soname!r}: not a plain file name")
-    short = hashlib.sha256(data).hexdigest()[:8]
+    short = (sha256_hex or hashlib.sha256(data).hexdigest())[:8]
     base, dot, rest = soname.partition(".so")
     return f"{base}-{short}{dot}{rest}" if dot else f"{soname}-{short}"
 
@@ -128,12 +129,13 @@ def repair_wheel(path, wheel_dir, *, plat: str | None = None, only_plat: bool = 
             disable_isa_ext_check, probe_always=False)
 
         # new names, then the patched bytes of grafted libraries and wheel members
-        renames = {lib: hashed_name(lib, data) for lib, (_p, data, _e) in grafts.items()}
+        source_sha = {lib: hashlib.sha256(data).hexdigest()
+                      for lib, (_p, data, _e) in grafts.items()}
+        renames = {lib: hashed_name(lib, data, source_sha[lib])
+                   for lib, (_p, data, _e) in grafts.items()}
         added = {}
         result_infos = [i for i in infos]
         grafted = {}
-        source_sha = {lib: hashlib.sha256(data).hexdigest()
-                      for lib, (_p, data, _e) in grafts.items()}
         for lib, (host_path, data, elf) in grafts.items():
             deps = {d: renames[d] for d in elf.needed if d in renames}
             drop = [d for d in elf.needed if LIBPYTHON_RE.match(d)] or None

@@ -21,8 +21,7 @@ import tempfile
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import WheelError
 from .record import b64_digest, record_files
@@ -127,6 +126,10 @@ _WINDOW = 32768               # deflate's window: each piece is primed with the 
 # zlib on N cores beats libdeflate on one (about 2.2x zlib's speed at level 6 on x86-64)
 # from three cores on; below that a large member stays whole and goes to libdeflate
 CHUNKED_MIN_JOBS = 3
+# below this many new bytes in all, members are deflated in the writing thread: starting
+# thread pools (and importing concurrent.futures) costs more than a second core saves
+# (deflating 1 MiB takes about 10 ms); the bytes written are the same either way
+THREADED_MIN_BYTES = 1 << 20
 
 
 def deflate_whole(data, level: int) -> bytes | bytearray:
@@ -228,6 +231,12 @@ class WheelWriter:
         if not order:
             yield lambda entry: None
             return
+        if not any(self._splits(d) for d in pending.values()) and (
+                self.jobs == 1 or sum(len(d) for d in pending.values()) < THREADED_MIN_BYTES):
+            yield self._inline_get(pending)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.jobs) as pool, ThreadPoolExecutor(self.jobs) as pieces:
             futures: dict = {}
             queue = iter(order)
@@ -248,6 +257,15 @@ class WheelWriter:
                 top_up()
 
             yield get
+
+    def _inline_get(self, pending: dict) -> Callable[[_Entry], None]:
+        """``get(entry)`` that deflates each new member when the writer reaches it, in
+        this thread (used when no member is to be split: the same bytes as the pool's)."""
+        def get(entry: _Entry) -> None:
+            data = pending.pop(id(entry), None)
+            if data is not None:
+                self._finish(entry, data, deflate_whole(data, self.level))
+        return get
 
     def write(self, path):
         """Write the zip to ``path`` via a temporary file and an atomic rename."""
