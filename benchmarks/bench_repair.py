@@ -120,12 +120,17 @@ class SdistProject(NamedTuple):
     requirement: str              # pip requirement, pinned
     apt: tuple                    # the -dev packages it compiles against
     env: tuple = ()               # extra (name, value) environment for the build
+    constraints: tuple = ()       # pins for its build dependencies (pip's PIP_CONSTRAINT)
 
 
 # The projects of issue 11 (built by a user from sdists against the system libraries);
 # each repair grafts 1 to 32 libraries.  The versions are the newest that build against
 # Debian 12's libraries: pygit2 1.11 is the last for libgit2 1.5 (Debian 12 has 1.5.1),
-# python-snappy 0.6 the last with a C extension (0.7 wraps cramjam).
+# python-snappy 0.6 the last with a C extension (0.7 wraps cramjam).  Two build
+# dependencies are pinned below their releases that break these sdists: pyzmq 26.2's
+# CMake options fail with scikit-build-core >= 0.10 (its libzmq is found with
+# pkg-config, and PYZMQ_NO_BUNDLE stops it from building its own), h5py 3.12's _conv.pyx
+# with numpy >= 2.3 (whose .pxd files no longer declare NPY_WRITEABLE).
 SDIST_PROJECTS = {
     "lxml": SdistProject("lxml==5.3.0", ("libxml2-dev", "libxslt1-dev")),
     "psycopg2": SdistProject("psycopg2==2.9.10", ("libpq-dev",)),
@@ -135,10 +140,12 @@ SDIST_PROJECTS = {
     "PyNaCl": SdistProject("PyNaCl==1.5.0", ("libsodium-dev",), (("SODIUM_INSTALL", "system"),)),
     "PyYAML": SdistProject("PyYAML==6.0.2", ("libyaml-dev",)),
     "python-snappy": SdistProject("python-snappy==0.6.1", ("libsnappy-dev",)),
-    "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev",), (("ZMQ_PREFIX", "/usr"),)),
+    "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev", "pkg-config"),
+                          (("PYZMQ_NO_BUNDLE", "1"),), ("scikit-build-core<0.10",)),
     "pygit2": SdistProject("pygit2==1.11.1", ("libgit2-dev",)),
     "h5py": SdistProject("h5py==3.12.1", ("libhdf5-dev", "pkg-config"),
-                         (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),)),
+                         (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),),
+                         ("numpy<2.3",)),
 }
 
 
@@ -191,6 +198,10 @@ def build_sdist_wheel(name: str, cache: Path) -> tuple:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         env = dict(os.environ, **dict(proj.env))
+        if proj.constraints:
+            pins = Path(tmp) / "constraints.txt"
+            pins.write_text("\n".join(proj.constraints) + "\n")
+            env["PIP_CONSTRAINT"] = str(pins)     # reaches the isolated build environment
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                                "--no-cache-dir", "--no-binary", proj.requirement.split("==")[0],
                                proj.requirement, "-w", tmp],
