@@ -240,16 +240,24 @@ def _choose_target(w: _Wheel, before: AuditResult, finder: LibraryFinder, plat, 
     can meet.  The probe is the wheel with the grafted libraries added, judged."""
     candidates = _target_policies(before, plat)
     probe = None
+    # the probe of a graft list: the candidate targets nearly always graft the same
+    # libraries (they differ in symbol versions, not in their library lists), and the
+    # same list judged again gives the same result
+    probes: dict = {}
     for target in candidates:
         external = {lib: who for lib, who in before.external_libraries.items()
                     if lib not in target.libraries}
         grafts, excluded = _collect_grafts(external, w.elf_of, finder, target, exclude, w.path)
         if len(candidates) == 1 and not probe_always:
             break
-        probe = judge(w.infos + [elf_info(f"{w.libs_dir}/{lib}", elf)
-                                 for lib, (_h, _d, elf) in grafts.items()],
-                      w.filename, w.path, exclude=(*exclude, *excluded),
-                      disable_isa_ext_check=disable_isa_ext_check)
+        key = (tuple((lib, h) for lib, (h, _d, _e) in grafts.items()), frozenset(excluded))
+        probe = probes.get(key)
+        if probe is None:
+            probe = probes[key] = judge(
+                w.infos + [elf_info(f"{w.libs_dir}/{lib}", elf)
+                           for lib, (_h, _d, elf) in grafts.items()],
+                w.filename, w.path, exclude=(*exclude, *excluded),
+                disable_isa_ext_check=disable_isa_ext_check)
         check = next(c for c in probe.policies if c.tag == target.tag)
         if not (check.fails_beyond_libraries() or probe.blocking):
             break
