@@ -436,6 +436,10 @@ def main(argv=None):
         print_row(row)
     print()
     print_summary(results)
+    sdist = [r for r in results if r["wheel"].startswith("sdist:")]
+    if sdist and len(sdist) < len(results):
+        print("Wheels built from sdists only:")
+        print_summary(sdist)
     print(f"after: {uptime()}")
     bad = [r for r in results if not r["agree"]]
     if bad:
