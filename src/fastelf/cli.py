@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .audit import AuditResult, Status, audit_path
-from .batch import audit_many, find_wheels
 from .errors import (
     EXIT_MISLABELED,
     EXIT_OK,
@@ -326,6 +325,8 @@ def _check_audit_args(args: argparse.Namespace) -> str | None:
 
 def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
     """Audit a batch of wheels; one line (or JSON object) each, the summary, the exit code."""
+    from .batch import find_wheels
+
     problem = _check_audit_args(args)
     if problem:
         _error(problem)
@@ -362,6 +363,7 @@ def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
 def _engine(args: argparse.Namespace, options: dict[str, Any],
             stack: contextlib.ExitStack) -> Iterable[AuditResult]:
     """The results of the batch: worker processes here, or a Dask cluster."""
+    from .batch import audit_many
     if args.dask is None:
         return audit_many(_audit_sources(args), jobs=args.jobs, ordered=not args.unordered,
                           timeout=args.timeout, **options)

@@ -32,7 +32,6 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
@@ -60,7 +59,14 @@ from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
 from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelname import parse_wheel_name
-from .wheelwriter import Deflated, Deflater, dist_info_dir, output_dir_problem, rewrite_wheel
+from .wheelwriter import (
+    Deflated,
+    Deflater,
+    Pending,
+    dist_info_dir,
+    output_dir_problem,
+    rewrite_wheel,
+)
 
 # ------------------------------------------------------------------ options and results
 
@@ -223,7 +229,7 @@ class _Plan(NamedTuple):
 
 # A patched member as the stages hold it: compressed ahead (a future of the Deflater,
 # so the raw bytes are dropped as soon as it is compressed), or small bytes (a shim)
-_Content = Union["Future[Deflated]", Deflated, bytes]
+_Content = Union[Pending, Deflated, bytes]
 
 
 class NewMember(NamedTuple):
@@ -434,12 +440,14 @@ def _patch_members(wheel: _WheelView, renames: Mapping[str, str], strip: bool,
 
 def _finished(contents: Mapping[str, _Content]) -> dict[str, Deflated | bytes]:
     """The members with their compression done (errors raised by it surface here)."""
-    return {name: c.result() if isinstance(c, Future) else c for name, c in contents.items()}
+    return {name: c if isinstance(c, (Deflated, bytes)) else c.result()
+            for name, c in contents.items()}
 
 
 def _finished_new(members: Mapping[str, NewMember]) -> dict[str, NewMember]:
     """:func:`_finished` for new members, their modes kept."""
-    return {name: NewMember(m.data.result() if isinstance(m.data, Future) else m.data, m.mode)
+    return {name: NewMember(m.data if isinstance(m.data, (Deflated, bytes)) else m.data.result(),
+                            m.mode)
             for name, m in members.items()}
 
 
@@ -529,17 +537,26 @@ def _choose_target(wheel: _WheelView, before: AuditResult, finder: LibraryFinder
     can meet.  The probe is the wheel with the grafted libraries added, judged."""
     candidates = _target_policies(before, request)
     probe = None
+    # the probe of a graft list: the candidate targets nearly always graft the same
+    # libraries (they differ in symbol versions, not in their library lists), and the
+    # same list judged again gives the same result
+    probes: dict[tuple[tuple[tuple[str, str], ...], frozenset[str]], AuditResult] = {}
     for target in candidates:
         external = {lib: who for lib, who in before.external_libraries.items()
                     if lib not in target.libraries}
         found = _collect_grafts(external, wheel, finder, target, opts.exclude)
         if len(candidates) == 1 and not probe_always:
             break
-        probe = judge(wheel.infos + [elf_info(f"{wheel.names.libs_dir}/{lib}", g.elf)
-                                     for lib, g in found.grafts.items()],
-                      wheel.names.filename, wheel.names.path,
-                      exclude=(*opts.exclude, *found.excluded),
-                      disable_isa_ext_check=opts.disable_isa_ext_check)
+        key = (tuple((lib, g.path) for lib, g in found.grafts.items()),
+               frozenset(found.excluded))
+        probe = probes.get(key)
+        if probe is None:
+            probe = probes[key] = judge(
+                wheel.infos + [elf_info(f"{wheel.names.libs_dir}/{lib}", g.elf)
+                               for lib, g in found.grafts.items()],
+                wheel.names.filename, wheel.names.path,
+                exclude=(*opts.exclude, *found.excluded),
+                disable_isa_ext_check=opts.disable_isa_ext_check)
         check: PolicyCheck = next(c for c in probe.policies if c.tag == target.tag)
         if not (check.fails_beyond_libraries() or probe.blocking):
             break

@@ -25,7 +25,6 @@ path is under ``/usr/lib``.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
@@ -117,19 +116,23 @@ def lookup_paths(host_path: str, root: str = "/") -> list:
 def dpkg_owners(paths: Iterable[str], root: str = "/") -> dict:
     """{path: OsPackage} from dpkg's database under ``root`` for the paths it lists."""
     wanted = set(paths)
+    needles = _dir_needles(wanted)
     info = os.path.join(root, "var/lib/dpkg/info")
     owners: dict = {}
-    for listing in sorted(glob.glob(os.path.join(glob.escape(info), "*.list"))):
+    for listing in _dpkg_lists(info):
         try:
-            hits = wanted.intersection(_read_text(listing, "surrogateescape").split("\n"))
+            raw = read_regular(listing, _DB_LIMIT)     # a FIFO or device is not read
         except OSError:
             continue
+        if needles is not None and not any(n in raw for n in needles):
+            continue
         stem = os.path.basename(listing)[:-len(".list")]
-        for p in hits:
+        for p in wanted.intersection(_text_lines(raw)):
             owners.setdefault(p, stem)
     if not owners:
         return {}
-    versions = _dpkg_versions(os.path.join(root, "var/lib/dpkg/status"))
+    versions = _dpkg_versions(os.path.join(root, "var/lib/dpkg/status"),
+                              {stem.partition(":")[0] for stem in owners.values()})
     distro = os_release_id(root)
     out = {}
     for p, stem in owners.items():
@@ -142,15 +145,49 @@ def dpkg_owners(paths: Iterable[str], root: str = "/") -> dict:
     return out
 
 
-def _dpkg_versions(status_path: str) -> dict:
-    """{(package, architecture): version} of the installed packages in dpkg's status file;
-    a ``Multi-Arch: same`` package is keyed by its architecture, any other also by ''."""
+def _dpkg_lists(info: str) -> list:
+    """The ``*.list`` files of dpkg's info directory, sorted (as ``glob`` finds them:
+    hidden names left out; none when the directory cannot be read)."""
+    try:
+        with os.scandir(info) as it:
+            names = [e.name for e in it if e.name.endswith(".list") and e.name[0] != "."]
+    except OSError:
+        return []
+    return sorted(os.path.join(info, n) for n in names)
+
+
+def _dir_needles(wanted: set) -> list | None:
+    """The directories of the wanted paths, as bytes: a list naming one of the paths
+    names its directory too, so the half of Debian's lists that install nothing there
+    (docs, headers) are passed over without being decoded or split.  None (no
+    filter) when a directory holds a line break, which the text reading translates."""
+    dirs = {p[:p.rfind("/") + 1] for p in wanted}
+    if any("\r" in d or "\n" in d for d in dirs):
+        return None
+    return [d.encode("utf-8", "surrogateescape") for d in dirs]
+
+
+def _text_lines(raw: bytes) -> list:
+    """The lines of a list file as reading it as UTF-8 text (surrogateescape,
+    universal newlines) gives them, without their line ends."""
+    text = raw.decode("utf-8", "surrogateescape")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
+
+
+def _dpkg_versions(status_path: str, names: set | None = None) -> dict:
+    """{(package, architecture): version} of the installed packages in dpkg's status file
+    (only those named ``names``, when given); a ``Multi-Arch: same`` package is keyed by
+    its architecture, any other also by ''."""
     try:
         text = _read_text(status_path, "replace")
     except OSError:
         return {}
     out = {}
     for stanza in text.split("\n\n"):
+        if names is not None and _other_package(stanza, names):
+            continue
         fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", stanza, re.MULTILINE))
         if not fields.get("Status", "").endswith(" installed") or "Version" not in fields:
             continue
@@ -159,6 +196,15 @@ def _dpkg_versions(status_path: str) -> dict:
         if fields.get("Multi-Arch") != "same":
             out.setdefault((name, ""), fields["Version"])
     return out
+
+
+def _other_package(stanza: str, names: set) -> bool:
+    """Whether a status stanza surely describes a package not in ``names``: its one
+    ``Package:`` line is its first and names another (a cheap test that skips the
+    field parsing of the thousand-odd other packages; any doubt parses the stanza)."""
+    first = stanza.split("\n", 1)[0]
+    return (first.startswith("Package: ") and first[len("Package: "):] not in names
+            and "\nPackage:" not in stanza)
 
 
 def apk_owners(paths: Iterable[str], root: str = "/") -> dict:

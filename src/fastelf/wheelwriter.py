@@ -21,14 +21,16 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from . import zipformat as zf
 from .errors import WheelError
 from .record import b64_digest, record_files
 from .wheel import DEFLATED, STORED, Member, WheelReader, optional_module
+
+if TYPE_CHECKING:       # concurrent.futures is imported only where threads are started
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 Data = Union[bytes, bytearray, memoryview]     # a member's bytes, however they are held
 DateTime = tuple[int, int, int, int, int, int]  # a zip date_time: year .. second
@@ -132,6 +134,10 @@ _WINDOW = 32768               # deflate's window: each piece is primed with the 
 # zlib on N cores beats libdeflate on one (about 2.2x zlib's speed at level 6 on x86-64)
 # from three cores on; below that a large member stays whole and goes to libdeflate
 CHUNKED_MIN_JOBS = 3
+# below this many new bytes in all, members are deflated in the writing thread: starting
+# thread pools (and importing concurrent.futures) costs more than a second core saves
+# (deflating 1 MiB takes about 10 ms); the bytes written are the same either way
+THREADED_MIN_BYTES = 1 << 20
 
 
 def deflate_whole(data: Data, level: int) -> bytes | bytearray:
@@ -205,12 +211,40 @@ def deflate_member(data: bytes | bytearray | memoryview, level: int, jobs: int,
                     crc, size, digest)
 
 
+class Pending(Protocol):
+    """A member on its way to becoming :class:`Deflated`: a Future of the Deflater's
+    pool, or :class:`Done` when it was compressed at once."""
+
+    def done(self) -> bool: ...
+    def result(self) -> Deflated: ...
+
+
+class Done:
+    """A member compressed in the caller's thread, with a Future's two methods."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Deflated) -> None:
+        self._value = value
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Deflated:
+        return self._value
+
+
 class Deflater:
     """Compresses members into :class:`Deflated` entries on threads while the caller goes
-    on producing the next one; ``submit`` returns a future.  The uncompressed bytes
-    waiting or being compressed are bounded (at most ``jobs`` members and
+    on producing the next one; ``submit`` returns a :class:`Pending`.  The uncompressed
+    bytes waiting or being compressed are bounded (at most ``jobs`` members and
     ``max_pending`` bytes, but always one member): a producer that gets ahead waits,
-    so the raw bytes held at once stay near the largest member, not the sum."""
+    so the raw bytes held at once stay near the largest member, not the sum.
+
+    A member that is not to be split and is under ``THREADED_MIN_BYTES`` (or any
+    unsplit member with one job) is compressed at once in the caller's thread, and
+    the thread pools are started only for the first larger one, so a small repair pays
+    for neither threads nor the import of ``concurrent.futures``."""
 
     def __init__(self, compresslevel: int = 6, jobs: int | None = None,
                  max_pending: int = 16 << 20) -> None:
@@ -219,13 +253,13 @@ class Deflater:
         self.level = compresslevel
         self.jobs = jobs or os.cpu_count() or 1
         self.max_pending = max_pending
-        self._inflight: list[tuple[Future[Deflated], int]] = []
+        self._inflight: list[tuple[Pending, int]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._pieces: ThreadPoolExecutor | None = None
+        self._open = False
 
     def __enter__(self) -> Deflater:
-        self._pool = ThreadPoolExecutor(self.jobs)
-        self._pieces = ThreadPoolExecutor(self.jobs)
+        self._open = True
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -235,6 +269,7 @@ class Deflater:
             self._pieces.shutdown()
         self._pool = self._pieces = None
         self._inflight = []
+        self._open = False
 
     def make_room(self, size: int) -> None:
         """Wait until a member of ``size`` bytes fits within the bound (or nothing is in
@@ -245,14 +280,27 @@ class Deflater:
                 n for _f, n in self._inflight) + size > self.max_pending):
             self._inflight.pop(0)[0].result()     # an error surfaces here or at result()
 
-    def submit(self, data: bytes | bytearray | memoryview) -> Future[Deflated]:
+    def submit(self, data: bytes | bytearray | memoryview) -> Pending:
         """Queue ``data`` (the caller must not change it afterwards) for compression."""
-        if self._pool is None:
+        if not self._open:
             raise RuntimeError("Deflater.submit outside its with block")
+        if not splits(len(data), self.level, self.jobs) and (
+                self.jobs == 1 or len(data) < THREADED_MIN_BYTES):
+            return Done(deflate_member(data, self.level, self.jobs, None))
         self.make_room(len(data))
-        future = self._pool.submit(deflate_member, data, self.level, self.jobs, self._pieces)
+        pool, pieces = self._pools()
+        future = pool.submit(deflate_member, data, self.level, self.jobs, pieces)
         self._inflight.append((future, len(data)))
         return future
+
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """The member pool and the pieces pool, started on first use."""
+        if self._pool is None or self._pieces is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.jobs)
+            self._pieces = ThreadPoolExecutor(self.jobs)
+        return self._pool, self._pieces
 
 
 class WheelWriter:
@@ -323,6 +371,12 @@ class WheelWriter:
         if not order:
             yield lambda entry: None
             return
+        if not any(self._splits(d) for d in pending.values()) and (
+                self.jobs == 1 or sum(len(d) for d in pending.values()) < THREADED_MIN_BYTES):
+            yield self._inline_get(pending)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.jobs) as pool, ThreadPoolExecutor(self.jobs) as pieces:
             futures: dict[int, Future[bytes | bytearray]] = {}
             queue = iter(order)
@@ -343,6 +397,15 @@ class WheelWriter:
                 top_up()
 
             yield get
+
+    def _inline_get(self, pending: dict[int, Data]) -> Callable[[_Entry], None]:
+        """``get(entry)`` that deflates each new member when the writer reaches it, in
+        this thread (used when no member is to be split: the same bytes as the pool's)."""
+        def get(entry: _Entry) -> None:
+            data = pending.pop(id(entry), None)
+            if data is not None:
+                self._finish(entry, data, deflate_whole(data, self.level))
+        return get
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write the zip to ``path`` via a temporary file and an atomic rename."""
