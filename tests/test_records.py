@@ -185,6 +185,13 @@ def test_layout_reads_the_header_readelf_reads(tmp_path, cc):
         field("Size of this header"), field("Size of program headers"),
         field("Size of section headers"))
     assert lay.little_endian == ("little endian" in text)
+    # the offsets patch.py writes e_phoff and e_phnum at hold readelf's values
+    assert lay.word.unpack_from(data, lay.phoff_at)[0] == field(r"Start of program headers")
+    assert lay.u16.unpack_from(data, lay.phnum_at)[0] == field("Number of program headers")
+    # Elf_Sym's size is .dynsym's entry size, as readelf -S gives it
+    dynsym = re.search(r"\]\s+\.dynsym\s+DYNSYM(?:\s+\S+){3}\s+([0-9a-f]+)",
+                       readelf(path, "-SW"))
+    assert dynsym and int(dynsym.group(1), 16) == lay.sym.size
     names = PHDR64_FIELDS if lay.elf_class == _elf.ELFCLASS64 else PHDR32_FIELDS
     assert lay.phdr_fields == names
     for seg, raw in zip(parse(data).segments, lay.phdr.iter_unpack(

@@ -2,7 +2,7 @@
 (ELF class, byte order).
 
 The Cython core reads the structures it needs itself (``cext/fastelf``); the
-modules that rewrite files (``strip.py``, later ``patch.py``) pack and unpack
+modules that rewrite files (``strip.py``, ``patch.py``) pack and unpack
 them with these ``struct.Struct``s instead of restating format strings, and
 name the fields with the records below instead of indexing tuples.  Field
 names and order are those of the ELF spec (glibc's ``<elf.h>``).
@@ -74,6 +74,9 @@ class Layout(NamedTuple):
     vernaux: struct.Struct          # vna_hash, vna_flags, vna_other, vna_name, vna_next
     verdef: struct.Struct           # vd_version, vd_flags, vd_ndx, vd_cnt, vd_hash, vd_aux, vd_next
     verdaux: struct.Struct          # vda_name, vda_next
+    sym: struct.Struct              # Elf_Sym (its size is DT_SYMENT's default and minimum)
+    phoff_at: int                   # offset of e_phoff in the ELF header
+    phnum_at: int                   # offset of e_phnum in the ELF header
 
     def read_ehdr(self, data: bytes | bytearray | memoryview) -> Ehdr:
         """The ELF header at the start of ``data`` (which must hold it)."""
@@ -98,6 +101,11 @@ def _layout(elf_class: int, data: int) -> Layout:
         vernaux=struct.Struct(e + "IHHII"),
         verdef=struct.Struct(e + "HHHHIII"),
         verdaux=struct.Struct(e + "II"),
+        # Elf32_Sym: name, value, size, info, other, shndx; Elf64_Sym: name, info,
+        # other, shndx, value, size
+        sym=struct.Struct(e + ("IBBHQQ" if elf_class == ELFCLASS64 else "IIIBBH")),
+        phoff_at=struct.calcsize(e + "16sHHI" + w),
+        phnum_at=struct.calcsize(e + "16sHHI" + w * 3 + "IHH"),
     )
 
 

@@ -141,6 +141,7 @@ from ._elf import (  # the ELF numbers' one home is the core (_elf.pxd)
     SHT_GNU_versym,
     parse,
 )
+from .elflayout import layout
 from .errors import ElfPatchError  # noqa: F401 (raised here; defined with the others)
 
 __all__ = ["ElfPatchError", "patch_elf", "DEFAULT_PAGE_SIZE"]
@@ -164,20 +165,6 @@ VN_FILE_AT = 4          # Elf_Verneed.vn_file
 VD_HASH_AT = 8          # Elf_Verdef.vd_hash
 VN_NEXT_FROM_END = 4    # vn_next / vd_next: the last 32-bit field of Elf_Verneed / Elf_Verdef
 
-
-class _ClassLayout(NamedTuple):
-    """What differs between ELF32 and ELF64 beyond the word size."""
-
-    phoff_at: int       # offset of e_phoff in the ELF header
-    phnum_at: int       # offset of e_phnum
-    sym_size: int       # sizeof(Elf_Sym), the DT_SYMENT default and minimum
-    phdr_format: str    # Elf_Phdr fields (the flags field moves between classes)
-
-
-_LAYOUTS = {
-    ELFCLASS32: _ClassLayout(28, 44, 16, "IIIIIIII"),
-    ELFCLASS64: _ClassLayout(32, 56, 24, "IIQQQQQQ"),
-}
 
 # Tags whose value is an offset into .dynstr.
 _STRING_TAGS = frozenset({DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH,
@@ -379,21 +366,13 @@ class _Image(Generic[_B]):
             raise ElfPatchError("bad ELF identification (class, data encoding or version)")
         self.is64 = data[EI_CLASS] == ELFCLASS64
         self.le = data[EI_DATA] == ELFDATA2LSB
-        self.layout = _LAYOUTS[data[EI_CLASS]]
-        e = self.endian = "<" if self.le else ">"
-        w = "Q" if self.is64 else "I"
-        self.word = 8 if self.is64 else 4
-        self.ehdr_st = struct.Struct(e + "16sHHI" + w * 3 + "IHHHHHH")
-        self.phdr_st = struct.Struct(e + self.layout.phdr_format)
-        self.shdr_st = struct.Struct(e + "II" + w * 4 + "II" + w * 2)
-        self.dyn_st = struct.Struct(e + w * 2)
-        self.u16 = struct.Struct(e + "H")
-        self.u32 = struct.Struct(e + "I")
-        self.word_st = struct.Struct(e + w)
-        self.verneed_st = struct.Struct(e + "HHIII")
-        self.vernaux_st = struct.Struct(e + "IHHII")
-        self.verdef_st = struct.Struct(e + "HHHHIII")
-        self.verdaux_st = struct.Struct(e + "II")
+        lay = self.layout = layout(self.is64, self.le)     # the structs: elflayout.py
+        self.endian = "<" if self.le else ">"
+        self.word = lay.word.size
+        self.ehdr_st, self.phdr_st, self.shdr_st = lay.ehdr, lay.phdr, lay.shdr
+        self.dyn_st, self.word_st, self.u16, self.u32 = lay.dyn, lay.word, lay.u16, lay.u32
+        self.verneed_st, self.vernaux_st = lay.verneed, lay.vernaux
+        self.verdef_st, self.verdaux_st = lay.verdef, lay.verdaux
         if n < self.ehdr_st.size:
             raise ElfPatchError("truncated ELF header")
         (_, self.e_type, self.machine, _, _, self.phoff, self.shoff, _, _,
@@ -572,7 +551,7 @@ class _Plan:
             return 0
         for sh in img.sections:
             if sh.sh_type == SHT_DYNSYM and sh.sh_addr == self.tags[DT_SYMTAB]:
-                ent = sh.sh_entsize or self.tags.get(DT_SYMENT, img.layout.sym_size)
+                ent = sh.sh_entsize or self.tags.get(DT_SYMENT, img.layout.sym.size)
                 return sh.sh_size // ent if ent else None
         if DT_HASH in self.tags:
             off = img.vaddr_to_off(self.tags[DT_HASH], HASH_HEADER, "DT_HASH")
@@ -1211,8 +1190,8 @@ def _dynstr_users_known(plan: _Plan) -> bool:
 def _symbol_names(plan: _Plan, nsyms: int) -> Iterator[int]:
     """st_name of every dynamic symbol."""
     img = plan.img
-    syment = plan.tags.get(DT_SYMENT, img.layout.sym_size)
-    if syment < img.layout.sym_size or nsyms > len(img.data) // syment:
+    syment = plan.tags.get(DT_SYMENT, img.layout.sym.size)
+    if syment < img.layout.sym.size or nsyms > len(img.data) // syment:
         raise ElfPatchError("implausible dynamic symbol table size")
     off = img.vaddr_to_off(plan.tags[DT_SYMTAB], nsyms * syment, ".dynsym")
     return (img.u32.unpack_from(img.data, off + i * syment)[0] for i in range(nsyms))
