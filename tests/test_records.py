@@ -69,6 +69,9 @@ def test_constants_are_the_elf_h_values():
     assert missing == NOT_IN_ELF_H
     assert {n: v for n, v in ours.items() if n in defines} == \
         {n: defines[n] for n in ours if n in defines}
+    # the one byte-string constant: <elf.h>'s ELFMAG is "\177ELF"
+    assert re.search(r'^#define\s+ELFMAG\s+"\\177ELF"', ELF_H.read_text(), re.MULTILINE)
+    assert _elf.ELFMAG == b"\177ELF"
 
 
 @pytest.fixture(scope="module")

@@ -141,11 +141,13 @@ cpdef enum:                 # st_info, versions, notes
 
 cdef extern from *:
     """
+    #define FE_ELFMAG "\\x7f" "ELF"
     #define FE_GNU_PROPERTY_X86_ISA_1_NEEDED 0xc0008002U
     #define FE_EF_ARM_EABIMASK 0xff000000U
     """
     const uint32_t GNU_PROPERTY_X86_ISA_1_NEEDED "FE_GNU_PROPERTY_X86_ISA_1_NEEDED"
     const uint32_t EF_ARM_EABIMASK "FE_EF_ARM_EABIMASK"
+    const char *ELFMAG_C "FE_ELFMAG"        # e_ident[0:4]; Python sees _elf.ELFMAG (bytes)
 
 
 # ------------------------------------------------------------------ the parser

@@ -39,6 +39,7 @@ cdef enum:
 
 # The one default for the dynamic symbols of one file (``Limits.max_symbols``
 # defaults to it): real files have fewer than 500k.
+ELFMAG = ELFMAG_C[:4]      # b"\x7fELF", the file's first four bytes (from _elf.pxd)
 DEFAULT_MAX_SYMBOLS = 2_000_000
 DEFAULT_MAX_STRLEN = 1 << 18
 DEFAULT_MAX_STRBYTES = 256 << 20     # all strings decoded from one file, together
@@ -329,14 +330,14 @@ cdef bint _ident(Ctx *c) noexcept nogil:
     # (or prefix) is reported as such rather than as a truncated header; a
     # prefix too short to decide asks for the rest of the magic, so that a
     # prefix and the whole file always give the same verdict.
-    if memcmp(c.p, b"\x7fELF", c.n if c.n < 4 else 4) != 0:
+    if memcmp(c.p, ELFMAG_C, c.n if c.n < 4 else 4) != 0:
         return _fail(c, E_FORMAT, "not an ELF file (bad magic)", 0)
     if not _have(c, 0, c.fsize if c.fsize < 4 else 4, "ELF magic"):
         return 0
     if not _have(c, 0, 16, "ELF identification"):
         return 0
     h = c.p
-    if memcmp(h, b"\x7fELF", 4) != 0:
+    if memcmp(h, ELFMAG_C, 4) != 0:
         return _fail(c, E_FORMAT, "not an ELF file (bad magic)", 0)
     if h[4] == ELFCLASS32:
         c.is64 = 0

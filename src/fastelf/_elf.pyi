@@ -13,6 +13,7 @@ from typing_extensions import Buffer
 
 # ELF constants under their spec names; their one home is cext/fastelf/_elf.pxd.
 # e_ident[EI_CLASS], [EI_DATA], [EI_VERSION]
+ELFMAG: bytes
 EI_NIDENT: int
 EI_CLASS: int
 EI_DATA: int

@@ -17,10 +17,10 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ._elf import ElfError, ElfFile, ElfLimitError, ElfNeedMore, parse
+from ._elf import ELFMAG, ElfError, ElfFile, ElfLimitError, ElfNeedMore, parse
 from .wheel import Limits, Member, MemberStream, WheelReader
 
-ELF_MAGIC = b"\x7fELF"
+ELF_MAGIC = ELFMAG     # the core's, under the name its importers use
 _SKIP_SUFFIXES = (".py", ".pyc", ".pyi")
 _FIRST_CHUNK = 1 << 18      # inflate this much first; most small ELFs end here
 

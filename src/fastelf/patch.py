@@ -106,6 +106,7 @@ from ._elf import (  # the ELF numbers' one home is the core (_elf.pxd)
     ELFCLASS64,
     ELFDATA2LSB,
     ELFDATA2MSB,
+    ELFMAG,
     EM_AARCH64,
     EM_MIPS,
     EM_PPC,
@@ -152,7 +153,6 @@ __all__ = ["ElfPatchError", "patch_elf", "DEFAULT_PAGE_SIZE"]
 # named here is layout knowledge only this patcher needs.
 # =============================================================================
 
-ELFMAG = b"\x7fELF"   # e_ident[0:4] (a byte string: not a C enum)
 
 # Hash table headers (the patcher counts symbols through them).
 HASH_HEADER, HASH_NCHAIN_AT = 8, 4      # DT_HASH: nbucket, nchain (32-bit words)
