@@ -47,21 +47,29 @@ def read_regular(path: str, limit: int) -> bytes:
     file the caller only expects to be small is refused rather than cut.
     """
     fd = open_regular(path)
-    with os.fdopen(fd, "rb") as f:
-        # Sized by fstat, not by ``limit``: read(n) allocates n bytes before it
-        # shrinks them, so read(limit + 1) would reserve the whole limit for a
-        # small file.  The file may still grow meanwhile: reading goes on to EOF,
-        # in pieces, never past limit + 1.
-        size = os.fstat(f.fileno()).st_size
+    try:
+        # Sized by fstat, not by ``limit``: a read of n bytes allocates n before it
+        # shrinks, so reading limit + 1 would reserve the whole limit for a small
+        # file.  The file may still grow meanwhile: reading goes on to the end of
+        # the file, in pieces, never past limit + 1.  (Plain os.read: a repair's
+        # SBOM reads dpkg's ~1000 package lists, where a file object per list shows.)
+        size = os.fstat(fd).st_size
         if size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
-        data = f.read(size + 1)
-        if len(data) <= size:           # a short read: the end of the file
-            return data
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            pieces = [data]
+            while len(pieces[-1]) and len(data) < size:     # a short read mid-file
+                pieces.append(os.read(fd, size + 1 - len(data)))
+                data = b"".join(pieces)
+            if len(data) <= size:
+                return data
         pieces, total = [data], len(data)
         while pieces[-1] and total <= limit:
-            pieces.append(f.read(min(1 << 20, limit + 1 - total)))
+            pieces.append(os.read(fd, min(1 << 20, limit + 1 - total)))
             total += len(pieces[-1])
+    finally:
+        os.close(fd)
     if total > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
     return b"".join(pieces)
