@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
-from .errors import FastElfError
+from .errors import BdbError
 from .hostfile import open_regular
 
 __all__ = ["BdbError", "BdbRecord", "hash_records"]
@@ -44,10 +44,6 @@ _HASH_PAGES = (2, 13)         # P_HASH_UNSORTED, P_HASH
 _OVERFLOW_PAGE = 7
 _KEYDATA, _OFFPAGE = 1, 3
 _BYTEORDER: dict = {"<": "little", ">": "big"}
-
-
-class BdbError(FastElfError):
-    """The file is not a Berkeley DB hash file, or a part of it is damaged."""
 
 
 class BdbRecord(NamedTuple):

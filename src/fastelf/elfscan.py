@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ._elf import ELFMAG, ElfError, ElfFile, ElfLimitError, ElfNeedMore, parse
+from .errors import MemberElfError as MemberElfError
 from .wheel import Limits, Member, MemberStream, WheelReader
 
 ELF_MAGIC = ELFMAG     # the core's, under the name its importers use
@@ -51,14 +52,6 @@ def extension_init_names(member_name: str) -> tuple[str, str, str]:
     """Symbols that make a shared object a Python extension module."""
     modname = posixpath.basename(member_name).split(".", 1)[0]
     return ("PyInit_" + modname, "init" + modname, "_cffi_pypyinit_" + modname)
-
-
-class MemberElfError(ElfError):
-    def __init__(self, member: str, reason: str, limit: bool = False) -> None:
-        super().__init__(f"{member}: {reason}")
-        self.member = member
-        self.reason = reason
-        self.limit = limit      # the member breaks one of the reader's Limits
 
 
 @dataclass

@@ -14,8 +14,9 @@ from ._elf import ElfError, ElfLimitError, ElfNeedMore, FastElfError
 
 __all__ = ["FastElfError", "ElfError", "ElfLimitError", "ElfNeedMore", "WheelError",
            "LimitError", "PolicyError", "ElfPatchError", "ElfStripError", "LddError",
-           "RepairError", "EXIT_OK", "EXIT_MISLABELED", "EXIT_USAGE", "EXIT_UNREADABLE",
-           "EXIT_CODES", "exit_code_of"]
+           "RepairError", "MemberElfError", "RpmDatabaseError", "BdbError",
+           "FastElfWarning", "PackageDatabaseWarning", "EXIT_OK", "EXIT_MISLABELED",
+           "EXIT_USAGE", "EXIT_UNREADABLE", "EXIT_CODES", "exit_code_of"]
 
 # Exit codes of the command line.
 EXIT_OK = 0             # all good (skipped non-Linux wheels included)
@@ -64,6 +65,34 @@ class LddError(FastElfError):
 
 class RepairError(FastElfError):
     """The wheel cannot be repaired as asked; nothing was written."""
+
+
+class MemberElfError(ElfError):
+    """An ELF member of a wheel cannot be parsed; names the member (and whether it broke
+    one of the reader's Limits)."""
+
+    def __init__(self, member: str, reason: str, limit: bool = False) -> None:
+        super().__init__(f"{member}: {reason}")
+        self.member = member
+        self.reason = reason
+        self.limit = limit      # the member breaks one of the reader's Limits
+
+
+class RpmDatabaseError(FastElfError):
+    """The rpm database or one of its headers is damaged; the message says where and how."""
+
+
+class BdbError(FastElfError):
+    """The file is not a Berkeley DB hash file, or a part of it is damaged."""
+
+
+class FastElfWarning(UserWarning):
+    """Base class of fastelf's warnings (the CLI prints them as one line each)."""
+
+
+class PackageDatabaseWarning(FastElfWarning):
+    """A package database could not be read, wholly or in part: the SBOM lacks the
+    purls it would have given (the libraries are still listed, as files)."""
 
 
 # The most specific class listed decides (LimitError is a WheelError).

@@ -48,8 +48,8 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
-from .bdbhash import BdbError, hash_records
-from .errors import FastElfError
+from .bdbhash import hash_records
+from .errors import BdbError, RpmDatabaseError
 from .hostfile import open_regular
 
 if TYPE_CHECKING:       # imported when a SQLite database is read: 3 ms off every start-up
@@ -101,10 +101,6 @@ _WIDTH = {RpmType.CHAR: 1, RpmType.INT8: 1, RpmType.INT16: 2, RpmType.INT32: 4,
           RpmType.INT64: 8, RpmType.BIN: 1}
 _STRINGS = (RpmType.STRING, RpmType.STRING_ARRAY, RpmType.I18NSTRING)
 _INSTALLED_STATES = (0, 3)      # RPMFILE_STATE_NORMAL, RPMFILE_STATE_NETSHARED
-
-
-class RpmDatabaseError(FastElfError):
-    """The rpm database or one of its headers is damaged; the message says where and how."""
 
 
 class RpmDatabase(NamedTuple):

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .errors import PackageDatabaseWarning as PackageDatabaseWarning
 from .hostfile import read_regular
 from .wheelname import parse_wheel_name
 
@@ -44,11 +45,6 @@ SBOM_NAME = "sboms/fastelf.cdx.json"      # under the .dist-info directory
 _MERGED_DIRS = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
 _DB_LIMIT = 256 << 20                     # a package database file larger than this is refused
 _OS_RELEASE_RE = re.compile(r'^([A-Z_]+)=(?:"([^"]*)"|(.*))$', re.MULTILINE)
-
-
-class PackageDatabaseWarning(UserWarning):
-    """A package database could not be read, wholly or in part: the SBOM lacks the
-    purls it would have given (the libraries are still listed, as files)."""
 
 
 class OsPackage(NamedTuple):
