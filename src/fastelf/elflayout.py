@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from ._elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB
+from ._elf import ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, SHT_NOBITS
 
 
 class Ehdr(NamedTuple):
@@ -48,6 +48,11 @@ class Shdr(NamedTuple):
     sh_info: int
     sh_addralign: int
     sh_entsize: int
+
+    def in_file(self, start: int, end: int) -> bool:
+        """Whether the section has bytes in the file that overlap [start, end)."""
+        return (self.sh_type != SHT_NOBITS and bool(self.sh_size) and self.sh_offset < end
+                and self.sh_offset + self.sh_size > start)
 
 
 # Elf32_Phdr puts p_flags after p_memsz, Elf64_Phdr right after p_type (for alignment).

@@ -131,7 +131,6 @@ from ._elf import (  # the ELF numbers' one home is the core (_elf.pxd)
     SHT_DYNSYM,
     SHT_GNU_HASH,
     SHT_HASH,
-    SHT_NOBITS,
     SHT_NOTE,
     SHT_PROGBITS,
     SHT_STRTAB,
@@ -142,6 +141,7 @@ from ._elf import (  # the ELF numbers' one home is the core (_elf.pxd)
     SHT_GNU_versym,
     parse,
 )
+from .elflayout import Shdr as Section
 from .elflayout import layout
 from .errors import ElfPatchError  # noqa: F401 (raised here; defined with the others)
 
@@ -242,26 +242,6 @@ def _encode(value: object, what: str) -> bytes:
 
 
 # ------------------------------------------------------------------ records
-
-class Section(NamedTuple):
-    """One section header (Elf_Shdr), fields in file order (strip.py packs it back)."""
-
-    sh_name: int
-    sh_type: int
-    sh_flags: int
-    sh_addr: int
-    sh_offset: int
-    sh_size: int
-    sh_link: int
-    sh_info: int
-    sh_addralign: int
-    sh_entsize: int
-
-    def in_file(self, start: int, end: int) -> bool:
-        """Whether the section has bytes in the file that overlap [start, end)."""
-        return (self.sh_type != SHT_NOBITS and bool(self.sh_size) and self.sh_offset < end
-                and self.sh_offset + self.sh_size > start)
-
 
 class Segment(NamedTuple):
     """One program header (Elf_Phdr) by meaning; ``_Image.pack_seg`` orders it per class."""
