@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .audit import AuditResult, Status, audit_path
@@ -551,5 +551,27 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_OK
 
 
+_EXIT_FLUSH_FAILED = 120       # CPython's status when flushing stdout at exit fails
+
+
+def run() -> NoReturn:
+    """The ``fastelf`` command: :func:`main`, then the process ends at once.
+
+    Once the output is flushed nothing is left to do, so the interpreter's teardown
+    (freeing every module and object one by one: ~10-25 ms here, a tenth of a small
+    repair) is skipped with ``os._exit``.  Every file fastelf writes is closed (and
+    renamed into place) inside ``main``; worker processes and threads are joined there."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:       # the reader went away, as main() allows for
+        pass
+    except OSError:               # disk full under a redirect: what Python itself exits with
+        code = code or _EXIT_FLUSH_FAILED
+    with contextlib.suppress(OSError):
+        sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
