@@ -34,10 +34,13 @@ from repair_support import (
 )
 from wheelbuild import build_wheel
 
+from fastelf import cli
+from fastelf import sbom as sbom_module
 from fastelf.repair import repair_wheel
 from fastelf.sbom import (
     OsPackage,
     PackageDatabaseWarning,
+    PackageLookup,
     apk_owners,
     lookup_paths,
     owning_packages,
@@ -307,3 +310,40 @@ def test_rpm_ndb_database_is_asked_of_an_rpm_program(tmp_path, monkeypatch):
                      OsPackage("rpm", "libfoo", "2.0-3.1", "opensuse-tumbleweed")}
     assert found["/usr/lib64/libfoo.so.1"].purl == \
         "pkg:rpm/opensuse-tumbleweed/libfoo@2.0-3.1"
+
+
+# ------------------------------------------------------------------ the lookup's thread
+
+def test_lookup_on_its_thread_answers_as_dpkg(system_wheel):
+    """PackageLookup (the repair's background lookup) gives what dpkg itself says."""
+    libdir = Path("/usr/lib") / sysconfig.get_config_var("MULTIARCH")
+    paths = [str(libdir / so) for so in SYSTEM_LIBS] + ["/nonexistent/libnope.so.1"]
+    with PackageLookup(paths) as lookup:
+        found = lookup.result()
+    assert found == owning_packages(paths)
+    assert {p: (o.name, o.version) for p, o in found.items()} == {
+        p: _dpkg_owner(p) for p in paths[:-1]}
+
+
+def test_lookup_error_reaches_the_caller(monkeypatch):
+    def broken(paths, root):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(sbom_module, "owning_packages", broken)
+    lookup = PackageLookup(["/usr/lib/libx.so.1"])
+    with pytest.raises(OSError, match="Input/output"):
+        lookup.result()
+    assert PackageLookup([]).result() == {}        # nothing to look up: no thread at all
+
+
+def test_repair_warns_of_a_damaged_database_once_in_one_line(fx, tmp_path, capsys):
+    """The warning raised on the lookup's thread reaches the CLI's one-line warnings."""
+    root = _apk_root(tmp_path, b"P:x\nV:1\nF:usr/lib\nR:libbar.so.1\nno field here\n")
+    shutil.copy(fx.bar, root / "usr" / "lib" / "libbar.so.1")
+    wheel = build_wheel(tmp_path / "in", {"pkg/__init__.py": "", f"pkg/sub/_ext2{EXT}": fx.ext2},
+                        name="pkg", python_tag=PY, abi_tag=PY)
+    code = cli.main(["repair", str(wheel), "-w", str(tmp_path / "out"), "--root", str(root),
+                     "--ldpaths", str(root / "usr" / "lib")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "installed: line" in line]
+    assert len(warned) == 1 and warned[0].startswith("fastelf: warning: ")

@@ -55,7 +55,7 @@ from .ldpaths import split_path
 from .libfinder import FileDigest, LibraryFinder, read_library
 from .patch import patch_elf
 from .retag import expand_tag
-from .sbom import SBOM_NAME, GraftedFile, build_sbom, owning_packages
+from .sbom import SBOM_NAME, GraftedFile, OsPackage, PackageLookup, build_sbom
 from .strip import strip_elf
 from .wheel import DEFAULT_LIMITS, Limits, WheelReader
 from .wheelname import parse_wheel_name
@@ -314,14 +314,15 @@ def repair_wheel(path: str | os.PathLike[str], wheel_dir: str | os.PathLike[str]
         target, excluded, to_graft = plan.target, plan.excluded, plan.grafts
         del plan
         finder.forget_files()
-        with Deflater(opts.compresslevel) as deflater:
+        with PackageLookup([g.path for g in to_graft.values()], opts.root) as packages, \
+                Deflater(opts.compresslevel) as deflater:
             grafts = _patch_grafts(to_graft, names.libs_dir, opts.strip, deflater)
             members = _patch_members(wheel, grafts.renames, opts.strip, deflater)
             replaced, added = _finished(members.replaced), _finished_new(
                 {**grafts.added, **members.added})
-        after = _verify(names, members.infos + grafts.infos, target, excluded, opts)
-        output = _name_output(names, wheel_dir, after, target, request, opts.update_tags)
-        sbom = _sbom(reader, output.name, grafts.files, opts.root)
+            after = _verify(names, members.infos + grafts.infos, target, excluded, opts)
+            output = _name_output(names, wheel_dir, after, target, request, opts.update_tags)
+            sbom = _sbom(reader, output.name, grafts.files, packages.result())
         sbom_member = next(iter(sbom), None)
         _write(names.path, reader, wheel_dir, output, replaced, {**added, **sbom},
                sbom_member, opts.compresslevel)
@@ -499,12 +500,11 @@ def _name_output(names: _WheelNames, wheel_dir: str | os.PathLike[str], after: A
 
 
 def _sbom(reader: WheelReader, out_name: str, files: list[GraftedFile],
-          root: str) -> dict[str, NewMember]:
+          packages: Mapping[str, OsPackage]) -> dict[str, NewMember]:
     """{the SBOM member: the SBOM of the grafted libraries}, or {} when nothing was
     grafted (then an SBOM already in the input, from an earlier repair, is kept as it
     is: the libraries it names are still there).  A new one replaces an older one."""
     member = f"{dist_info_dir(m.name for m in reader.members)}/{SBOM_NAME}"
-    packages = owning_packages([f.source_path for f in files], root) if files else {}
     sbom = build_sbom(out_name, files, packages, __version__)
     return {member: NewMember(sbom, 0o644)} if sbom is not None else {}
 
