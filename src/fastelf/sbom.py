@@ -161,7 +161,9 @@ def _dir_needles(wanted: set) -> list | None:
     dirs = {p[:p.rfind("/") + 1] for p in wanted}
     if any("\r" in d or "\n" in d for d in dirs):
         return None
-    return [d.encode("utf-8", "surrogateescape") for d in dirs]
+    # a list naming /usr/lib/x/ names /lib/x/ too: the shorter needle finds both
+    least = [d for d in dirs if not any(o != d and o in d for o in dirs)]
+    return [d.encode("utf-8", "surrogateescape") for d in sorted(least)]
 
 
 def _text_lines(raw: bytes) -> list:
