@@ -1,0 +1,168 @@
+"""Turn bytes into one raw deflate stream, whole or in pieces compressed on several threads.
+
+Three ways, chosen by :func:`splits` so that the bytes depend only on the data, the
+level, whether libdeflate (the ``deflate`` package, the ``[speed]`` extra) is
+installed, and whether more than one thread may be used -- never on the number of
+cores, so a repair is reproducible from one machine to another:
+
+* whole: one libdeflate call (faster and smaller than zlib at the same level), or
+  zlib without libdeflate;
+* libdeflate pieces (pigz's idea with libdeflate's speed): the member is cut into
+  ``ceil(size / PIECE_SIZE)`` equal pieces, each compressed alone; libdeflate always
+  ends a stream with a final block and cannot sync-flush, so the end of each piece
+  but the last is found by walking its blocks (:mod:`fastelf._deflateblocks`), its
+  final bit is cleared and the empty stored block zlib's Z_SYNC_FLUSH writes is
+  appended (byte-aligned, not final).  Concatenated in order they are one stream;
+* zlib pieces of ``CHUNK_SIZE`` when libdeflate is missing, each primed with the
+  32 KiB before it as a preset dictionary and sync-flushed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Union
+
+from ._deflateblocks import final_block
+from .wheel import optional_module
+
+if TYPE_CHECKING:       # concurrent.futures is imported only where threads are started
+    from concurrent.futures import ThreadPoolExecutor
+
+Data = Union[bytes, bytearray, memoryview]     # a member's bytes, however they are held
+
+_libdeflate = optional_module("deflate")        # the [speed] extra: libdeflate
+
+CHUNK_SIZE = 1 << 20          # input bytes per zlib piece of a member (no libdeflate)
+_WINDOW = 32768               # deflate's window: each zlib piece is primed with the bytes before it
+# Input bytes per libdeflate piece, at most: a member of at least two pieces is cut into
+# ceil(size / PIECE_SIZE) equal ones.  Measured on 2 cores (README, "Repair"): 4 MiB
+# splits etree-sized members (13.5 MB: 4 pieces) and libicudata (31 MB: 8 pieces, which
+# keep both cores busy to the end) for 0.02-0.1% more output than one stream, where
+# 2 MiB pieces lose more and 8 MiB ones leave etree whole.
+PIECE_SIZE = 4 << 20
+# the empty stored block that ends every libdeflate piece but the last, after its
+# 3 header bits (not final, type 0) and the zero bits up to the byte boundary
+_SYNC_MARK = b"\x00\x00\xff\xff"
+
+
+def libdeflate_level(level: int) -> int:
+    """zlib's level -1 (its default) is libdeflate's 6, as zlib compresses at -1."""
+    return 6 if level < 0 else level
+
+
+def deflate_whole(data: Data, level: int) -> bytes | bytearray:
+    """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
+    at the same level), else zlib."""
+    if _libdeflate is not None and level != 0:
+        # a buffer is read in place (no copy of a large member)
+        return _libdeflate.deflate_compress(data, libdeflate_level(level))
+    z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return z.compress(data) + z.flush()
+
+
+def deflate_piece(data: Data, start: int, stop: int, level: int) -> bytes:
+    """Bytes ``data[start:stop]`` as a piece of one raw deflate stream (pigz's method).
+
+    The piece is primed with the 32 KiB before it as a preset dictionary, so
+    matches may reach back across the cut (they are resolved by the inflater,
+    which has those bytes already); a piece that is not the last ends with a
+    sync flush (an empty stored block: byte-aligned, not final), the last with
+    the final block.  Concatenated in order, the pieces are one valid stream."""
+    last = stop >= len(data)
+    if start:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15,
+                             zdict=bytes(data[max(0, start - _WINDOW):start]))
+    else:
+        z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = z.compress(data[start:stop])
+    return out + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def deflate_chunked(data: Data, level: int, pool: ThreadPoolExecutor,
+                    chunk: int | None = None) -> bytes:
+    """``data`` as one raw deflate stream compressed in zlib pieces on ``pool``'s threads
+    (zlib releases the GIL while it compresses)."""
+    chunk = chunk or CHUNK_SIZE
+    bounds = [(i, min(i + chunk, len(data))) for i in range(0, max(len(data), 1), chunk)]
+    return b"".join(pool.map(lambda b: deflate_piece(data, b[0], b[1], level), bounds))
+
+
+def piece_bounds(size: int, piece_size: int) -> list[tuple[int, int]]:
+    """``ceil(size / piece_size)`` (at least one) equal ``(start, stop)`` ranges that
+    cover ``size`` bytes: the cuts depend on the size alone, not on the cores."""
+    n = max(1, -(-size // piece_size))
+    return [(i * size // n, (i + 1) * size // n) for i in range(n)]
+
+
+def unfinal(stream: bytes | bytearray, size: int) -> bytearray:
+    """A complete raw deflate stream of ``size`` bytes made a piece that more pieces
+    may follow: its final block's BFINAL bit cleared, the bits after its last block
+    set to zero, and an empty stored block appended (3 header bits, zeros to the byte
+    boundary, ``00 00 FF FF``: what zlib's Z_SYNC_FLUSH writes).
+
+    The two bit offsets come from walking the stream; ValueError when the walk fails,
+    when it decodes another length than ``size`` (the walk and the compressor
+    disagree), or when bytes follow the stream's end."""
+    end = final_block(stream)
+    if end.size != size:
+        raise ValueError(f"the stream inflates to {end.size} bytes, not {size}")
+    used = (end.end_bit + 7) // 8
+    if used != len(stream):
+        raise ValueError(f"{len(stream) - used} bytes after the end of the stream")
+    out = bytearray(stream)
+    out[end.header_bit >> 3] &= 0xFF ^ (1 << (end.header_bit & 7))
+    tail = end.end_bit & 7
+    if tail:
+        out[-1] &= (1 << tail) - 1
+    if tail == 0 or tail > 5:       # the 3 header bits do not fit in the last byte
+        out.append(0)
+    out += _SYNC_MARK
+    return out
+
+
+def libdeflate_piece(data: Data, start: int, stop: int, level: int) -> bytes | bytearray:
+    """Bytes ``data[start:stop]`` compressed alone by libdeflate; unless they are the
+    last of ``data``, made a piece that the next one may follow (:func:`unfinal`,
+    ValueError when its walk disagrees).  No match reaches across a cut."""
+    if _libdeflate is None:
+        raise RuntimeError("libdeflate pieces need the deflate package")
+    out = _libdeflate.deflate_compress(memoryview(data)[start:stop], libdeflate_level(level))
+    return out if stop >= len(data) else unfinal(out, stop - start)
+
+
+def _libdeflate_piece_or_none(data: Data, bounds: tuple[int, int],
+                              level: int) -> bytes | bytearray | None:
+    """:func:`libdeflate_piece`, None where the walk disagrees (the caller falls back)."""
+    try:
+        return libdeflate_piece(data, bounds[0], bounds[1], level)
+    except ValueError:
+        return None
+
+
+def deflate_libdeflate_pieces(data: Data, level: int, pool: ThreadPoolExecutor,
+                              piece_size: int | None = None) -> bytes | bytearray:
+    """``data`` as one raw deflate stream made of libdeflate pieces compressed (and
+    walked) on ``pool``'s threads (libdeflate and the walker release the GIL); the
+    whole member in one call if any piece's walk disagrees (never seen: a safety net)."""
+    bounds = piece_bounds(len(data), piece_size or PIECE_SIZE)
+    pieces = list(pool.map(lambda b: _libdeflate_piece_or_none(data, b, level), bounds))
+    if any(p is None for p in pieces):
+        return deflate_whole(data, level)
+    return b"".join(p for p in pieces if p is not None)
+
+
+def splits(size: int, level: int, jobs: int) -> bool:
+    """Whether a member of ``size`` bytes is compressed in pieces across threads: not
+    stored, more than one thread, and at least two pieces big (libdeflate's pieces,
+    or zlib's when libdeflate is missing).  Not the number of threads: the bytes
+    written must not depend on the machine's cores."""
+    piece = PIECE_SIZE if _libdeflate is not None else CHUNK_SIZE
+    return level != 0 and jobs > 1 and size >= 2 * piece
+
+
+def deflate_split(data: Data, level: int, pool: ThreadPoolExecutor) -> bytes | bytearray:
+    """``data`` compressed in pieces on ``pool`` (for a member :func:`splits` says to split):
+    libdeflate's when installed, else zlib's."""
+    if _libdeflate is not None:
+        return deflate_libdeflate_pieces(data, level, pool)
+    return deflate_chunked(data, level, pool)
