@@ -395,9 +395,9 @@ cdef void fixed_codes(Huff *lit, Huff *dist) noexcept nogil:
     for s in range(MAX_LIT):
         lengths[s] = 8 if s < 144 else 9 if s < 256 else 7 if s < 280 else 8
     build(lit, lengths, MAX_LIT, LIT_BITS)
-    for s in range(MAX_DIST):
+    for s in range(32):
         lengths[s] = 5
-    build(dist, lengths, MAX_DIST, DIST_BITS)     # incomplete: 30 of 32 codes, as zlib
+    build(dist, lengths, 32, DIST_BITS)   # codes 30 and 31 exist but are invalid symbols
 
 
 cdef inline bint usable(int left, const Huff *h) noexcept nogil:
@@ -487,6 +487,7 @@ cdef int walk(Bits *b, Walk *w) noexcept nogil:
     cdef int rc
     while True:
         if not need(b, 3):
+            w.error_bit = bit_offset(b)
             return E_TRUNCATED
         header = bit_offset(b)
         last = take(b, 1)
