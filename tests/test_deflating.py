@@ -445,13 +445,13 @@ def test_repaired_wheel_with_split_members_is_valid(fx, tmp_path, monkeypatch):
 
     monkeypatch.setattr(deflating, "PIECE_SIZE", 2048)
     calls: list[int] = []
-    real = deflating.unfinal
+    real = deflating.seal
 
-    def counting(stream: bytes | bytearray, size: int) -> bytearray:
-        calls.append(size)
-        return real(stream, size)
+    def counting(out: bytearray, start: int, end: deflating.FinalBlock) -> None:
+        calls.append(start)
+        real(out, start, end)
 
-    monkeypatch.setattr(deflating, "unfinal", counting)
+    monkeypatch.setattr(deflating, "seal", counting)
     res = repair_wheel(fx.wheel, tmp_path / "out", ld_library_path=str(fx.private))
     wheel = Path(res.output)
     assert calls, "no member was split"
@@ -463,3 +463,20 @@ def test_repaired_wheel_with_split_members_is_valid(fx, tmp_path, monkeypatch):
         source.validate_record()
         installer.install(source, SchemeDictionaryDestination(
             scheme, interpreter="/usr/bin/python3", script_kind="posix"), {})
+
+
+def test_a_walk_that_disagrees_falls_back_to_one_stream(monkeypatch):
+    """Should the walk ever disagree with libdeflate (it never does above), the member
+    is compressed whole rather than joined wrongly: zlib inflates it to the data."""
+    data = DATA["text"]
+    real = deflating.final_block
+
+    def off_by_one(stream: bytes | bytearray) -> deflating.FinalBlock:
+        end = real(stream)
+        return end._replace(size=end.size + 1)
+
+    monkeypatch.setattr(deflating, "final_block", off_by_one)
+    with ThreadPoolExecutor(2) as pool:
+        out = deflate_libdeflate_pieces(data, 6, pool, 64 * 1024)
+    assert out == deflate_whole(data, 6)
+    assert zlib.decompress(out, -15) == data

@@ -20,9 +20,9 @@ cores, so a repair is reproducible from one machine to another:
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
-from ._deflateblocks import final_block
+from ._deflateblocks import FinalBlock, final_block
 from .wheel import optional_module
 
 if TYPE_CHECKING:       # concurrent.futures is imported only where threads are started
@@ -94,47 +94,75 @@ def piece_bounds(size: int, piece_size: int) -> list[tuple[int, int]]:
     return [(i * size // n, (i + 1) * size // n) for i in range(n)]
 
 
-def unfinal(stream: bytes | bytearray, size: int) -> bytearray:
-    """A complete raw deflate stream of ``size`` bytes made a piece that more pieces
-    may follow: its final block's BFINAL bit cleared, the bits after its last block
-    set to zero, and an empty stored block appended (3 header bits, zeros to the byte
-    boundary, ``00 00 FF FF``: what zlib's Z_SYNC_FLUSH writes).
+class Piece(NamedTuple):
+    """One libdeflate piece of a member as its thread leaves it: the compressed bytes,
+    and for a piece that others follow, where its final block starts and ends."""
+    stream: bytes
+    end: FinalBlock | None          # None for the member's last piece: it stays final
 
-    The two bit offsets come from walking the stream; ValueError when the walk fails,
-    when it decodes another length than ``size`` (the walk and the compressor
-    disagree), or when bytes follow the stream's end."""
+
+def walk_piece(stream: bytes | bytearray, size: int) -> FinalBlock:
+    """Where the complete raw deflate stream ``stream`` of ``size`` bytes ends.
+
+    ValueError when the walk fails, when it decodes another length than ``size``
+    (the walk and the compressor disagree), or when bytes follow the stream's end."""
     end = final_block(stream)
     if end.size != size:
         raise ValueError(f"the stream inflates to {end.size} bytes, not {size}")
     used = (end.end_bit + 7) // 8
     if used != len(stream):
         raise ValueError(f"{len(stream) - used} bytes after the end of the stream")
-    out = bytearray(stream)
-    out[end.header_bit >> 3] &= 0xFF ^ (1 << (end.header_bit & 7))
-    tail = end.end_bit & 7
+    return end
+
+
+def seal(out: bytearray, start: int, end: FinalBlock) -> None:
+    """Make the stream at ``out[start:]`` (walked: ``end``) a piece that more may follow,
+    in place: its final block's BFINAL bit cleared, the bits after its last block
+    set to zero, and an empty stored block appended (3 header bits, zeros to the byte
+    boundary, ``00 00 FF FF``: what zlib's Z_SYNC_FLUSH writes)."""
+    header = 8 * start + end.header_bit
+    out[header >> 3] &= 0xFF ^ (1 << (header & 7))
+    tail = end.end_bit & 7                  # start is whole bytes: same bit in the byte
     if tail:
         out[-1] &= (1 << tail) - 1
-    if tail == 0 or tail > 5:       # the 3 header bits do not fit in the last byte
+    if tail == 0 or tail > 5:               # the 3 header bits do not fit in the last byte
         out.append(0)
     out += _SYNC_MARK
+
+
+def unfinal(stream: bytes | bytearray, size: int) -> bytearray:
+    """A copy of the complete raw deflate stream ``stream`` of ``size`` bytes made a
+    piece that more pieces may follow (:func:`walk_piece`, then :func:`seal`)."""
+    end = walk_piece(stream, size)
+    out = bytearray(stream)
+    seal(out, 0, end)
     return out
+
+
+def _libdeflate_compress(data: Data, start: int, stop: int, level: int) -> bytes:
+    if _libdeflate is None:
+        raise RuntimeError("libdeflate pieces need the deflate package")
+    # a memoryview slice: libdeflate reads the member in place
+    return _libdeflate.deflate_compress(memoryview(data)[start:stop], libdeflate_level(level))
 
 
 def libdeflate_piece(data: Data, start: int, stop: int, level: int) -> bytes | bytearray:
     """Bytes ``data[start:stop]`` compressed alone by libdeflate; unless they are the
     last of ``data``, made a piece that the next one may follow (:func:`unfinal`,
     ValueError when its walk disagrees).  No match reaches across a cut."""
-    if _libdeflate is None:
-        raise RuntimeError("libdeflate pieces need the deflate package")
-    out = _libdeflate.deflate_compress(memoryview(data)[start:stop], libdeflate_level(level))
+    out = _libdeflate_compress(data, start, stop, level)
     return out if stop >= len(data) else unfinal(out, stop - start)
 
 
-def _libdeflate_piece_or_none(data: Data, bounds: tuple[int, int],
-                              level: int) -> bytes | bytearray | None:
-    """:func:`libdeflate_piece`, None where the walk disagrees (the caller falls back)."""
+def _compress_piece(data: Data, bounds: tuple[int, int], level: int) -> Piece | None:
+    """A piece compressed and, unless it is the last, walked (in a pool thread: both
+    release the GIL); None where the walk disagrees (the caller falls back)."""
+    start, stop = bounds
+    stream = _libdeflate_compress(data, start, stop, level)
+    if stop >= len(data):
+        return Piece(stream, None)
     try:
-        return libdeflate_piece(data, bounds[0], bounds[1], level)
+        return Piece(stream, walk_piece(stream, stop - start))
     except ValueError:
         return None
 
@@ -142,13 +170,20 @@ def _libdeflate_piece_or_none(data: Data, bounds: tuple[int, int],
 def deflate_libdeflate_pieces(data: Data, level: int, pool: ThreadPoolExecutor,
                               piece_size: int | None = None) -> bytes | bytearray:
     """``data`` as one raw deflate stream made of libdeflate pieces compressed (and
-    walked) on ``pool``'s threads (libdeflate and the walker release the GIL); the
-    whole member in one call if any piece's walk disagrees (never seen: a safety net)."""
+    walked) on ``pool``'s threads; the whole member in one call if any piece's walk
+    disagrees (never seen: a safety net).  The pieces are appended to one buffer as
+    they come, in order, so a piece's bytes are dropped once copied (the member's
+    compressed size is held about once, not twice)."""
     bounds = piece_bounds(len(data), piece_size or PIECE_SIZE)
-    pieces = list(pool.map(lambda b: _libdeflate_piece_or_none(data, b, level), bounds))
-    if any(p is None for p in pieces):
-        return deflate_whole(data, level)
-    return b"".join(p for p in pieces if p is not None)
+    out = bytearray()
+    for piece in pool.map(lambda b: _compress_piece(data, b, level), bounds):
+        if piece is None:
+            return deflate_whole(data, level)   # map cancels the pieces not started
+        start = len(out)
+        out += piece.stream
+        if piece.end is not None:
+            seal(out, start, piece.end)
+    return out
 
 
 def splits(size: int, level: int, jobs: int) -> bool:

@@ -1,7 +1,8 @@
 """Write a modified copy of a wheel, atomically and reproducibly.
 
 Unchanged members are copied as their compressed bytes (no inflate, no
-re-deflate); new or changed members are deflated in parallel threads.
+re-deflate); new or changed members are deflated in parallel threads (how bytes
+become a deflate stream, whole or in pieces, is :mod:`fastelf.deflating`).
 RECORD is rewritten from the bytes written: unchanged members are inflated
 (and CRC-checked) to hash them, so a stale input RECORD is never copied.  The output is
 written to a temporary file next to the destination and renamed into place,
@@ -154,8 +155,10 @@ class Deflated:
 def deflate_member(data: bytes | bytearray | memoryview, level: int, jobs: int,
                    pieces: ThreadPoolExecutor | None) -> Deflated:
     """``data`` compressed as :class:`WheelWriter` would compress it when writing (same
-    bytes for the same ``level`` and ``jobs``: output stays reproducible); stored when
-    deflate does not make it smaller, or at level 0."""
+    bytes for the same ``level`` and the same ``jobs > 1``, whatever the core count:
+    output stays reproducible); stored when deflate does not make it smaller, or at
+    level 0.  A member :func:`~fastelf.deflating.splits` says to split is compressed in
+    pieces on ``pieces``' threads."""
     crc, size, digest = zlib.crc32(data), len(data), record_hash(data)
     if level != 0:
         out = (deflate_split(data, level, pieces) if pieces is not None
@@ -194,7 +197,11 @@ class Deflater:
     on producing the next one; ``submit`` returns a :class:`Pending`.  The uncompressed
     bytes waiting or being compressed are bounded (at most ``jobs`` members and
     ``max_pending`` bytes, but always one member): a producer that gets ahead waits,
-    so the raw bytes held at once stay near the largest member, not the sum.
+    so the raw bytes held at once stay near the largest member, not the sum.  A split
+    member's pieces run on a second pool of ``jobs`` threads while its member thread
+    waits for them, so the bound needs no change for it: one over ``max_pending``
+    (libicudata's 31 MB) is compressed alone, on all the cores; a smaller one shares
+    them with the members that still fit beside it.
 
     A member that is not to be split and is under ``THREADED_MIN_BYTES`` (or any
     unsplit member with one job) is compressed at once in the caller's thread, and
