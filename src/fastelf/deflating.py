@@ -35,10 +35,14 @@ _libdeflate = optional_module("deflate")        # the [speed] extra: libdeflate
 CHUNK_SIZE = 1 << 20          # input bytes per zlib piece of a member (no libdeflate)
 _WINDOW = 32768               # deflate's window: each zlib piece is primed with the bytes before it
 # Input bytes per libdeflate piece, at most: a member of at least two pieces is cut into
-# ceil(size / PIECE_SIZE) equal ones.  Measured on 2 cores (README, "Repair"): 4 MiB
-# splits etree-sized members (13.5 MB: 4 pieces) and libicudata (31 MB: 8 pieces, which
-# keep both cores busy to the end) for 0.02-0.1% more output than one stream, where
-# 2 MiB pieces lose more and 8 MiB ones leave etree whole.
+# ceil(size / PIECE_SIZE) equal ones.  Measured at level 6 on 2 threads (2 cores):
+#   libicudata 31.3 MB: 2 MiB +0.099% bytes, 1.59x; 4 MiB +0.022%, 1.71x; 8 MiB +0.001%, 1.70x
+#   lxml's etree 13.5 MB: 2 MiB +0.055%, 1.58x; 4 MiB +0.064%, 1.38x; 8 MiB: not split
+#   libcrypto 4.7 MB: 2 MiB +0.037%, 1.56x; 4 and 8 MiB: not split
+# 4 MiB splits the members that are compressed alone or last (over the Deflater's
+# 16 MiB bound, or etree-sized) at a few hundredths of a percent; mid-sized ones stay
+# whole and share the cores with the members beside them in the Deflater, and each
+# cut costs a walk (~100 MB/s of compressed bytes) and a 5-byte stored block.
 PIECE_SIZE = 4 << 20
 # the empty stored block that ends every libdeflate piece but the last, after its
 # 3 header bits (not final, type 0) and the zero bits up to the byte boundary
