@@ -50,7 +50,7 @@ _SYNC_MARK = b"\x00\x00\xff\xff"
 
 
 def libdeflate_level(level: int) -> int:
-    """zlib's level -1 (its default) is libdeflate's 6, as zlib compresses at -1."""
+    """libdeflate's level for zlib's: -1 means zlib's default, which is 6."""
     return 6 if level < 0 else level
 
 
