@@ -242,7 +242,7 @@ cdef inline int decode(Bits *b, const Huff *h) noexcept nogil:
     length = e & 15
     if length == 0:
         return decode_slow(b, h)
-    if length > b.cnt:              # the missing bits read as zeros: not a real code
+    if length > b.cnt:              # the code needs bits past the end of the stream
         return -E_TRUNCATED
     b.buf >>= length
     b.cnt -= length
