@@ -1,4 +1,5 @@
-"""Builds the Cython ELF core (cext/) as fastelf._elf; metadata is in pyproject.toml."""
+"""Builds the Cython extensions (cext/): the ELF core as fastelf._elf and the deflate-stream
+walker as fastelf._deflateblocks (not part of the core); metadata is in pyproject.toml."""
 import os
 
 from Cython.Build import cythonize
@@ -12,12 +13,13 @@ if os.environ.get("FASTELF_SANITIZE"):
 
 extensions = [
     Extension(
-        "fastelf._elf",
-        ["cext/fastelf/_elf.pyx"],
+        name,
+        [f"cext/fastelf/{name.split('.')[1]}.pyx"],
         extra_compile_args=cflags,
         extra_link_args=cflags if os.environ.get("FASTELF_SANITIZE") else [],
         define_macros=macros,
     )
+    for name in ("fastelf._elf", "fastelf._deflateblocks")
 ]
 
 setup(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the ELF-core and hostile-input tests against an AddressSanitizer + UBSan
-# build of the Cython ELF core, and/or under valgrind memcheck.
+# Run the ELF-core, hostile-input and deflate-walker tests against an
+# AddressSanitizer + UBSan build of the Cython extensions (the ELF core and
+# fastelf._deflateblocks), and/or under valgrind memcheck.
 #
 #   tests/sanitize.sh                 # ASan/UBSan (the default)
 #   tests/sanitize.sh --valgrind      # valgrind memcheck on the normal build instead
@@ -9,7 +10,7 @@
 #
 # The sanitized extension is built (FASTELF_SANITIZE=1, see setup.py) from a
 # copy of the sources in a temporary directory -- nothing in the checkout is
-# written, not src/fastelf/_elf*.so nor cext/fastelf/_elf.c -- and put first
+# written, not src/fastelf/*.so nor cext/fastelf/*.c -- and put first
 # on PYTHONPATH.  Any ASan/UBSan report fails the run (halt_on_error); any
 # valgrind error makes it exit 1.  FASTELF_FUZZ_EXAMPLES scales the fuzz tests
 # (default 150 under ASan, 30 under valgrind).
@@ -32,10 +33,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-# The test files that feed the ELF core and the wheel reader bad input.
+# The test files that feed the ELF core, the wheel reader and the deflate walker bad input.
 TESTS=()
 for t in tests/test_elf.py tests/test_elf_loader_exact.py tests/test_hostile.py tests/test_fuzz.py \
-         tests/test_zip_differential.py tests/test_fuzz_graph_writer.py; do
+         tests/test_zip_differential.py tests/test_fuzz_graph_writer.py tests/test_deflating.py; do
   [ -f "$t" ] && TESTS+=("$t")
 done
 
@@ -64,9 +65,10 @@ run_asan() {
              "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87"
              "PYTHONMALLOC=malloc" "PYTHONPATH=$work/src")
   if ! "${san[@]}" "$PY" -c '
-import sys, fastelf._elf as e
-assert e.__file__.startswith(sys.argv[1]), "not the sanitized build: " + e.__file__
-print("== using", e.__file__)' "$work/src"; then
+import sys, fastelf._elf, fastelf._deflateblocks
+for e in (fastelf._elf, fastelf._deflateblocks):
+    assert e.__file__.startswith(sys.argv[1]), "not the sanitized build: " + e.__file__
+    print("== using", e.__file__)' "$work/src"; then
     echo "cannot load the sanitized build" >&2; rm -rf "$work"; return 1
   fi
   echo "== pytest under ASan/UBSan: ${TESTS[*]}"
@@ -103,7 +105,7 @@ run_valgrind() {
   set -e
   if [ -s "$log" ]; then
     echo "== valgrind reports:"; cat "$log"
-    if grep -qE "_elf\.cpython|fastelf" "$log"; then
+    if grep -qE "_elf\.cpython|_deflateblocks\.cpython|fastelf" "$log"; then
       echo "valgrind reports an error in fastelf's extension" >&2
       rc=1
     fi

@@ -59,12 +59,14 @@ def test_typing_files_are_shipped():
 
 
 def test_stub_matches_the_compiled_core():
-    """mypy's stubtest imports fastelf._elf and compares every name, attribute and
-    signature with _elf.pyi: an attribute added to ElfFile without a stub line fails."""
+    """mypy's stubtest imports fastelf._elf (and the deflate walker beside it) and
+    compares every name, attribute and signature with _elf.pyi (_deflateblocks.pyi):
+    an attribute added to ElfFile without a stub line fails."""
     pytest.importorskip("mypy")
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
-         "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"), "fastelf._elf"],
+         "--allowlist", str(Path(__file__).parent / "stubtest-allowlist.txt"), "fastelf._elf",
+         "fastelf._deflateblocks"],
         capture_output=True, text=True, timeout=600, check=False,
         env={**__import__("os").environ, "PYTHONPATH": str(PKG.parent)})
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""How new members are compressed: libdeflate for whole members, zlib pieces for a large one.
+"""How new members are compressed: libdeflate whole or in pieces, zlib pieces without it.
 
 Oracles: zlib's inflater (``zlib.decompress`` with raw wbits) and ``zipfile``
 read back every byte; the pieces of a split member are checked to be real
@@ -20,14 +20,9 @@ from pathlib import Path
 import pytest
 from pypi_rules import pypi_zip_problems
 
-from fastelf import wheelwriter
-from fastelf.wheelwriter import (
-    Deflated,
-    Deflater,
-    WheelWriter,
-    deflate_chunked,
-    deflate_whole,
-)
+from fastelf import deflating, wheelwriter
+from fastelf.deflating import deflate_chunked, deflate_whole
+from fastelf.wheelwriter import Deflated, Deflater, WheelWriter
 
 
 def _sample() -> bytes:
@@ -69,11 +64,12 @@ def _write(tmp_path, members, **kw) -> Path:
 
 @pytest.mark.parametrize("libdeflate", [True, False])
 def test_large_member_split_across_threads_reads_back(tmp_path, monkeypatch, libdeflate):
-    if libdeflate and wheelwriter._libdeflate is None:
+    if libdeflate and deflating._libdeflate is None:
         pytest.skip("deflate (libdeflate) not installed")
     if not libdeflate:
-        monkeypatch.setattr(wheelwriter, "_libdeflate", None)
-    monkeypatch.setattr(wheelwriter, "CHUNK_SIZE", 64 * 1024)
+        monkeypatch.setattr(deflating, "_libdeflate", None)
+    monkeypatch.setattr(deflating, "CHUNK_SIZE", 64 * 1024)
+    monkeypatch.setattr(deflating, "PIECE_SIZE", 64 * 1024)
     data = _sample()
     out = _write(tmp_path, {"pkg.libs/big.so": data, "pkg/a.py": b"x = 1\n"}, jobs=4)
     with zipfile.ZipFile(out) as zf:
@@ -87,7 +83,7 @@ def test_large_member_split_across_threads_reads_back(tmp_path, monkeypatch, lib
 
 
 def test_whole_members_use_libdeflate_when_installed(tmp_path):
-    if wheelwriter._libdeflate is None:
+    if deflating._libdeflate is None:
         pytest.skip("deflate (libdeflate) not installed")
     data = _sample()
     out = _write(tmp_path, {"pkg.libs/lib.so": data}, jobs=2)
@@ -127,11 +123,12 @@ def test_deflated_ahead_writes_the_same_bytes_as_the_writer(tmp_path, monkeypatc
     written byte for byte as the writer would have compressed it (reproducible output
     whichever path a member takes); zipfile reads every member back (oracle: zipfile),
     and the record of each says its size and CRC as zipfile computes them."""
-    if libdeflate and wheelwriter._libdeflate is None:
+    if libdeflate and deflating._libdeflate is None:
         pytest.skip("deflate (libdeflate) not installed")
     if not libdeflate:
-        monkeypatch.setattr(wheelwriter, "_libdeflate", None)
-    monkeypatch.setattr(wheelwriter, "CHUNK_SIZE", 64 * 1024)        # the split path too
+        monkeypatch.setattr(deflating, "_libdeflate", None)
+    monkeypatch.setattr(deflating, "CHUNK_SIZE", 64 * 1024)
+    monkeypatch.setattr(deflating, "PIECE_SIZE", 64 * 1024)        # the split path too
     members = {"pkg.libs/big.so": _sample(), "pkg/random.bin": os.urandom(200_000),
                "pkg/empty.so": b""}
     when = (2020, 1, 1, 0, 0, 0)

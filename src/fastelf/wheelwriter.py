@@ -1,7 +1,8 @@
 """Write a modified copy of a wheel, atomically and reproducibly.
 
 Unchanged members are copied as their compressed bytes (no inflate, no
-re-deflate); new or changed members are deflated in parallel threads.
+re-deflate); new or changed members are deflated in parallel threads (how bytes
+become a deflate stream, whole or in pieces, is :mod:`fastelf.deflating`).
 RECORD is rewritten from the bytes written: unchanged members are inflated
 (and CRC-checked) to hash them, so a stale input RECORD is never copied.  The output is
 written to a temporary file next to the destination and renamed into place,
@@ -22,17 +23,23 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import zipformat as zf
+from .deflating import (  # noqa: F401  (deflate_chunked: importable from here, as before)
+    Data,
+    deflate_chunked,
+    deflate_split,
+    deflate_whole,
+    splits,
+)
 from .errors import WheelError
 from .record import b64_digest, record_files
-from .wheel import DEFLATED, STORED, Member, WheelReader, optional_module
+from .wheel import DEFLATED, STORED, Member, WheelReader
 
 if TYPE_CHECKING:       # concurrent.futures is imported only where threads are started
     from concurrent.futures import Future, ThreadPoolExecutor
 
-Data = Union[bytes, bytearray, memoryview]     # a member's bytes, however they are held
 DateTime = tuple[int, int, int, int, int, int]  # a zip date_time: year .. second
 
 _MIN_DOS_TIME = 315532800          # 1980-01-01, the earliest zip timestamp
@@ -127,61 +134,10 @@ class _Entry:
         self.date_time, self.payload, self.offset = date_time, payload, 0
 
 
-_libdeflate = optional_module("deflate")        # the [speed] extra: libdeflate
-
-CHUNK_SIZE = 1 << 20          # input bytes per independently compressed piece of a member
-_WINDOW = 32768               # deflate's window: each piece is primed with the bytes before it
-# zlib on N cores beats libdeflate on one (about 2.2x zlib's speed at level 6 on x86-64)
-# from three cores on; below that a large member stays whole and goes to libdeflate
-CHUNKED_MIN_JOBS = 3
 # below this many new bytes in all, members are deflated in the writing thread: starting
 # thread pools (and importing concurrent.futures) costs more than a second core saves
 # (deflating 1 MiB takes about 10 ms); the bytes written are the same either way
 THREADED_MIN_BYTES = 1 << 20
-
-
-def deflate_whole(data: Data, level: int) -> bytes | bytearray:
-    """One raw deflate stream: libdeflate when installed (faster and smaller than zlib
-    at the same level), else zlib."""
-    if _libdeflate is not None and level != 0:
-        # a buffer is read in place (no copy of a large member)
-        return _libdeflate.deflate_compress(data, 6 if level < 0 else level)
-    z = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return z.compress(data) + z.flush()
-
-
-def deflate_piece(data: Data, start: int, stop: int, level: int) -> bytes:
-    """Bytes ``data[start:stop]`` as a piece of one raw deflate stream (pigz's method).
-
-    The piece is primed with the 32 KiB before it as a preset dictionary, so
-    matches may reach back across the cut (they are resolved by the inflater,
-    which has those bytes already); a piece that is not the last ends with a
-    sync flush (an empty stored block: byte-aligned, not final), the last with
-    the final block.  Concatenated in order, the pieces are one valid stream."""
-    last = stop >= len(data)
-    if start:
-        z = zlib.compressobj(level, zlib.DEFLATED, -15,
-                             zdict=bytes(data[max(0, start - _WINDOW):start]))
-    else:
-        z = zlib.compressobj(level, zlib.DEFLATED, -15)
-    out = z.compress(data[start:stop])
-    return out + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-
-
-def deflate_chunked(data: Data, level: int, pool: ThreadPoolExecutor,
-                    chunk: int | None = None) -> bytes:
-    """``data`` as one raw deflate stream compressed in pieces on ``pool``'s threads
-    (zlib releases the GIL while it compresses)."""
-    chunk = chunk or CHUNK_SIZE
-    bounds = [(i, min(i + chunk, len(data))) for i in range(0, max(len(data), 1), chunk)]
-    return b"".join(pool.map(lambda b: deflate_piece(data, b[0], b[1], level), bounds))
-
-
-def splits(size: int, level: int, jobs: int) -> bool:
-    """Whether a member of ``size`` bytes is compressed in pieces across threads: large,
-    several threads, and either no libdeflate or enough threads for zlib to win."""
-    return (level != 0 and size >= 2 * CHUNK_SIZE and jobs > 1
-            and (_libdeflate is None or jobs >= CHUNKED_MIN_JOBS))
 
 
 @dataclass(frozen=True)
@@ -199,11 +155,13 @@ class Deflated:
 def deflate_member(data: bytes | bytearray | memoryview, level: int, jobs: int,
                    pieces: ThreadPoolExecutor | None) -> Deflated:
     """``data`` compressed as :class:`WheelWriter` would compress it when writing (same
-    bytes for the same ``level`` and ``jobs``: output stays reproducible); stored when
-    deflate does not make it smaller, or at level 0."""
+    bytes for the same ``level`` and the same ``jobs > 1``, whatever the core count:
+    output stays reproducible); stored when deflate does not make it smaller, or at
+    level 0.  A member :func:`~fastelf.deflating.splits` says to split is compressed in
+    pieces on ``pieces``' threads."""
     crc, size, digest = zlib.crc32(data), len(data), record_hash(data)
     if level != 0:
-        out = (deflate_chunked(data, level, pieces) if pieces is not None
+        out = (deflate_split(data, level, pieces) if pieces is not None
                and splits(size, level, jobs) else deflate_whole(data, level))
         if len(out) < size:
             return Deflated(DEFLATED, out, crc, size, digest)
@@ -239,7 +197,11 @@ class Deflater:
     on producing the next one; ``submit`` returns a :class:`Pending`.  The uncompressed
     bytes waiting or being compressed are bounded (at most ``jobs`` members and
     ``max_pending`` bytes, but always one member): a producer that gets ahead waits,
-    so the raw bytes held at once stay near the largest member, not the sum.
+    so the raw bytes held at once stay near the largest member, not the sum.  A split
+    member's pieces run on a second pool of ``jobs`` threads while its member thread
+    waits for them, so the bound needs no change for it: one over ``max_pending``
+    (libicudata's 31 MB) is compressed alone, on all the cores; a smaller one shares
+    them with the members that still fit beside it.
 
     A member that is not to be split and is under ``THREADED_MIN_BYTES`` (or any
     unsplit member with one job) is compressed at once in the caller's thread, and
@@ -349,7 +311,7 @@ class WheelWriter:
         return splits(len(data), self.level, self.jobs)
 
     def _compress(self, data: Data, pieces: ThreadPoolExecutor) -> bytes | bytearray:
-        return deflate_chunked(data, self.level, pieces) if self._splits(data) \
+        return deflate_split(data, self.level, pieces) if self._splits(data) \
             else deflate_whole(data, self.level)
 
     def _finish(self, entry: _Entry, data: Data, out: bytes | bytearray) -> None:
