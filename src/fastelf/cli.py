@@ -426,8 +426,10 @@ def cmd_retag(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_repair(args: argparse.Namespace, out: TextIO) -> int:
     """Repair each wheel into -w; one line per graft and per output, the exit code."""
+    from .allocator import return_large_blocks
     from .repair import repair_wheel
 
+    return_large_blocks()          # this process is the command's own (see allocator.py)
     options = _repair_options(args)
     code = EXIT_OK
     for path in args.wheels:
