@@ -616,15 +616,37 @@ class _Run:
 
 def _live_spans(plan: _Plan, refs: set[int]) -> list[_Span]:
     """The strings that stay referenced (and the empty string at 0), merged
-    where they touch or overlap (a suffix shared by two references)."""
+    where they touch or overlap (a suffix shared by two references).
+
+    A library names thousands of symbols, so the NUL ending a string is looked
+    up only for a reference past the span being built (one inside it ends at a
+    NUL the span already covers)."""
+    every = refs | {0}
+    _check_string_refs(plan, every)
+    table = plan.dynstr
     live: list[_Span] = []
-    for a, b in sorted((r, plan.cstr_end(r)) for r in refs | {0}):
-        if live and a <= live[-1].end + 1:
-            if b > live[-1].end:
-                live[-1] = _Span(live[-1].start, b)
-        else:
-            live.append(_Span(a, b))
+    start = end = -2
+    for a in sorted(every):
+        if a <= end:                   # inside the current span: ends inside it too
+            continue
+        b = table.find(b"\0", a)
+        if a == end + 1:               # touches it: the span grows
+            end = b
+            continue
+        if start >= 0:
+            live.append(_Span(start, end))
+        start, end = a, b
+    live.append(_Span(start, end))
     return live
+
+
+def _check_string_refs(plan: _Plan, refs: set[int]) -> None:
+    """:meth:`_Plan.cstr_end`'s errors for the first bad reference, in the set's order."""
+    last_nul = plan.dynstr.rfind(b"\0", 0, plan.strsz)
+    if max(refs) <= last_nul:
+        return
+    for r in refs:
+        plan.cstr_end(r)
 
 
 def _free_runs(live: Sequence[_Span], size: int) -> list[_Run]:
@@ -1174,7 +1196,9 @@ def _symbol_names(plan: _Plan, nsyms: int) -> Iterator[int]:
     if syment < img.layout.sym.size or nsyms > len(img.data) // syment:
         raise ElfPatchError("implausible dynamic symbol table size")
     off = img.vaddr_to_off(plan.tags[DT_SYMTAB], nsyms * syment, ".dynsym")
-    return (img.u32.unpack_from(img.data, off + i * syment)[0] for i in range(nsyms))
+    # st_name is each entry's first word (Elf32_Sym and Elf64_Sym alike)
+    entry = struct.Struct(f"{img.u32.format[0]}I{syment - 4}x")
+    return (t[0] for t in entry.iter_unpack(img.data[off:off + nsyms * syment]))
 
 
 # --------------------------------------------------------------- relocation
