@@ -29,13 +29,28 @@ from fastelf._deflateblocks import final_block
 from fastelf.deflating import (
     deflate_libdeflate_pieces,
     deflate_whole,
-    libdeflate_piece,
     piece_bounds,
-    unfinal,
+    seal,
+    walk_piece,
 )
 from fastelf.wheelwriter import Deflater, WheelWriter
 
 libdeflate = pytest.importorskip("deflate")
+
+
+def unfinal(stream: bytes, size: int) -> bytearray:
+    """A copy of the whole stream ``stream`` (of ``size`` bytes) made a piece more may
+    follow, as the pool's pieces are: walked, then sealed."""
+    end = walk_piece(stream, size)
+    out = bytearray(stream)
+    seal(out, 0, end)
+    return out
+
+
+def libdeflate_piece(data: bytes, start: int, stop: int, level: int) -> bytes:
+    """``data[start:stop]`` compressed alone by libdeflate, made joinable unless last."""
+    out = libdeflate.deflate_compress(data[start:stop], level)
+    return out if stop >= len(data) else bytes(unfinal(out, stop - start))
 
 EXAMPLES = int(os.environ.get("FASTELF_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

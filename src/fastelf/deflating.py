@@ -134,28 +134,11 @@ def seal(out: bytearray, start: int, end: FinalBlock) -> None:
     out += _SYNC_MARK
 
 
-def unfinal(stream: bytes | bytearray, size: int) -> bytearray:
-    """A copy of the complete raw deflate stream ``stream`` of ``size`` bytes made a
-    piece that more pieces may follow (:func:`walk_piece`, then :func:`seal`)."""
-    end = walk_piece(stream, size)
-    out = bytearray(stream)
-    seal(out, 0, end)
-    return out
-
-
 def _libdeflate_compress(data: Data, start: int, stop: int, level: int) -> bytes:
     if _libdeflate is None:
         raise RuntimeError("libdeflate pieces need the deflate package")
     # a memoryview slice: libdeflate reads the member in place
     return _libdeflate.deflate_compress(memoryview(data)[start:stop], libdeflate_level(level))
-
-
-def libdeflate_piece(data: Data, start: int, stop: int, level: int) -> bytes | bytearray:
-    """Bytes ``data[start:stop]`` compressed alone by libdeflate; unless they are the
-    last of ``data``, made a piece that the next one may follow (:func:`unfinal`,
-    ValueError when its walk disagrees).  No match reaches across a cut."""
-    out = _libdeflate_compress(data, start, stop, level)
-    return out if stop >= len(data) else unfinal(out, stop - start)
 
 
 def _compress_piece(data: Data, bounds: tuple[int, int], level: int) -> Piece | None:

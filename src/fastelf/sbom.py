@@ -349,7 +349,7 @@ def owning_packages(host_paths: Iterable[str], root: str = "/") -> dict:
 
 class PackageLookup:
     """:func:`owning_packages` on a thread of its own, started at once: reading the
-    package database (dpkg's ~900 list files here, ~40 ms) overlaps the patching and
+    package database (dpkg's ~900 list files here, 20-40 ms) overlaps the patching and
     deflating a repair does meanwhile; :meth:`result` waits for it.  As a context
     manager it is joined on the way out, so no lookup outlives the repair that
     started it, even one that fails."""

@@ -26,13 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import zipformat as zf
-from .deflating import (  # noqa: F401  (deflate_chunked: importable from here, as before)
-    Data,
-    deflate_chunked,
-    deflate_split,
-    deflate_whole,
-    splits,
-)
+from .deflating import Data, deflate_split, deflate_whole, splits
 from .errors import WheelError
 from .record import b64_digest, record_files
 from .wheel import DEFLATED, STORED, Member, WheelReader
